@@ -1,0 +1,54 @@
+"""The ``shiftwise`` command line: argument parsing only, the work is done in ``tools``.
+
+Each tool module exposes ``register(subparsers)``, which adds its sub-command and sets the
+function to run as ``func`` on the parsed arguments. Bad input (``ValueError``,
+``TypeError``, ``FileNotFoundError``) becomes a one-line message and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+TOOL_MODULES = ("shiftwise.tools.demo",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with one sub-command per tool module."""
+    parser = argparse.ArgumentParser(
+        prog="shiftwise",
+        description="Large-kernel CNNs from small kernels: ShiftwiseConv and SLaK.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in TOOL_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        result = args.func(args)
+    except (ValueError, TypeError, FileNotFoundError, NotADirectoryError) as error:
+        print(f"shiftwise {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"shiftwise {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

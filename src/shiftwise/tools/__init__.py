@@ -1,0 +1,1 @@
+"""Tools behind the command line: training, evaluation, benchmarks, conversion, export."""
