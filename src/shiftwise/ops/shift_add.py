@@ -37,8 +37,8 @@ def check_shift_add_args(
         raise ValueError(f"y: expected a 4-D tensor [B, P, H, W], got shape {tuple(y.shape)}")
     if not isinstance(index, torch.Tensor) or index.dtype not in (torch.int32, torch.int64):
         raise TypeError(f"index: expected an int32/int64 tensor, got {_describe(index)}")
-    if index.dim() != 2:
-        raise ValueError(f"index: expected shape [C, T], got {tuple(index.shape)}")
+    if index.dim() != 2 or index.shape[1] == 0:
+        raise ValueError(f"index: expected shape [C, T] with T >= 1, got {tuple(index.shape)}")
     if not isinstance(offsets, torch.Tensor) or offsets.dtype not in (torch.int32, torch.int64):
         raise TypeError(f"offsets: expected an int32/int64 tensor, got {_describe(offsets)}")
     if offsets.shape != (index.shape[1], 2):
@@ -60,19 +60,21 @@ def shift_add_reference(
 ) -> torch.Tensor:
     """Reference shift-add (see the module docstring): ``[B, P, Hy, Wy] -> [B, C, H, W]``.
 
-    One term at a time: gather the pieces the term reads (``index[:, t]``), move the window
-    ``[a, a + H) x [b, b + W)`` of them into the output with zero fill, and accumulate.
+    Zero-pad the pieces so that every term's window lies inside, then for each term gather
+    the pieces it reads (``index[:, t]``), cut its ``H x W`` window and accumulate.
     """
     check_shift_add_args(y, index, offsets, out_size)
     height, width = out_size
-    batch, _, y_height, y_width = y.shape
-    out = y.new_zeros(batch, index.shape[0], height, width)
-    for t, (row, col) in enumerate(offsets.tolist()):
-        if row >= y_height or row + height <= 0 or col >= y_width or col + width <= 0:
-            continue
-        pieces = y.index_select(1, index[:, t])
-        # Negative padding crops: the result holds pieces[..., h + row, w + col] at (h, w).
-        out = out + F.pad(pieces, (-col, width - y_width + col, -row, height - y_height + row))
+    y_height, y_width = y.shape[-2:]
+    rows, cols = offsets[:, 0].tolist(), offsets[:, 1].tolist()
+    top, left = max(0, -min(rows)), max(0, -min(cols))
+    bottom = max(0, max(rows) + height - y_height)
+    right = max(0, max(cols) + width - y_width)
+    padded = F.pad(y, (left, right, top, bottom))
+    out = y.new_zeros(y.shape[0], index.shape[0], height, width)
+    for t, (row, col) in enumerate(zip(rows, cols, strict=True)):
+        window = padded[..., top + row : top + row + height, left + col : left + col + width]
+        out = out + window.index_select(1, index[:, t])
     return out
 
 
