@@ -1,0 +1,198 @@
+"""Data sources behind ``--data``: the bundled set, Fashion-MNIST, digits and ImageFolder trees.
+
+Every source becomes a :class:`DataBundle` whose datasets yield ``(uint8 [C, H, W], label)``;
+decoding happens in DataLoader workers, while resizing, augmentation and normalisation run
+batched on the training device (:mod:`shiftwise.data.augment`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from shiftwise.data.bundled import CLASSES as BUNDLED_CLASSES
+from shiftwise.data.bundled import BundledConfig, load_bundled
+from shiftwise.data.real import FASHION_MNIST_CLASSES, load_digits, load_fashion_mnist
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "NAMED_SOURCES",
+    "ArrayDataset",
+    "DataBundle",
+    "ImageFolderDataset",
+    "load_data",
+]
+
+NAMED_SOURCES = ("bundled", "fashion-mnist", "digits")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
+
+
+class ArrayDataset(Dataset):
+    """In-memory images uint8 [N, C, H, W] and labels int64 [N]."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray) -> None:
+        if images.ndim != 4 or images.dtype != np.uint8:
+            raise ValueError(
+                f"images must be uint8 [N, C, H, W], got {images.dtype} {images.shape}"
+            )
+        if labels.shape != (images.shape[0],):
+            raise ValueError(f"labels must have shape ({images.shape[0]},), got {labels.shape}")
+        self.images = torch.from_numpy(np.ascontiguousarray(images))
+        self.labels = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.images[index], int(self.labels[index])
+
+
+class ImageFolderDataset(Dataset):
+    """``root/<class>/<image>`` files decoded with pillow into uint8 [C, size, size].
+
+    Each image is resized so its shorter side is ``size`` and centre-cropped (random crops
+    and flips are applied later, batched on the device). ``classes`` fixes the class order
+    (sorted folder names by default).
+    """
+
+    def __init__(
+        self, root: Path, size: int, channels: int = 3, classes: list[str] | None = None
+    ) -> None:
+        if not root.is_dir():
+            raise FileNotFoundError(f"data directory {str(root)!r} does not exist")
+        found = sorted(p.name for p in root.iterdir() if p.is_dir())
+        self.classes = list(classes) if classes is not None else found
+        if classes is not None and found != self.classes:
+            raise ValueError(
+                f"class folders of {str(root)!r} must match the training classes "
+                f"{self.classes[:5]}..., got {found[:5]}..."
+            )
+        self.samples = [
+            (path, label)
+            for label, name in enumerate(self.classes)
+            for path in sorted((root / name).iterdir())
+            if path.suffix.lower() in IMAGE_EXTENSIONS
+        ]
+        if not self.samples:
+            raise FileNotFoundError(
+                f"data directory {str(root)!r} holds no images in class folders "
+                f"(expected {root}/<class>/*.jpg|png)"
+            )
+        self.size = size
+        self.mode = "RGB" if channels == 3 else "L"
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path, label = self.samples[index]
+        with Image.open(path) as image:
+            image = image.convert(self.mode)
+            scale = self.size / min(image.size)
+            width, height = (max(self.size, round(s * scale)) for s in image.size)
+            image = image.resize((width, height), Image.BILINEAR)
+            left, top = (width - self.size) // 2, (height - self.size) // 2
+            image = image.crop((left, top, left + self.size, top + self.size))
+            pixels = np.asarray(image, dtype=np.uint8).reshape(self.size, self.size, -1)
+        return torch.from_numpy(pixels.transpose(2, 0, 1).copy()), label
+
+
+@dataclass
+class DataBundle:
+    """Train/val datasets of one source and what a model and the augmentation need to know.
+
+    ``image_size`` is the side the batches are resized to on the device; ``geometric_aug``
+    says whether crops and flips keep labels valid (False for the bundled set, whose labels
+    are directions); ``mean``/``std`` normalise [0, 1] pixels per channel.
+    """
+
+    name: str
+    train: Dataset
+    val: Dataset
+    classes: list[str]
+    in_chans: int
+    image_size: int
+    geometric_aug: bool
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def _from_arrays(name, arrays, classes, image_size, geometric_aug) -> DataBundle:
+    """A bundle over in-memory arrays, with mean/std measured on (up to 2,000) train images."""
+    images = arrays["train_images"]
+    channels = images.shape[1]
+    sample = images[:2000].astype(np.float64) / 255.0
+    mean = tuple(float(v) for v in sample.mean(axis=(0, 2, 3)))
+    std = tuple(float(v) for v in np.maximum(sample.std(axis=(0, 2, 3)), 1e-3))
+    return DataBundle(
+        name=name,
+        train=ArrayDataset(arrays["train_images"], arrays["train_labels"]),
+        val=ArrayDataset(arrays["val_images"], arrays["val_labels"]),
+        classes=list(classes),
+        in_chans=channels,
+        image_size=image_size,
+        geometric_aug=geometric_aug,
+        mean=mean,
+        std=std,
+    )
+
+
+def load_data(
+    source: str = "bundled",
+    *,
+    image_size: int | None = None,
+    data_dir: str | os.PathLike | None = None,
+    bundled: BundledConfig | None = None,
+) -> DataBundle:
+    """The :class:`DataBundle` of ``source``: ``"bundled"``, ``"fashion-mnist"``, ``"digits"``
+    or an ImageFolder root holding ``train/<class>/*`` and ``val/<class>/*``.
+
+    ``image_size`` overrides the side batches are resized to (defaults: bundled 64,
+    Fashion-MNIST and digits 32, ImageFolder 224); ``data_dir`` is the bundled set's cache
+    directory; ``bundled`` its generator configuration.
+    """
+    if source == "bundled":
+        cfg = bundled or BundledConfig()
+        arrays = load_bundled(cfg, data_dir)
+        return _from_arrays(source, arrays, BUNDLED_CLASSES, image_size or cfg.image_size, False)
+    if source == "fashion-mnist":
+        return _from_arrays(
+            source, load_fashion_mnist(), FASHION_MNIST_CLASSES, image_size or 32, True
+        )
+    if source == "digits":
+        classes = [str(d) for d in range(10)]
+        return _from_arrays(source, load_digits(), classes, image_size or 32, False)
+    root = Path(source)
+    if not root.exists():
+        raise FileNotFoundError(
+            f"--data must be one of {', '.join(NAMED_SOURCES)} or an existing ImageFolder "
+            f"directory, got {source!r} (no such directory)"
+        )
+    if not (root / "train").is_dir() or not (root / "val").is_dir():
+        raise FileNotFoundError(
+            f"--data directory {source!r} must hold train/<class>/* and val/<class>/* folders"
+        )
+    size = image_size or 224
+    train = ImageFolderDataset(root / "train", size)
+    val = ImageFolderDataset(root / "val", size, classes=train.classes)
+    return DataBundle(
+        name=str(root),
+        train=train,
+        val=val,
+        classes=train.classes,
+        in_chans=3,
+        image_size=size,
+        geometric_aug=True,
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+    )
