@@ -1,0 +1,25 @@
+"""Networks of the ShiftwiseConv and SLaK papers and ConvNeXt baselines (timm conventions).
+
+``create_model(name, ...)`` builds a registered configuration (``list_models()``),
+``reparameterize(model)`` turns a whole model into its inference form and
+``load_checkpoint(model, path)`` loads our safetensors checkpoints.
+"""
+
+from shiftwise.models.features import FeatureInfo, FeatureNet
+from shiftwise.models.network import LargeKernelNet
+from shiftwise.models.registry import MODEL_CONFIGS, ModelConfig, create_model, list_models
+from shiftwise.models.reparam import reparameterize
+from shiftwise.models.timm_entrypoints import register_timm
+
+__all__ = [
+    "MODEL_CONFIGS",
+    "FeatureInfo",
+    "FeatureNet",
+    "LargeKernelNet",
+    "ModelConfig",
+    "create_model",
+    "list_models",
+    "reparameterize",
+]
+
+register_timm()
