@@ -15,7 +15,14 @@ from collections.abc import Sequence
 
 __all__ = ["main"]
 
-TOOL_MODULES = ("shiftwise.tools.demo",)
+TOOL_MODULES = (
+    "shiftwise.tools.demo",
+    "shiftwise.tools.complexity",
+    "shiftwise.tools.train",
+    "shiftwise.tools.evaluate",
+    "shiftwise.tools.bench",
+    "shiftwise.tools.erf",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,298 @@
+"""Parameters and multiply-accumulates (MACs) of a model, per stage; ``shiftwise info``.
+
+MACs are forward multiply-accumulates at batch 1 (``FlopCounterMode`` FLOPs / 2, the unit the
+papers call "FLOPs"): convolutions and matrix products only (norms, activations and the
+shift-add, which has no multiplications, are not counted). Counting runs on the ``meta``
+device, so it is instant at any input size and needs no data.
+
+ShiftwiseConv operators are counted as the official graph computes them: ``n_paths`` small
+convolutions on the padded ``(H + 2e) x (W + 2e)`` map in the training form, one after
+:func:`shiftwise.reparameterize` (ours sums the path weights before one convolution, which
+is cheaper but equal in output).
+
+Sparsity (SLaK counts non-zero weights): with ``density=d`` every 2-D/4-D weight (convs and
+linears, the official masking scope) keeps the fraction ``d`` of its entries, so parameters
+are ``sum(non-2D/4D) + d * sum(2D/4D)`` and each conv/linear layer's MACs scale by ``d``.
+With ``nonzero=True`` the actual zeros of a sparse-trained model are counted instead
+(per-layer density = non-zeros / entries).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from shiftwise.layers import ShiftWiseConv2d
+
+__all__ = [
+    "PartCount",
+    "count_macs",
+    "count_params",
+    "format_report",
+    "info_report",
+    "model_complexity",
+    "register",
+    "run",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PartCount:
+    """Parameters and MACs of one part (``stem``, ``stages.i``, ``head``) or the ``total``."""
+
+    name: str
+    params: float
+    macs: float
+
+
+def _parts(model: nn.Module) -> list[str]:
+    """Top-level parts of ``model``, with ``stages`` split into ``stages.0``, ``stages.1``, ..."""
+    names = []
+    for name, child in model.named_children():
+        if name == "stages":
+            names.extend(f"stages.{i}" for i in range(len(child)))
+        else:
+            names.append(name)
+    return names
+
+
+def _check_density(density: float | None) -> None:
+    if density is None:
+        return
+    if isinstance(density, bool) or not isinstance(density, int | float):
+        raise TypeError(f"density: expected a float in (0, 1], got {density!r}")
+    if not 0.0 < density <= 1.0:
+        raise ValueError(f"density: expected a value in (0, 1], got {density}")
+
+
+def _is_masked(parameter: torch.Tensor) -> bool:
+    """The official sparse scope: every 2-D (linear) or 4-D (conv) weight."""
+    return parameter.dim() in (2, 4)
+
+
+def _param_count(parameter: torch.Tensor, density: float | None, nonzero: bool) -> float:
+    if not _is_masked(parameter):
+        return float(parameter.numel())
+    if nonzero:
+        return float(torch.count_nonzero(parameter.detach()))
+    return parameter.numel() * (1.0 if density is None else density)
+
+
+def count_params(
+    model: nn.Module, density: float | None = None, nonzero: bool = False
+) -> list[PartCount]:
+    """Parameters per part and ``total`` (MACs left at 0), dense or at ``density``/non-zero."""
+    _check_density(density)
+    parts = _parts(model)
+    totals = dict.fromkeys(parts, 0.0)
+    total = 0.0
+    for name, parameter in model.named_parameters():
+        count = _param_count(parameter, density, nonzero)
+        total += count
+        for part in parts:
+            if name.startswith(part + "."):
+                totals[part] += count
+                break
+    return [PartCount(p, totals[p], 0.0) for p in parts] + [PartCount("total", total, 0.0)]
+
+
+class _ShiftWiseMacProxy(nn.Module):
+    """Stand-in for a ShiftWiseConv2d that runs only its small convs (shapes for counting)."""
+
+    def __init__(self, op: ShiftWiseConv2d) -> None:
+        super().__init__()
+        self.n_rep = op.n_rep
+        self.padding = op.geometry.conv_padding
+        self.weights = nn.ParameterList(
+            [op.merged.weight] if op.merged is not None else [p.weight for p in op.paths]
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x_rep = x[:, : self.n_rep]
+        for weight in self.weights:
+            F.conv2d(x_rep, weight, padding=self.padding, groups=self.n_rep)
+        return x
+
+
+def _unit_density(module: nn.Module, density: float | None, nonzero: bool) -> float:
+    """Fraction of kept weights of a counted conv/linear unit."""
+    if isinstance(module, ShiftWiseConv2d):
+        weights = [module.merged.weight] if module.merged is not None else []
+        weights = weights or [path.weight for path in module.paths]
+    else:
+        weights = [module.weight]
+    if nonzero:
+        kept = sum(int(torch.count_nonzero(w.detach())) for w in weights)
+        return kept / sum(w.numel() for w in weights)
+    return 1.0 if density is None else density
+
+
+def count_macs(
+    model: nn.Module,
+    img_size: tuple[int, int] = (224, 224),
+    density: float | None = None,
+    nonzero: bool = False,
+    in_chans: int = 3,
+) -> list[PartCount]:
+    """Forward MACs at batch 1 for an ``img_size`` input, per part and ``total`` (params 0).
+
+    See the module docstring for what is counted and how ``density``/``nonzero`` scale it.
+    """
+    _check_density(density)
+    height, width = _check_img_size(img_size)
+    units = {
+        name: _unit_density(module, density, nonzero)
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Conv2d | nn.Linear | ShiftWiseConv2d)
+    }
+    clone = copy.deepcopy(model).eval()
+    for name, module in list(clone.named_modules()):
+        if isinstance(module, ShiftWiseConv2d):
+            parent, _, attr = name.rpartition(".")
+            setattr(clone.get_submodule(parent), attr, _ShiftWiseMacProxy(module))
+    clone = clone.to("meta")
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        clone(torch.empty(1, in_chans, height, width, device="meta"))
+    counts = {key: sum(ops.values()) for key, ops in counter.get_flop_counts().items()}
+    root = type(clone).__name__
+
+    def flops(name: str) -> float:
+        return float(counts.get(f"{root}.{name}" if name else root, 0))
+
+    parts = _parts(model)
+    macs = {part: flops(part) for part in parts}
+    total = flops("")
+    for name, unit_density in units.items():
+        if unit_density == 1.0:
+            continue
+        saved = flops(name) * (1.0 - unit_density)
+        total -= saved
+        for part in parts:
+            if name.startswith(part + "."):
+                macs[part] -= saved
+                break
+    return [PartCount(p, 0.0, macs[p] / 2) for p in parts] + [PartCount("total", 0.0, total / 2)]
+
+
+def _check_img_size(img_size: object) -> tuple[int, int]:
+    if isinstance(img_size, int) and not isinstance(img_size, bool):
+        img_size = (img_size, img_size)
+    if (
+        not isinstance(img_size, tuple | list)
+        or len(img_size) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 32 for v in img_size)
+    ):
+        raise ValueError(f"img_size: expected (H, W) with H, W >= 32, got {img_size!r}")
+    return int(img_size[0]), int(img_size[1])
+
+
+def model_complexity(
+    model: nn.Module,
+    img_size: tuple[int, int] = (224, 224),
+    density: float | None = None,
+    nonzero: bool = False,
+    in_chans: int = 3,
+) -> list[PartCount]:
+    """Parameters and MACs per part and ``total`` (see :func:`count_params`, :func:`count_macs`)."""
+    params = count_params(model, density, nonzero)
+    macs = count_macs(model, img_size, density, nonzero, in_chans)
+    return [PartCount(p.name, p.params, m.macs) for p, m in zip(params, macs, strict=True)]
+
+
+def info_report(
+    name: str,
+    img_size: tuple[int, int] | None = None,
+    density: float | None = None,
+    **model_kwargs: object,
+) -> dict:
+    """Training / at-density / deploy counts of the registered model ``name``, as a dict.
+
+    ``img_size`` defaults to the model's ``pretrained_cfg`` input size (224, or 64 for atto).
+    """
+    from shiftwise.models import create_model, reparameterize
+
+    model = create_model(name, **model_kwargs).eval()
+    if img_size is None:
+        img_size = tuple(model.pretrained_cfg["input_size"][1:])
+    in_chans = model.stem[0].in_channels
+    training = model_complexity(model, img_size, in_chans=in_chans)
+    sparse = model_complexity(model, img_size, density, in_chans=in_chans) if density else None
+    deploy = model_complexity(reparameterize(model), img_size, in_chans=in_chans)
+    rows = []
+    for i, part in enumerate(training):
+        row = {"part": part.name, "params": part.params, "macs": part.macs}
+        if sparse is not None:
+            row |= {"params_at_density": sparse[i].params, "macs_at_density": sparse[i].macs}
+        row |= {"deploy_params": deploy[i].params, "deploy_macs": deploy[i].macs}
+        rows.append(row)
+    return {"model": name, "img_size": list(img_size), "density": density, "parts": rows}
+
+
+def format_report(report: dict) -> str:
+    """The :func:`info_report` dict as an aligned text table (M params, G MACs)."""
+    columns = [key for key in report["parts"][0] if key != "part"]
+    headers = {
+        "params": "params (M)",
+        "macs": "MACs (G)",
+        "params_at_density": f"params@{report['density']} (M)",
+        "macs_at_density": f"MACs@{report['density']} (G)",
+        "deploy_params": "deploy params (M)",
+        "deploy_macs": "deploy MACs (G)",
+    }
+    height, width = report["img_size"]
+    lines = [f"{report['model']} at {height}x{width} (MACs = multiply-accumulates, batch 1)"]
+    lines.append(f"{'part':<10}" + "".join(f"{headers[c]:>20}" for c in columns))
+    for row in report["parts"]:
+        cells = [f"{row[c] / (1e6 if 'params' in c else 1e9):>20.3f}" for c in columns]
+        lines.append(f"{row['part']:<10}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "info", help="parameters and MACs of a model, per stage, training vs deploy"
+    )
+    parser.add_argument("model", help="registered model name (see shiftwise.list_models())")
+    parser.add_argument(
+        "--img-size",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="H [W]",
+        help="input size (default: the model's, 224 for the paper models)",
+    )
+    parser.add_argument(
+        "--density", type=float, default=None, help="also count at this weight density (SLaK)"
+    )
+    parser.add_argument("--width-factor", type=float, default=None, help="stage width factor")
+    parser.add_argument("--num-classes", type=int, default=1000, help="classifier outputs")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    img_size = None
+    if args.img_size is not None:
+        if len(args.img_size) not in (1, 2):
+            raise ValueError(f"--img-size: expected H or H W, got {args.img_size}")
+        img_size = (args.img_size[0], args.img_size[-1])
+    report = info_report(
+        args.model,
+        img_size,
+        args.density,
+        width_factor=args.width_factor,
+        num_classes=args.num_classes,
+    )
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
