@@ -15,14 +15,7 @@ from collections.abc import Sequence
 
 __all__ = ["main"]
 
-TOOL_MODULES = (
-    "shiftwise.tools.demo",
-    "shiftwise.tools.complexity",
-    "shiftwise.tools.train",
-    "shiftwise.tools.evaluate",
-    "shiftwise.tools.bench",
-    "shiftwise.tools.erf",
-)
+TOOL_MODULES = ("shiftwise.tools.demo", "shiftwise.tools.complexity")
 
 
 def build_parser() -> argparse.ArgumentParser:
