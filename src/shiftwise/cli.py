@@ -15,7 +15,12 @@ from collections.abc import Sequence
 
 __all__ = ["main"]
 
-TOOL_MODULES = ("shiftwise.tools.demo", "shiftwise.tools.complexity")
+TOOL_MODULES = (
+    "shiftwise.tools.demo",
+    "shiftwise.tools.complexity",
+    "shiftwise.tools.train",
+    "shiftwise.tools.evaluate",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

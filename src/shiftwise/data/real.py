@@ -70,7 +70,7 @@ def load_digits(val_fraction: float = 0.2, seed: int = 0) -> dict[str, np.ndarra
     images = np.clip(bunch.images * (255.0 / 16.0) + 0.5, 0, 255).astype(np.uint8)[:, None]
     labels = bunch.target.astype(np.int64)
     order = np.random.default_rng(seed).permutation(labels.shape[0])
-    n_val = int(round(val_fraction * labels.shape[0]))
+    n_val = round(val_fraction * labels.shape[0])
     val, train = order[:n_val], order[n_val:]
     return {
         "train_images": images[train],

@@ -1,0 +1,166 @@
+"""``shiftwise eval``: top-1/top-5 of a checkpoint on a data set, optionally re-parameterised.
+
+``evaluate_model`` is also what ``shiftwise train`` uses after every epoch; under DDP each
+rank scores a disjoint share of the images and the counts are summed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from shiftwise.data import BatchTransform, DataBundle, load_data
+from shiftwise.tools.checkpoint import load_weights
+
+__all__ = ["evaluate_model", "register", "run", "val_loader"]
+
+logger = logging.getLogger(__name__)
+
+
+def val_loader(
+    bundle: DataBundle,
+    batch_size: int,
+    workers: int,
+    limit: int | None = None,
+    rank: int = 0,
+    world: int = 1,
+) -> DataLoader:
+    """Loader over this rank's share (every ``world``-th image) of the first ``limit``
+    validation images, in order."""
+    count = len(bundle.val) if limit is None else min(limit, len(bundle.val))
+    subset = Subset(bundle.val, range(rank, count, world))
+    return DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=workers)
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: nn.Module,
+    loader: DataLoader,
+    transform: BatchTransform,
+    device: torch.device,
+    amp: bool = False,
+) -> dict[str, float]:
+    """Top-1, top-5 (in %) and mean cross-entropy of ``model`` over ``loader``.
+
+    The model and transform are put in eval mode (and left so). Returns ``{"top1", "top5",
+    "loss", "count"}``; with a process group the sums over all ranks are used.
+    """
+    model.eval()
+    transform.eval()
+    totals = torch.zeros(4, dtype=torch.float64)  # correct@1, correct@5, loss sum, count
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+    )
+    for images, labels in loader:
+        images, labels = images.to(device), labels.to(device)
+        x, labels = transform(images, labels)
+        with autocast:
+            logits = model(x).float()
+        k = min(5, logits.shape[1])
+        top = logits.topk(k, dim=1).indices
+        hits = top == labels[:, None]
+        totals[0] += hits[:, 0].sum().item()
+        totals[1] += hits.any(dim=1).sum().item()
+        totals[2] += F.cross_entropy(logits, labels, reduction="sum").item()
+        totals[3] += labels.shape[0]
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(totals)
+    count = max(totals[3].item(), 1.0)
+    return {
+        "top1": 100.0 * totals[0].item() / count,
+        "top5": 100.0 * totals[1].item() / count,
+        "loss": totals[2].item() / count,
+        "count": int(totals[3].item()),
+    }
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="top-1/top-5 of a checkpoint",
+        description="Evaluate a checkpoint (checkpoint.pt, weights-*.safetensors or "
+        "model.safetensors written by `shiftwise train`) on a data set.",
+    )
+    parser.add_argument("--model", required=True, help="model name, e.g. sw_atto")
+    parser.add_argument("--checkpoint", required=True, help="checkpoint or weights file")
+    parser.add_argument(
+        "--data",
+        default="bundled",
+        help="bundled (default), fashion-mnist, digits or an ImageFolder root (uses val/)",
+    )
+    parser.add_argument("--data-dir", default=None, help="cache directory of the bundled set")
+    parser.add_argument("--image-size", type=int, default=None, help="input side (pixels)")
+    parser.add_argument("--weights", choices=("model", "ema"), default="model")
+    parser.add_argument("--reparam", action="store_true", help="re-parameterise first")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--limit", type=int, default=None, help="first N validation images")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: best)")
+    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(func=run)
+
+
+def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
+    """Load ``args.checkpoint`` into ``args.model`` and evaluate it on ``args.data``."""
+    from shiftwise.models import create_model, reparameterize
+
+    tensors, metadata = load_weights(args.checkpoint)
+    if args.weights not in tensors:
+        raise ValueError(
+            f"--weights: {args.checkpoint!r} holds {sorted(tensors)} weights, not {args.weights!r}"
+        )
+    if metadata.get("model", args.model) != args.model:
+        raise ValueError(
+            f"--model: the checkpoint was trained as {metadata['model']!r}, got {args.model!r}"
+        )
+    bundle = load_data(args.data, image_size=args.image_size, data_dir=args.data_dir)
+    if "num_classes" in metadata and int(metadata["num_classes"]) != bundle.num_classes:
+        raise ValueError(
+            f"--data: {args.data!r} has {bundle.num_classes} classes, the checkpoint "
+            f"{metadata['num_classes']}"
+        )
+    in_chans = int(metadata.get("in_chans", bundle.in_chans))
+    model = create_model(args.model, num_classes=bundle.num_classes, in_chans=in_chans)
+    try:
+        model.load_state_dict(tensors[args.weights])
+    except RuntimeError as error:
+        raise ValueError(
+            f"--checkpoint: weights do not fit {args.model!r}: {str(error).splitlines()[0]}"
+        ) from None
+    model.eval()
+    if args.reparam:
+        reparameterize(model)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.to(device)
+    transform = BatchTransform(
+        int(metadata.get("image_size", bundle.image_size)),
+        bundle.mean,
+        bundle.std,
+        bundle.num_classes,
+        in_chans,
+    ).to(device)
+    loader = val_loader(bundle, args.batch_size, args.workers, args.limit)
+    return evaluate_model(model, loader, transform, device, args.amp)
+
+
+def run(args: argparse.Namespace) -> int:
+    result = evaluate_checkpoint(args)
+    result = {"model": args.model, "reparam": args.reparam, **result}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"{args.model}{' (re-parameterised)' if args.reparam else ''} on {args.data}: "
+            f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
+            f"loss {result['loss']:.4f}  ({result['count']} images)"
+        )
+    return 0

@@ -1,0 +1,82 @@
+"""Per-epoch training logs: CSV and JSON files and a PNG training curve (matplotlib Agg)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["TrainLog"]
+
+
+class TrainLog:
+    """Epoch records (dicts of numbers) kept in ``log.csv``, ``log.json`` and ``curve.png``.
+
+    Files are rewritten in full after every epoch (temporary file + ``os.replace``), so a run
+    killed at any point leaves complete files; :meth:`truncate` drops the records of epochs a
+    resumed run is about to repeat.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.csv_path = directory / "log.csv"
+        self.json_path = directory / "log.json"
+        self.png_path = directory / "curve.png"
+        self.records: list[dict[str, Any]] = []
+        if self.json_path.is_file():
+            self.records = json.loads(self.json_path.read_text())
+
+    def truncate(self, epochs_done: int) -> None:
+        """Keep only the records of the first ``epochs_done`` epochs."""
+        self.records = [r for r in self.records if r["epoch"] <= epochs_done]
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Add one epoch's record and rewrite the CSV, JSON and PNG files."""
+        self.records.append(record)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._write(self.json_path, lambda f: json.dump(self.records, f, indent=1))
+        fields = list(dict.fromkeys(key for r in self.records for key in r))
+
+        def write_csv(handle) -> None:
+            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(self.records)
+
+        self._write(self.csv_path, write_csv)
+        self.plot()
+
+    def _write(self, path: Path, write) -> None:
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "w", newline="") as handle:
+            write(handle)
+        os.replace(tmp, path)
+
+    def plot(self) -> Path:
+        """Draw train loss and validation top-1 (model, EMA) against epochs into ``curve.png``."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        epochs = [r["epoch"] for r in self.records]
+        fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5))
+        ax_loss.plot(epochs, [r["train_loss"] for r in self.records], "o-", label="train")
+        ax_loss.plot(epochs, [r["val_loss"] for r in self.records], "s-", label="val")
+        ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+        ax_loss.legend()
+        ax_acc.plot(epochs, [r["val_top1"] for r in self.records], "o-", label="model")
+        if any("ema_top1" in r for r in self.records):
+            ema = [r.get("ema_top1", float("nan")) for r in self.records]
+            ax_acc.plot(epochs, ema, "s-", label="EMA")
+        if self.records and "chance" in self.records[-1]:
+            ax_acc.axhline(self.records[-1]["chance"], color="gray", ls="--", label="chance")
+        ax_acc.set(xlabel="epoch", ylabel="top-1 (%)", title="validation top-1")
+        ax_acc.legend()
+        fig.tight_layout()
+        tmp = self.png_path.with_name(".curve.tmp.png")
+        fig.savefig(tmp, dpi=100)
+        plt.close(fig)
+        os.replace(tmp, self.png_path)
+        return self.png_path
