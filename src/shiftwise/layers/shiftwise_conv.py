@@ -13,6 +13,7 @@ from shiftwise.layers.shift_tables import (
     shift_tables,
     sw_geometry,
 )
+from shiftwise.layers.sparse_deploy import CompactShiftAdd, active_pieces
 from shiftwise.ops.shift_add import shift_add
 from shiftwise.ops.validation import check_depthwise_input, check_odd_positive, check_positive_int
 
@@ -123,7 +124,7 @@ class ShiftWiseConv2d(nn.Module):
         self.bn_h = nn.BatchNorm2d(n_rep) if bn else None
         self.bn_v = nn.BatchNorm2d(n_rep) if bn else None
         self.bn_identity = nn.BatchNorm2d(n_rep) if bn else None
-        self.merged: nn.Conv2d | None = None
+        self.merged: nn.Conv2d | CompactShiftAdd | None = None
         self.branch_scale: nn.Parameter | None = None
         self.branch_bias: nn.Parameter | None = None
 
@@ -159,6 +160,8 @@ class ShiftWiseConv2d(nn.Module):
 
     def piece_weight(self) -> torch.Tensor:
         """Summed small-conv weight of all paths, ``[Cr * nk, 1, k, k]``."""
+        if isinstance(self.merged, CompactShiftAdd):
+            return self.merged.full_weight()
         if self.merged is not None:
             return self.merged.weight
         return torch.stack([path.weight for path in self.paths]).sum(0)
@@ -171,6 +174,8 @@ class ShiftWiseConv2d(nn.Module):
 
     def branches(self, x_rep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Horizontal, vertical and identity shift-add outputs, each ``[B, Cr, H, W]``."""
+        if isinstance(self.merged, CompactShiftAdd):
+            return self.merged(x_rep, (x_rep.shape[-2], x_rep.shape[-1]))
         y = self.pieces(x_rep)
         size = (x_rep.shape[-2], x_rep.shape[-1])
         return (
@@ -263,11 +268,29 @@ class ShiftWiseConv2d(nn.Module):
 
         The paths are summed into ``merged`` and the three BNs become per-branch scales
         ``branch_scale [3, Cr]`` and one bias ``branch_bias [Cr]``. Eval output is unchanged.
+        Pieces that are exactly zero (pruned by group-sparse training) are removed from the
+        computation: ``merged`` is then a :class:`CompactShiftAdd` over the active pieces only.
         """
         if self.merged is not None:
             return
         weight = self.piece_weight()
         scale, bias = self.branch_affine()
+        if active_pieces(weight).numel() < weight.shape[0]:
+            self._install_deploy(
+                CompactShiftAdd(
+                    weight,
+                    self.geometry.n_pieces,
+                    self.geometry.conv_padding,
+                    {
+                        "horizontal": (self.horizontal_index, self.horizontal_offsets),
+                        "vertical": (self.vertical_index, self.vertical_offsets),
+                        "identity": (self.identity_index, self.identity_offsets),
+                    },
+                ),
+                scale,
+                bias,
+            )
+            return
         merged = nn.Conv2d(
             self.n_rep,
             weight.shape[0],
@@ -277,6 +300,12 @@ class ShiftWiseConv2d(nn.Module):
             bias=False,
         ).to(device=weight.device, dtype=weight.dtype)
         merged.weight.copy_(weight)
+        self._install_deploy(merged, scale, bias)
+
+    def _install_deploy(
+        self, merged: nn.Conv2d | CompactShiftAdd, scale: torch.Tensor, bias: torch.Tensor
+    ) -> None:
+        """Replace paths and BNs by ``merged`` and the folded branch scales and bias."""
         self.branch_scale = nn.Parameter(scale.detach().clone())
         self.branch_bias = nn.Parameter(bias.detach().clone())
         del self.paths

@@ -1,0 +1,179 @@
+"""Which parameters a sparse-training run masks, and at which granularity.
+
+A :class:`MaskTarget` is one mask and the parameters that share it. Most targets are one
+weight tensor with an element-wise mask ("fine"). The small-conv paths of a
+:class:`~shiftwise.layers.ShiftWiseConv2d` are summed into one kernel at deploy, so their
+``n_paths`` weights ``[Cr*nk, 1, k, k]`` always share one mask: element-wise
+(``[Cr*nk, 1, k, k]``) for granularity ``"fine"``, or one bit per piece (``[Cr*nk, 1, 1, 1]``,
+a whole ``k x k`` small-conv filter, the SW paper's "rep_coarse") for ``"group"``. Sharing the
+mask across paths always is deliberate: the official code lets the path masks drift apart
+between "aligned" updates, so the merged kernel is denser than the target.
+
+Scopes (the ``targets`` argument of :func:`select_targets`):
+
+- ``"large_kernels"`` (default, each paper's large-kernel weights): SW path weights,
+  SLaK ``tall.conv.weight`` / ``wide.conv.weight``, RepLKNet ``large.conv.weight``;
+- ``"all"``: every 2-D or 4-D parameter (convs and linears), the scope of SLaK's released
+  models; SW paths still share one mask;
+- a sequence of ``fnmatch`` patterns matched against parameter names;
+- a callable ``(name, parameter) -> bool``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+import torch
+from torch import nn
+
+from shiftwise.layers import LargeKernelConv2d, ShiftWiseConv2d, SLaKConv2d
+
+__all__ = ["GRANULARITIES", "MaskTarget", "TargetSpec", "select_targets", "unwrap_model"]
+
+GRANULARITIES = ("fine", "group")
+
+TargetSpec = str | Sequence[str] | Callable[[str, nn.Parameter], bool]
+
+
+@dataclass(frozen=True)
+class MaskTarget:
+    """One mask and the parameters it multiplies.
+
+    Attributes:
+        name: key of the mask (the parameter name, or ``"<module>.paths"`` for SW paths).
+        param_names: names of the masked parameters (relative to the unwrapped model).
+        params: the parameters, all of one shape ``S``.
+        mask_shape: shape of the mask, broadcastable to ``S`` (``S`` itself when fine).
+        sw_module: name of the owning ShiftWiseConv2d for SW paths, else ``None``.
+    """
+
+    name: str
+    param_names: tuple[str, ...]
+    params: tuple[nn.Parameter, ...]
+    mask_shape: tuple[int, ...]
+    sw_module: str | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape ``S`` of each masked parameter."""
+        return tuple(self.params[0].shape)
+
+    @property
+    def n_units(self) -> int:
+        """Number of mask entries (weights, or SW pieces when group-wise)."""
+        return math.prod(self.mask_shape)
+
+    @property
+    def unit_size(self) -> int:
+        """Parameter entries switched by one mask entry, over all shared parameters."""
+        return len(self.params) * math.prod(self.shape) // self.n_units
+
+    @property
+    def numel(self) -> int:
+        """Parameter entries under this mask, over all shared parameters."""
+        return self.n_units * self.unit_size
+
+    def unit_sum(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Sum of ``|t|`` over the shared tensors and the broadcast dims: ``S -> mask_shape``."""
+        total = torch.stack([t.detach().abs() for t in tensors]).sum(0)
+        dims = tuple(
+            i for i, size in enumerate(self.mask_shape) if size == 1 and total.shape[i] > 1
+        )
+        return total.sum(dim=dims, keepdim=True) if dims else total
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The module inside a ``DistributedDataParallel``/``DataParallel`` wrapper, else ``model``."""
+    wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
+    return model.module if isinstance(model, wrappers) else model
+
+
+def _large_kernel_names(model: nn.Module) -> set[str]:
+    """Names of the large-kernel weights of the (not yet deployed) operators in ``model``."""
+    names = set()
+    for module_name, module in model.named_modules():
+        prefix = f"{module_name}." if module_name else ""
+        if isinstance(module, ShiftWiseConv2d) and not module.deployed:
+            names.update(f"{prefix}paths.{i}.weight" for i in range(len(module.paths)))
+        elif isinstance(module, SLaKConv2d) and not module.deployed:
+            names.update(f"{prefix}{branch}.conv.weight" for branch in ("tall", "wide"))
+        elif isinstance(module, LargeKernelConv2d) and not module.deployed:
+            names.add(f"{prefix}large.conv.weight")
+    return names
+
+
+def _predicate(model: nn.Module, targets: TargetSpec) -> Callable[[str, nn.Parameter], bool]:
+    """Turn a scope (see the module docstring) into a ``(name, parameter) -> bool`` test."""
+    if isinstance(targets, str):
+        if targets == "large_kernels":
+            names = _large_kernel_names(model)
+            return lambda name, _: name in names
+        if targets == "all":
+            return lambda _, param: param.dim() in (2, 4)
+        raise ValueError(
+            "targets: expected 'large_kernels', 'all', name patterns or a callable, "
+            f"got {targets!r}"
+        )
+    if callable(targets):
+        return targets
+    if isinstance(targets, Sequence) and all(isinstance(p, str) for p in targets):
+        patterns = tuple(targets)
+        return lambda name, _: any(fnmatchcase(name, p) for p in patterns)
+    raise TypeError(
+        "targets: expected 'large_kernels', 'all', a sequence of name patterns or a callable "
+        f"(name, parameter) -> bool, got {type(targets).__name__}"
+    )
+
+
+def select_targets(
+    model: nn.Module, targets: TargetSpec = "large_kernels", granularity: str = "fine"
+) -> list[MaskTarget]:
+    """The masks of a sparse-training run on ``model`` (DDP wrappers are looked through).
+
+    Selecting any path weight of a ShiftWiseConv2d masks all of its paths with one shared
+    mask. ``granularity="group"`` gives SW paths one bit per piece; other selected
+    parameters are always masked element-wise. Raises ``ValueError`` when nothing is selected,
+    or when ``"group"`` is asked for and no SW path weight is selected.
+    """
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity: expected one of {GRANULARITIES}, got {granularity!r}")
+    model = unwrap_model(model)
+    selected = _predicate(model, targets)
+    sw_paths: dict[str, tuple[str, ShiftWiseConv2d]] = {}
+    for module_name, module in model.named_modules():
+        if isinstance(module, ShiftWiseConv2d) and not module.deployed:
+            prefix = f"{module_name}." if module_name else ""
+            for i in range(len(module.paths)):
+                sw_paths[f"{prefix}paths.{i}.weight"] = (module_name, module)
+
+    result: list[MaskTarget] = []
+    grouped: set[str] = set()
+    for name, param in model.named_parameters():
+        if not selected(name, param):
+            continue
+        if not param.is_floating_point():
+            raise TypeError(f"targets: parameter {name!r} is not floating point ({param.dtype})")
+        if name not in sw_paths:
+            result.append(MaskTarget(name, (name,), (param,), tuple(param.shape)))
+            continue
+        module_name, module = sw_paths[name]
+        if module_name in grouped:
+            continue
+        grouped.add(module_name)
+        prefix = f"{module_name}." if module_name else ""
+        names = tuple(f"{prefix}paths.{i}.weight" for i in range(len(module.paths)))
+        params = tuple(path.weight for path in module.paths)
+        shape = tuple(param.shape)
+        mask_shape = (shape[0], 1, 1, 1) if granularity == "group" else shape
+        result.append(MaskTarget(f"{prefix}paths", names, params, mask_shape, module_name))
+    if not result:
+        raise ValueError(f"targets: {targets!r} selects no parameter of the model")
+    if granularity == "group" and not grouped:
+        raise ValueError(
+            "granularity: 'group' masks whole ShiftWiseConv2d pieces, but the selected "
+            f"parameters ({targets!r}) contain no ShiftWiseConv2d path weight"
+        )
+    return result
