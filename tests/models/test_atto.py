@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -13,17 +14,21 @@ from shiftwise.models import create_model
 ATTO = ["sw_atto", "slak_atto", "convnext_atto"]
 
 
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """One thread: the CI machine is shared and oversubscribed threads run slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("name", ATTO)
 def test_atto_forward_shapes_and_speed(name: str) -> None:
     torch.manual_seed(0)
     model = create_model(name, num_classes=10).eval()
     x = torch.randn(8, 3, 64, 64)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the CI machine is shared: one thread times more steadily
-    try:
-        best, logits = _best_forward_time(model, x)
-    finally:
-        torch.set_num_threads(threads)
+    best, logits = _best_forward_time(model, x)
     assert logits.shape == (8, 10)
     assert torch.isfinite(logits).all()
     assert best < 1.0, f"{name} forward at batch 8, 64x64 took {best:.2f} s"

@@ -7,13 +7,16 @@ import json
 import pytest
 import torch
 
+from shiftwise import cli
 from shiftwise.cli import main
 from shiftwise.models import create_model
 from shiftwise.tools.complexity import count_params, info_report, model_complexity
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
+def one_thread(monkeypatch: pytest.MonkeyPatch):
+    # Only this tool's sub-command: the test does not depend on the other tools importing.
+    monkeypatch.setattr(cli, "TOOL_MODULES", ("shiftwise.tools.complexity",))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
