@@ -129,7 +129,13 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
             f"{metadata['num_classes']}"
         )
     in_chans = int(metadata.get("in_chans", bundle.in_chans))
-    model = create_model(args.model, num_classes=bundle.num_classes, in_chans=in_chans)
+    width = metadata.get("width_factor") or None
+    model = create_model(
+        args.model,
+        num_classes=bundle.num_classes,
+        in_chans=in_chans,
+        width_factor=float(width) if width else None,
+    )
     try:
         model.load_state_dict(tensors[args.weights])
     except RuntimeError as error:

@@ -423,6 +423,7 @@ def _train(args, recipe, bundle, resume, output, device, ctx: _Dist) -> TrainRes
         "in_chans": in_chans,
         "image_size": bundle.image_size,
         "data": bundle.name,
+        "width_factor": args.width_factor if args.width_factor is not None else "",
     }
     saved_args = {
         k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, type(None)))
