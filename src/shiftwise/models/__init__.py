@@ -5,6 +5,7 @@
 ``load_checkpoint(model, path)`` loads our safetensors checkpoints.
 """
 
+from shiftwise.models.checkpoint import load_checkpoint, save_checkpoint
 from shiftwise.models.features import FeatureInfo, FeatureNet
 from shiftwise.models.network import LargeKernelNet
 from shiftwise.models.registry import MODEL_CONFIGS, ModelConfig, create_model, list_models
@@ -19,7 +20,9 @@ __all__ = [
     "ModelConfig",
     "create_model",
     "list_models",
+    "load_checkpoint",
     "reparameterize",
+    "save_checkpoint",
 ]
 
 register_timm()
