@@ -18,6 +18,7 @@ __all__ = ["main"]
 TOOL_MODULES = (
     "shiftwise.tools.demo",
     "shiftwise.tools.complexity",
+    "shiftwise.tools.convert",
     "shiftwise.tools.train",
     "shiftwise.tools.evaluate",
 )
