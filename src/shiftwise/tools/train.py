@@ -3,7 +3,9 @@
 AdamW (no weight decay on 1-D parameters), linear warm-up + cosine decay stepped per optimizer
 step, label smoothing / soft-target cross-entropy with MixUp/CutMix, EMA through
 ``torch.optim.swa_utils.AveragedModel``, bf16 autocast, gradient accumulation, drop path,
-sparse training (``shiftwise.sparse.Masking``), SyncBatchNorm under ``torchrun``.
+sparse training (``shiftwise.sparse.Masking``), DDP under ``torchrun`` with SyncBatchNorm on
+GPUs (PyTorch's SyncBatchNorm refuses CPU tensors: CPU processes keep their own batch
+statistics, and DDP broadcasts rank 0's running statistics).
 
 Reproducibility: the data order of an epoch is a permutation seeded by ``(seed, epoch)``
 and every random augmentation draws from torch's global generator, whose state (with
@@ -306,8 +308,10 @@ def _train(args, recipe, bundle, resume, output, device, ctx: _Dist) -> TrainRes
         drop_path_rate=recipe.drop_path,
         **model_kwargs,
     )
-    if ctx.world > 1:
+    if ctx.world > 1 and device.type != "cpu":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    elif ctx.world > 1 and ctx.main:
+        logger.info("SyncBatchNorm needs GPUs: on CPU each process normalises its own batch")
     model.to(device)
 
     train_set = bundle.train
