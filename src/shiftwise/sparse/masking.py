@@ -128,8 +128,9 @@ class Masking:
         self.steps = 0
         self.targets: list[MaskTarget] = select_targets(model, targets, granularity)
         self.generator = torch.Generator().manual_seed(seed)
-        self.masks: dict[str, torch.Tensor] = self._initial_masks(snip_data, erk_power)
-        self._broadcast_masks()
+        self.masks: dict[str, torch.Tensor] = self._broadcast(
+            self._initial_masks(snip_data, erk_power)
+        )
         self.apply_mask()
         logger.info(
             "sparse training: %d masked tensors (%s, %s), density %.4f",
@@ -214,7 +215,7 @@ class Masking:
         zeroed optimizer state. Fully dense layers (e.g. ERK's dense fallback) are left alone.
         """
         rate = self.prune_rate
-        replaced = {}
+        replaced, kept, grown = {}, {}, {}
         for target in self.targets:
             mask = self.masks[target.name].flatten()
             n_active = int(mask.sum())
@@ -223,17 +224,20 @@ class Masking:
                 continue
             magnitude = target.unit_sum(target.params).flatten()
             magnitude = magnitude.masked_fill(~mask, math.inf)
-            new_mask = mask.clone()
-            new_mask[torch.topk(magnitude, n_remove, largest=False).indices] = False
-            key = self._growth_key(target).masked_fill(new_mask, -1.0)
-            grown = torch.topk(key, n_remove).indices
-            new_mask[grown] = True
-            regrown = torch.zeros_like(mask)
-            regrown[grown] = True
-            self._zero_units(target, regrown.reshape(target.mask_shape))
-            self.masks[target.name] = new_mask.reshape(target.mask_shape)
+            survivors = mask.clone()
+            survivors[torch.topk(magnitude, n_remove, largest=False).indices] = False
+            key = self._growth_key(target).masked_fill(survivors, -1.0)
+            new_mask = survivors.clone()
+            new_mask[torch.topk(key, n_remove).indices] = True
+            kept[target.name] = survivors.reshape(target.mask_shape)
+            grown[target.name] = new_mask.reshape(target.mask_shape)
             replaced[target.name] = n_remove
-        self._broadcast_masks()
+        # Rank 0 decides; every rank then zeroes the same regrown units.
+        kept, grown = self._broadcast(kept), self._broadcast(grown)
+        for target in self.targets:
+            if target.name in grown:
+                self._zero_units(target, grown[target.name] & ~kept[target.name])
+                self.masks[target.name] = grown[target.name]
         self.apply_mask()
         logger.debug("prune and regrow at step %d, rate %.4f: %s", self.steps, rate, replaced)
         return replaced
@@ -318,14 +322,16 @@ class Masking:
             self.generator.set_state(state["generator"])
         self.apply_mask()
 
-    def _broadcast_masks(self) -> None:
-        """Copy rank 0's masks to every rank when a process group is initialised."""
+    def _broadcast(self, masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Rank 0's version of ``masks`` when a process group is initialised, else ``masks``."""
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-            return
-        for name, mask in self.masks.items():
+            return masks
+        result = {}
+        for name, mask in masks.items():
             buffer = mask.to(torch.uint8)
             dist.broadcast(buffer, src=0)
-            self.masks[name] = buffer.bool()
+            result[name] = buffer.bool()
+        return result
 
 
 def _check_args(
