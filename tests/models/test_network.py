@@ -52,7 +52,16 @@ def test_reparameterize_keeps_eval_logits(name: str) -> None:
     assert not any(hasattr(m, "paths") or hasattr(m, "tall") for m in model.modules())
 
 
-@pytest.mark.parametrize("name", ["sw_atto", "slak_atto", "convnext_atto", "slak_tiny"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "sw_atto",
+        "slak_atto",
+        "convnext_atto",
+        "slak_tiny",
+        pytest.param("sw_tiny", marks=pytest.mark.slow),
+    ],
+)
 @pytest.mark.parametrize("size", [(224, 224), (320, 256)])
 def test_features_only(name: str, size: tuple[int, int]) -> None:
     backbone = create_model(name, features_only=True).eval()
