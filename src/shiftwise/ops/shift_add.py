@@ -16,13 +16,16 @@ exactly the form of ShiftwiseConv's shuffled groups (one term per group and bloc
 and of the eq-SLaK decomposition (one term per kernel piece).
 
 :func:`shift_add_reference` is the specification: short, obvious and differentiable through
-autograd. Fast implementations live elsewhere and are tested against it.
+autograd. :func:`shift_add` runs the fast kernels registered in :mod:`shiftwise.ops.custom_ops`,
+which are tested against it.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from shiftwise.ops.custom_ops import shift_add_op
 
 __all__ = ["check_shift_add_args", "shift_add", "shift_add_reference"]
 
@@ -81,8 +84,16 @@ def shift_add_reference(
 def shift_add(
     y: torch.Tensor, index: torch.Tensor, offsets: torch.Tensor, out_size: tuple[int, int]
 ) -> torch.Tensor:
-    """Shift-add of pieces ``y`` ``[B, P, Hy, Wy]`` into ``[B, C, H, W]`` (module docstring)."""
-    return shift_add_reference(y, index, offsets, out_size)
+    """Shift-add of pieces ``y`` ``[B, P, Hy, Wy]`` into ``[B, C, H, W]`` (module docstring).
+
+    Runs the registered custom op ``shiftwise::shift_add`` (fast CPU kernel, Triton on
+    CUDA when installed; see :mod:`shiftwise.ops.custom_ops`), which ``torch.compile``
+    traces without graph breaks. Arguments are checked in eager mode only (the range check
+    of ``index`` reads tensor values, which would break a compiled graph).
+    """
+    if not torch.compiler.is_compiling():
+        check_shift_add_args(y, index, offsets, out_size)
+    return shift_add_op(y, index, offsets, int(out_size[0]), int(out_size[1]))
 
 
 def _describe(value: object) -> str:
