@@ -64,15 +64,19 @@ def test_convnext_tiny_counts() -> None:
 
 
 def test_nonzero_counts_follow_actual_zeros() -> None:
+    torch.manual_seed(0)
     model = create_model("convnext_atto", num_classes=10)
     dense = model_complexity(model, (64, 64))[-1]
+    fc1 = model.stages[2].blocks[0].fc1.weight
     with torch.no_grad():
-        model.stages[2].blocks[0].fc1.weight[::2].zero_()
-    zeros = model.stages[2].blocks[0].fc1.weight.numel() // 2
+        fc1[::2].zero_()
+    # Initial weights can be exactly zero too (rarely): count every zero of the masked scope.
+    zeros = sum(int((p == 0).sum()) for p in model.parameters() if p.dim() in (2, 4))
     sparse = model_complexity(model, (64, 64), nonzero=True)[-1]
-    fc1_macs = zeros * 4 * 4  # a 4x4 map in stage 2 at 64 px
+    assert zeros >= fc1.numel() // 2
     assert dense.params - sparse.params == zeros
-    assert dense.macs - sparse.macs == pytest.approx(fc1_macs)
+    fc1_macs = fc1.numel() // 2 * 4 * 4  # a 4x4 map in stage 2 at 64 px
+    assert dense.macs - sparse.macs == pytest.approx(fc1_macs, rel=1e-3)
 
 
 def test_param_parts_add_up() -> None:
