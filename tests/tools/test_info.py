@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -9,7 +10,8 @@ import torch
 
 from shiftwise import cli
 from shiftwise.cli import main
-from shiftwise.models import create_model
+from shiftwise.layers import ShiftWiseConv2d
+from shiftwise.models import create_model, reparameterize
 from shiftwise.tools.complexity import count_params, info_report, model_complexity
 
 
@@ -77,6 +79,33 @@ def test_nonzero_counts_follow_actual_zeros() -> None:
     assert dense.params - sparse.params == zeros
     fc1_macs = fc1.numel() // 2 * 4 * 4  # a 4x4 map in stage 2 at 64 px
     assert dense.macs - sparse.macs == pytest.approx(fc1_macs, rel=1e-3)
+
+
+def test_pruned_sw_pieces_leave_the_deploy_count() -> None:
+    torch.manual_seed(0)
+    model = create_model("sw_atto").eval()
+    dense_deploy = model_complexity(reparameterize(copy.deepcopy(model)), (64, 64))[-1]
+    pieces = 0
+    for module in model.modules():
+        if isinstance(module, ShiftWiseConv2d):
+            with torch.no_grad():
+                for path in module.paths:
+                    path.weight[::2] = 0  # group-sparse: whole pieces, shared by the paths
+            pieces += module.paths[0].weight[::2].numel()
+    sparse = model_complexity(model, (64, 64), nonzero=True)[-1]
+    assert model_complexity(model, (64, 64))[-1].params - sparse.params == 2 * pieces
+    deploy = model_complexity(reparameterize(model), (64, 64))[-1]
+    assert deploy.macs < dense_deploy.macs  # pruned pieces are removed physically
+    assert deploy.params == dense_deploy.params - pieces
+
+
+def test_density_scope_is_conv_and_linear_weights() -> None:
+    model = create_model("sw_atto")
+    masked = sum(
+        p.numel() for n, p in model.named_parameters() if p.dim() in (2, 4) and ".grn." not in n
+    )
+    total = sum(p.numel() for p in model.parameters())
+    assert count_params(model, density=0.5)[-1].params == total - 0.5 * masked
 
 
 def test_param_parts_add_up() -> None:

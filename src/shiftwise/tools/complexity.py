@@ -11,7 +11,8 @@ convolutions on the padded ``(H + 2e) x (W + 2e)`` map in the training form, one
 is cheaper but equal in output).
 
 Sparsity (SLaK counts non-zero weights): with ``density=d`` every 2-D/4-D weight (convs and
-linears, the official masking scope) keeps the fraction ``d`` of its entries, so parameters
+linears, the official masking scope; GRN's 4-D scales are not weights and stay dense) keeps
+the fraction ``d`` of its entries, so parameters
 are ``sum(non-2D/4D) + d * sum(2D/4D)`` and each conv/linear layer's MACs scale by ``d``.
 With ``nonzero=True`` the actual zeros of a sparse-trained model are counted instead
 (per-layer density = non-zeros / entries).
@@ -31,6 +32,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from shiftwise.layers import ShiftWiseConv2d
+from shiftwise.models.blocks import GRN
 
 __all__ = [
     "PartCount",
@@ -75,13 +77,16 @@ def _check_density(density: float | None) -> None:
         raise ValueError(f"density: expected a value in (0, 1], got {density}")
 
 
-def _is_masked(parameter: torch.Tensor) -> bool:
-    """The official sparse scope: every 2-D (linear) or 4-D (conv) weight."""
-    return parameter.dim() in (2, 4)
+def _unmasked_ids(model: nn.Module) -> set[int]:
+    """Parameters outside the sparse scope although 2-D/4-D: GRN's ``[1, 1, 1, C]`` scales."""
+    return {id(p) for m in model.modules() if isinstance(m, GRN) for p in m.parameters()}
 
 
-def _param_count(parameter: torch.Tensor, density: float | None, nonzero: bool) -> float:
-    if not _is_masked(parameter):
+def _param_count(
+    parameter: torch.Tensor, density: float | None, nonzero: bool, unmasked: set[int]
+) -> float:
+    """Entries of ``parameter`` counted: all outside the sparse scope (see module docstring)."""
+    if parameter.dim() not in (2, 4) or id(parameter) in unmasked:
         return float(parameter.numel())
     if nonzero:
         return float(torch.count_nonzero(parameter.detach()))
@@ -96,8 +101,9 @@ def count_params(
     parts = _parts(model)
     totals = dict.fromkeys(parts, 0.0)
     total = 0.0
+    unmasked = _unmasked_ids(model)
     for name, parameter in model.named_parameters():
-        count = _param_count(parameter, density, nonzero)
+        count = _param_count(parameter, density, nonzero, unmasked)
         total += count
         for part in parts:
             if name.startswith(part + "."):
@@ -107,20 +113,25 @@ def count_params(
 
 
 class _ShiftWiseMacProxy(nn.Module):
-    """Stand-in for a ShiftWiseConv2d that runs only its small convs (shapes for counting)."""
+    """Stand-in for a ShiftWiseConv2d that runs only its small convs (shapes for counting).
+
+    Each small-conv weight ``[N, 1, k, k]`` (one per path; one after re-parameterisation, with
+    only the active pieces when pruned pieces were removed) costs ``N * k * k`` MACs per
+    pixel of the padded map, whatever its channel grouping: it is run as ``N`` single-channel
+    filters on the rep channels' map size.
+    """
 
     def __init__(self, op: ShiftWiseConv2d) -> None:
         super().__init__()
-        self.n_rep = op.n_rep
         self.padding = op.geometry.conv_padding
         self.weights = nn.ParameterList(
             [op.merged.weight] if op.merged is not None else [p.weight for p in op.paths]
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x_rep = x[:, : self.n_rep]
         for weight in self.weights:
-            F.conv2d(x_rep, weight, padding=self.padding, groups=self.n_rep)
+            pieces = x[:, :1].expand(-1, weight.shape[0], -1, -1)
+            F.conv2d(pieces, weight, padding=self.padding, groups=weight.shape[0])
         return x
 
 
