@@ -38,9 +38,9 @@ class BundledConfig:
     """Parameters of the generated task; equal configs give bit-identical images."""
 
     image_size: int = 64
-    channels: int = 3
-    num_train: int = 4000
-    num_val: int = 1000
+    channels: int = 1
+    num_train: int = 12000
+    num_val: int = 2000
     min_distance: int = 30
     mark_size: int = 7
     distractors: int = 4
