@@ -17,7 +17,7 @@ from shiftwise.data.bundled import (
     load_bundled,
 )
 
-SMALL = BundledConfig(num_train=64, num_val=32)
+SMALL = BundledConfig(channels=3, num_train=64, num_val=32)
 
 
 def test_generation_is_deterministic_and_seed_dependent() -> None:
