@@ -21,6 +21,8 @@ TOOL_MODULES = (
     "shiftwise.tools.convert",
     "shiftwise.tools.train",
     "shiftwise.tools.evaluate",
+    "shiftwise.tools.bench",
+    "shiftwise.tools.erf",
 )
 
 
