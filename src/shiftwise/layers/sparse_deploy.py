@@ -4,15 +4,20 @@ After group-sparse training many small-conv pieces of a shift-wise operator are 
 The dense deploy form still convolves them and shifts them into every output position. Here
 only the ``A`` active pieces remain:
 
-1. the small conv runs on the active pieces only, each as its own depthwise filter on a
-   gathered copy of its input channel: ``conv2d(x_rep[:, piece_channel], w_active,
-   groups=A)`` (pieces per channel are no longer uniform, so ``groups=Cr`` cannot be used);
-2. the shift-add visits only the (output channel, term) pairs whose piece is active, in
-   scatter form: the terms sharing one offset are done together, one ``index_select`` of
-   the active pieces' shifted windows and one ``index_add_`` into their output channels.
+1. the small conv computes the active pieces only. Pieces per channel are no longer
+   uniform, so it runs in one of two layouts: ``"gather"``, each active piece its own
+   depthwise filter on a gathered copy of its input channel (``conv2d(x_rep[:,
+   piece_channel], w_active, groups=A)``, exactly ``A`` outputs), or ``"padded"``, every
+   channel given ``m = max_c(active pieces of c)`` output slots (``conv2d(x_rep, w_slots,
+   groups=Cr)``, ``Cr * m`` outputs, the unused slots zero and never read), which avoids the
+   gather and uses the faster channel-multiplier convolution on CPU;
+2. the shift-add visits only the (output channel, term) pairs whose piece is active: the
+   terms sharing one offset are summed before shifting, as in the fast dense kernel
+   (:mod:`shiftwise.ops.shift_add_torch`), with one ``F.embedding_bag(mode="sum")`` per
+   distinct offset over ragged bags (channel ``c``'s bag holds its active pieces at that
+   offset, possibly none), then the sum is added into the shifted output window.
 
-Work and memory scale with the number of active pieces; with no pruned piece the result is
-the same computation as the dense deploy form, only organised by offset.
+Work and memory scale with the number of active pieces.
 """
 
 from __future__ import annotations
@@ -21,9 +26,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CompactShiftAdd", "active_pieces"]
+__all__ = ["LAYOUTS", "PADDED_SLOT_RATIO", "CompactShiftAdd", "active_pieces"]
 
 _BRANCHES = ("horizontal", "vertical", "identity")
+LAYOUTS = ("auto", "gather", "padded")
+# "auto" pads while the padded conv computes at most this many times the active pieces: on
+# CPU the channel-multiplier conv of the padded layout was about 2-3x faster per output than
+# the one-filter-per-channel conv of the gather layout (benchmarks/bench_group_sparsity.py).
+PADDED_SLOT_RATIO = 2.0
 
 
 def active_pieces(weight: torch.Tensor) -> torch.Tensor:
@@ -40,6 +50,8 @@ class CompactShiftAdd(nn.Module):
         conv_padding: padding of the small conv (``k - 1``).
         tables: ``{"horizontal" | "vertical" | "identity": (index [Cr, T], offsets [T, 2])}``,
             the gather tables of :func:`shiftwise.ops.shift_add` over the full piece set.
+        layout: ``"gather"``, ``"padded"`` (module docstring) or ``"auto"``: padded when
+            it computes at most ``PADDED_SLOT_RATIO`` times the active pieces.
 
     ``forward(x_rep, out_size)`` returns the horizontal, vertical and identity outputs, each
     ``[B, Cr, H, W]``, equal to the shift-adds of the full pieces.
@@ -51,35 +63,59 @@ class CompactShiftAdd(nn.Module):
         n_pieces: int,
         conv_padding: int,
         tables: dict[str, tuple[torch.Tensor, torch.Tensor]],
+        layout: str = "auto",
     ) -> None:
         super().__init__()
         if set(tables) != set(_BRANCHES):
             raise ValueError(f"tables: expected the keys {_BRANCHES}, got {sorted(tables)}")
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout: expected one of {LAYOUTS}, got {layout!r}")
         active = active_pieces(weight)
         self.n_rep = tables["identity"][0].shape[0]
         self.n_pieces = n_pieces
         self.conv_padding = conv_padding
-        self.weight = nn.Parameter(weight.detach()[active].clone())
+        channel = torch.div(active, n_pieces, rounding_mode="floor")
+        per_channel = torch.bincount(channel, minlength=self.n_rep)
+        slots = int(per_channel.max()) if active.numel() else 0
+        if layout == "auto":
+            padded = self.n_rep * slots <= PADDED_SLOT_RATIO * active.numel()
+            layout = "padded" if padded else "gather"
+        self.layout = layout
+        if layout == "padded":
+            rank = (
+                torch.arange(active.numel(), device=active.device)
+                - (torch.cumsum(per_channel, 0) - per_channel)[channel]
+            )
+            slot = channel * slots + rank
+            n_slots = self.n_rep * slots
+        else:
+            slot = torch.arange(active.numel(), device=active.device)
+            n_slots = active.numel()
+        slot_weight = weight.detach().new_zeros(n_slots, *weight.shape[1:])
+        slot_weight[slot] = weight.detach()[active]
+        self.weight = nn.Parameter(slot_weight)
         self.register_buffer("active_index", active)
-        self.register_buffer("piece_channel", torch.div(active, n_pieces, rounding_mode="floor"))
+        self.register_buffer("active_slot", slot)
+        self.register_buffer("slot_channel", channel)
         compact = torch.full((weight.shape[0],), -1, dtype=torch.long, device=active.device)
-        compact[active] = torch.arange(active.numel(), device=active.device)
+        compact[active] = slot
         self._plans: dict[str, list[tuple[tuple[int, int], int]]] = {}
         for branch in _BRANCHES:
             index, offsets = tables[branch]
-            sources, channels, plan = _scatter_plan(compact, index, offsets)
+            sources, starts, plan = _scatter_plan(compact, index, offsets)
             self.register_buffer(f"{branch}_sources", sources)
-            self.register_buffer(f"{branch}_channels", channels)
+            self.register_buffer(f"{branch}_starts", starts)
             self._plans[branch] = plan
 
     @property
     def n_active(self) -> int:
-        return self.weight.shape[0]
+        """Number of active pieces ``A``."""
+        return self.active_index.shape[0]
 
     def full_weight(self) -> torch.Tensor:
         """The merged weight over all ``Cr * nk`` pieces, pruned ones zero."""
         full = self.weight.new_zeros(self.n_rep * self.n_pieces, *self.weight.shape[1:])
-        return full.index_copy(0, self.active_index, self.weight)
+        return full.index_copy(0, self.active_index, self.weight[self.active_slot])
 
     def forward(
         self, x_rep: torch.Tensor, out_size: tuple[int, int]
@@ -90,64 +126,87 @@ class CompactShiftAdd(nn.Module):
         if self.n_active == 0:
             zeros = x_rep.new_zeros(batch, self.n_rep, height, width)
             return zeros, zeros.clone(), zeros.clone()
-        gathered = x_rep.index_select(1, self.piece_channel)
-        y = F.conv2d(gathered, self.weight, padding=self.conv_padding, groups=self.n_active)
-        return tuple(self._scatter(y, branch, out_size) for branch in _BRANCHES)
+        if self.layout == "padded":
+            y = F.conv2d(x_rep, self.weight, padding=self.conv_padding, groups=self.n_rep)
+        else:
+            gathered = x_rep.index_select(1, self.slot_channel)
+            y = F.conv2d(gathered, self.weight, padding=self.conv_padding, groups=self.n_active)
+        y_size = (y.shape[-2], y.shape[-1])
+        # Channel-major slots: row s of the table is slot s over (b, h, w).
+        table = y.transpose(0, 1).reshape(y.shape[1], -1)
+        return tuple(self._scatter(table, batch, y_size, branch, out_size) for branch in _BRANCHES)
 
-    def _scatter(self, y: torch.Tensor, branch: str, out_size: tuple[int, int]) -> torch.Tensor:
-        """``out[:, c] += y[:, s]`` shifted, for every active (channel ``c``, piece ``s``) pair."""
+    def _scatter(
+        self,
+        table: torch.Tensor,
+        batch: int,
+        y_size: tuple[int, int],
+        branch: str,
+        out_size: tuple[int, int],
+    ) -> torch.Tensor:
+        """``out[:, c] += piece s`` shifted, for every active (channel ``c``, piece ``s``) pair.
+
+        ``table [A, B * Hy * Wy]`` holds the active pieces channel-major; returns
+        ``[B, Cr, *out_size]``.
+        """
         height, width = out_size
-        y_height, y_width = y.shape[-2:]
-        out = y.new_zeros(y.shape[0], self.n_rep, height, width)
+        y_height, y_width = y_size
+        out = table.new_zeros(batch, self.n_rep, height, width)
+        out_t = out.transpose(0, 1)
         sources = getattr(self, f"{branch}_sources")
-        channels = getattr(self, f"{branch}_channels")
-        start = 0
-        for (row, col), count in self._plans[branch]:
-            src, dst = sources[start : start + count], channels[start : start + count]
-            start += count
+        starts = getattr(self, f"{branch}_starts")
+        first = 0
+        for u, ((row, col), count) in enumerate(self._plans[branch]):
+            bags = sources[first : first + count]
+            bag_starts = starts[u * self.n_rep : (u + 1) * self.n_rep]
+            first += count
             top, bottom = max(0, -row), min(height, y_height - row)
             left, right = max(0, -col), min(width, y_width - col)
             if top >= bottom or left >= right:
                 continue
-            # Select whole pieces, then crop: index_select on a cropped view is far slower.
-            pieces = y.index_select(1, src)[
-                :, :, top + row : bottom + row, left + col : right + col
-            ]
-            out[:, :, top:bottom, left:right].index_add_(1, dst, pieces)
+            summed = F.embedding_bag(bags, table, bag_starts, mode="sum")
+            summed = summed.view(self.n_rep, batch, y_height, y_width)
+            out_t[:, :, top:bottom, left:right].add_(
+                summed[:, :, top + row : bottom + row, left + col : right + col]
+            )
         return out
 
     def extra_repr(self) -> str:
         total = self.n_rep * self.n_pieces
-        return f"active_pieces={self.n_active}/{total}, rep_channels={self.n_rep}"
+        return (
+            f"active_pieces={self.n_active}/{total}, rep_channels={self.n_rep}, "
+            f"layout={self.layout!r}"
+        )
 
 
 def _scatter_plan(
     compact: torch.Tensor, index: torch.Tensor, offsets: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[tuple[int, int], int]]]:
-    """Group the active (channel, term) pairs of a gather table by their offset.
+    """Ragged bags of active pieces per output channel, one set per distinct offset.
 
-    ``compact [P]`` maps a piece to its position among the active ones (``-1`` if pruned).
-    Returns the concatenated active sources and output channels (int64) and the plan: one
-    ``((row, col), count)`` per distinct offset (offsets sorted).
+    ``compact [P]`` maps a piece to its conv output slot (``-1`` if pruned).
+    Returns, over the distinct offsets that read at least one active piece (sorted): the
+    concatenated bags (slots of active pieces, channel-major, int64), the start of each
+    channel's bag within its offset's bags (``[U * Cr]``, int64), and the plan: one
+    ``((row, col), count)`` per offset, ``count`` being the length of its bags.
     """
-    channel_of = torch.arange(index.shape[0], device=index.device).unsqueeze(1).expand_as(index)
     position = compact.to(index.device)[index]
-    sources, channels, plan = [], [], []
+    sources, starts, plan = [], [], []
     unique, inverse = torch.unique(offsets, dim=0, return_inverse=True)
     for u in range(unique.shape[0]):
-        terms = (inverse == u).nonzero().flatten()
-        pos = position[:, terms].flatten()
-        chan = channel_of[:, terms].flatten()
+        pos = position[:, inverse == u]
         alive = pos >= 0
-        if not bool(alive.any()):
+        count = int(alive.sum())
+        if count == 0:
             continue
+        sizes = alive.sum(1)
         sources.append(pos[alive])
-        channels.append(chan[alive])
+        starts.append(torch.cumsum(sizes, 0) - sizes)
         row, col = unique[u].tolist()
-        plan.append(((row, col), int(alive.sum())))
+        plan.append(((row, col), count))
     empty = torch.zeros(0, dtype=torch.long, device=index.device)
     return (
         torch.cat(sources) if sources else empty,
-        torch.cat(channels) if channels else empty,
+        torch.cat(starts) if starts else empty,
         plan,
     )
