@@ -1,4 +1,13 @@
-"""Base class of operators made of parallel depthwise conv+BN branches (SLaK, RepLKNet)."""
+"""Base class of operators made of parallel depthwise conv+BN branches (SLaK, RepLKNet).
+
+Speed (measured on CPU, see ``benchmarks/README.md``): PyTorch's CPU depthwise convolution is
+much slower for a wide ``N x M`` kernel than for the tall ``M x N`` one, so wide branches run
+as tall convs on transposed data (:mod:`shiftwise.ops.oriented_conv`), in training and in
+deploy. And a dense ``M x M`` kernel is far slower than two ``M x N`` strips (51x51 against
+51x5 + 5x51: ~10x on 2 CPU cores; also on the official A100 figures with plain ``nn.Conv2d``:
+SLaK-T 171 img/s merged against 364 unmerged), so the default deploy form of an operator
+made of strips keeps the strips, with the BNs and the small kernel folded in.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +15,63 @@ import torch
 from torch import nn
 
 from shiftwise.layers.conv_bn import DepthwiseConvBN, center_pad_kernel
+from shiftwise.ops.oriented_conv import depthwise_conv2d, wide_kernels_are_slow
 from shiftwise.ops.validation import check_depthwise_input
 
-__all__ = ["ParallelBranchConv2d"]
+__all__ = ["DEPLOY_FORMS", "DepthwiseConvSum", "ParallelBranchConv2d", "oriented_conv"]
+
+DEPLOY_FORMS = ("auto", "dense", "strips")
+
+
+def oriented_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """``conv(x)`` for a depthwise "same" conv, a wide kernel run tall where that is faster."""
+    rows, cols = conv.weight.shape[-2:]
+    pad_rows, pad_cols = conv.padding
+    transposed = rows < cols and wide_kernels_are_slow(x.device)
+    return depthwise_conv2d(
+        x, conv.weight, conv.bias, (pad_rows, pad_rows, pad_cols, pad_cols), transposed
+    )
+
+
+class DepthwiseConvSum(nn.Module):
+    """Deploy form: a sum of depthwise "same" convolutions of odd, centred kernels.
+
+    Args:
+        kernels: ``[C, 1, kh_i, kw_i]`` each.
+        bias: ``[C]``, added once (carried by the first conv).
+    """
+
+    def __init__(self, kernels: list[torch.Tensor], bias: torch.Tensor) -> None:
+        super().__init__()
+        channels = bias.shape[0]
+        self.convs = nn.ModuleList()
+        for i, kernel in enumerate(kernels):
+            rows, cols = kernel.shape[-2:]
+            conv = nn.Conv2d(
+                channels,
+                channels,
+                (rows, cols),
+                padding=(rows // 2, cols // 2),
+                groups=channels,
+                bias=i == 0,
+            ).to(device=kernel.device, dtype=kernel.dtype)
+            conv.weight.data.copy_(kernel)
+            if i == 0:
+                conv.bias.data.copy_(bias)
+            self.convs.append(conv)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Sum of the convolutions, ``[B, C, H, W] -> [B, C, H, W]``."""
+        out = None
+        for conv in self.convs:
+            y = oriented_conv(x, conv)
+            out = y if out is None else out + y
+        return out
+
+    def dense_kernel(self, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(weight [C, 1, *size], bias [C])``: the sum as one conv."""
+        weight = sum(center_pad_kernel(conv.weight, size) for conv in self.convs)
+        return weight, self.convs[0].bias
 
 
 class ParallelBranchConv2d(nn.Module):
@@ -16,7 +79,8 @@ class ParallelBranchConv2d(nn.Module):
 
     Subclasses create their branches as :class:`DepthwiseConvBN` attributes and list their
     names in ``branch_names``. In eval mode the sum is one depthwise ``K x K`` convolution with
-    bias (:meth:`equivalent_kernel`), which :meth:`reparameterize` installs as ``reparam``.
+    bias (:meth:`equivalent_kernel`). :meth:`reparameterize` installs as ``reparam`` either
+    that conv or, for strips, a :class:`DepthwiseConvSum` of the BN-folded branches.
     """
 
     branch_names: tuple[str, ...] = ()
@@ -25,7 +89,7 @@ class ParallelBranchConv2d(nn.Module):
         super().__init__()
         self.channels = channels
         self.kernel_size = kernel_size
-        self.reparam: nn.Conv2d | None = None
+        self.reparam: nn.Conv2d | DepthwiseConvSum | None = None
 
     def branches(self) -> list[DepthwiseConvBN]:
         """The training-time branches still present (none after :meth:`reparameterize`)."""
@@ -38,7 +102,9 @@ class ParallelBranchConv2d(nn.Module):
             return self.reparam(x)
         out = None
         for branch in self.branches():
-            y = branch(x)
+            y = oriented_conv(x, branch.conv)
+            if branch.bn is not None:
+                y = branch.bn(y)
             out = y if out is None else out + y
         return out
 
@@ -48,9 +114,11 @@ class ParallelBranchConv2d(nn.Module):
 
     def equivalent_kernel(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(weight [C, 1, K, K], bias [C])`` of the single conv equal to this module in eval."""
+        size = (self.kernel_size, self.kernel_size)
+        if isinstance(self.reparam, DepthwiseConvSum):
+            return self.reparam.dense_kernel(size)
         if self.reparam is not None:
             return self.reparam.weight, self.reparam.bias
-        size = (self.kernel_size, self.kernel_size)
         weight, bias = 0, 0
         for branch in self.branches():
             branch_weight, branch_bias = branch.fused()
@@ -59,9 +127,26 @@ class ParallelBranchConv2d(nn.Module):
         return weight, bias
 
     @torch.no_grad()
-    def reparameterize(self) -> None:
-        """Replace the branches by one ``K x K`` depthwise conv with bias (eval output kept)."""
+    def reparameterize(self, form: str = "auto") -> None:
+        """Replace the branches by their BN-folded inference form (eval output kept).
+
+        Args:
+            form: ``"dense"``: one ``K x K`` depthwise conv with bias; ``"strips"``: one conv
+                per branch (BN folded; a branch contained in an earlier one is added into
+                it, e.g. SLaK's small kernel into its tall strip), summed
+                (:class:`DepthwiseConvSum`); ``"auto"``: ``"strips"`` when no branch is a
+                full ``K x K`` kernel (SLaK), else ``"dense"`` (measured, module docstring).
+        """
+        if form not in DEPLOY_FORMS:
+            raise ValueError(f"form: expected one of {DEPLOY_FORMS}, got {form!r}")
         if self.reparam is not None:
+            return
+        if form == "auto":
+            full = (self.kernel_size, self.kernel_size)
+            shapes = [tuple(branch.conv.weight.shape[-2:]) for branch in self.branches()]
+            form = "dense" if full in shapes else "strips"
+        if form == "strips":
+            self._install(DepthwiseConvSum(*self._folded_strips()))
             return
         weight, bias = self.equivalent_kernel()
         conv = nn.Conv2d(
@@ -74,7 +159,26 @@ class ParallelBranchConv2d(nn.Module):
         ).to(device=weight.device, dtype=weight.dtype)
         conv.weight.copy_(weight)
         conv.bias.copy_(bias)
+        self._install(conv)
+
+    def _install(self, reparam: nn.Module) -> None:
         for name in self.branch_names:
             if hasattr(self, name):
                 delattr(self, name)
-        self.reparam = conv
+        self.reparam = reparam
+
+    def _folded_strips(self) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """BN-folded branch kernels (a branch that fits in an earlier one is added to it), bias."""
+        kernels: list[torch.Tensor] = []
+        bias = 0
+        for branch in self.branches():
+            weight, branch_bias = branch.fused()
+            bias = bias + branch_bias
+            rows, cols = weight.shape[-2:]
+            for i, kernel in enumerate(kernels):
+                if kernel.shape[-2] >= rows and kernel.shape[-1] >= cols:
+                    kernels[i] = kernel + center_pad_kernel(weight, tuple(kernel.shape[-2:]))
+                    break
+            else:
+                kernels.append(weight)
+        return kernels, bias

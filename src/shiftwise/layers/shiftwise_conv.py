@@ -14,7 +14,7 @@ from shiftwise.layers.shift_tables import (
     sw_geometry,
 )
 from shiftwise.layers.sparse_deploy import CompactShiftAdd, active_pieces
-from shiftwise.ops.shift_add import shift_add
+from shiftwise.layers.sw_strategies import check_strategy, sw_branches
 from shiftwise.ops.validation import check_depthwise_input, check_odd_positive, check_positive_int
 
 __all__ = ["PermutedDepthwiseConv2d", "ShiftWiseConv2d"]
@@ -51,6 +51,9 @@ class ShiftWiseConv2d(nn.Module):
         seed: seed of the ghost split (NumPy legacy RNG) and shuffles (torch generator);
             123 reproduces the official tables exactly. Tables are stored as buffers.
         keep_channel_order: return channels in input order instead of ``[rep, ghost]``.
+        strategy: how the branches are executed, one of ``"auto"``, ``"reference"``,
+            ``"strips"``, ``"fused"`` (all exact; see :mod:`shiftwise.layers.sw_strategies`).
+            The attribute ``strategy`` may be changed at any time.
 
     Shapes: input ``[B, C, H, W]`` (any ``H, W >= 1``), output ``[B, C, H, W]``.
     """
@@ -66,6 +69,7 @@ class ShiftWiseConv2d(nn.Module):
         bn: bool = True,
         seed: int = 123,
         keep_channel_order: bool = False,
+        strategy: str = "auto",
     ) -> None:
         super().__init__()
         check_positive_int(channels, "channels")
@@ -95,6 +99,7 @@ class ShiftWiseConv2d(nn.Module):
         self.n_shuffles = n_shuffles
         self.n_rep = n_rep
         self.keep_channel_order = keep_channel_order
+        self.strategy = check_strategy(strategy)
         self.geometry = sw_geometry(kernel_size, small_kernel)
         nk = self.geometry.n_pieces
 
@@ -173,16 +178,11 @@ class ShiftWiseConv2d(nn.Module):
         )
 
     def branches(self, x_rep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Horizontal, vertical and identity shift-add outputs, each ``[B, Cr, H, W]``."""
-        if isinstance(self.merged, CompactShiftAdd):
-            return self.merged(x_rep, (x_rep.shape[-2], x_rep.shape[-1]))
-        y = self.pieces(x_rep)
-        size = (x_rep.shape[-2], x_rep.shape[-1])
-        return (
-            shift_add(y, self.horizontal_index, self.horizontal_offsets, size),
-            shift_add(y, self.vertical_index, self.vertical_offsets, size),
-            shift_add(y, self.identity_index, self.identity_offsets, size),
-        )
+        """Horizontal, vertical and identity shift-add outputs, each ``[B, Cr, H, W]``.
+
+        Computed by ``self.strategy`` (:func:`~shiftwise.layers.sw_strategies.sw_branches`).
+        """
+        return sw_branches(self, x_rep)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Shift-wise convolution, ``[B, C, H, W] -> [B, C, H, W]``."""

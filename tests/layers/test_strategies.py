@@ -1,0 +1,148 @@
+"""Execution strategies of ShiftWiseConv2d and the oriented / strip deploy forms of SLaK."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import randomize_batchnorm
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shiftwise.layers import LargeKernelConv2d, ShiftWiseConv2d, SLaKConv2d
+from shiftwise.layers.parallel_branches import DepthwiseConvSum
+from shiftwise.layers.sw_strategies import choose_strategy, set_strategy, use_strategy
+from shiftwise.ops.oriented_conv import depthwise_conv2d
+
+FAST = ("strips", "fused")
+
+
+def run(op, x, strategy):
+    """Output and gradients (input and every parameter) of a weighted sum of the output."""
+    with use_strategy(op, strategy):
+        out = op(x)
+    weights = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)
+    grads = torch.autograd.grad((out * weights).sum(), [x, *op.parameters()])
+    return out, grads
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    kernel=st.sampled_from([3, 5, 7, 9, 13]),
+    small=st.sampled_from([1, 3]),
+    shuffles=st.integers(1, 3),
+    height=st.integers(1, 9),
+    width=st.integers(1, 9),
+    train=st.booleans(),
+)
+def test_strategies_equal_reference_forward_and_backward(
+    kernel, small, shuffles, height, width, train
+):
+    """Training mode (BN batch statistics) and eval mode, float64, non-square inputs."""
+    generator = torch.Generator().manual_seed(kernel * 100 + height * 10 + width)
+    op = ShiftWiseConv2d(7, kernel, small, ghost_ratio=0.3, n_shuffles=shuffles, seed=5)
+    op = op.double().train(train)
+    randomize_batchnorm(op, generator)
+    x = torch.randn(2, 7, height, width, dtype=torch.float64, generator=generator)
+    x.requires_grad_()
+    expected_out, expected_grads = run(op, x, "reference")
+    for strategy in FAST:
+        out, grads = run(op, x, strategy)
+        torch.testing.assert_close(out, expected_out, atol=1e-12, rtol=0)
+        for got, want in zip(grads, expected_grads, strict=True):
+            torch.testing.assert_close(got, want, atol=1e-11, rtol=0)
+
+
+@pytest.mark.parametrize("kernel", [51, 49, 47, 13])
+def test_strips_match_reference_at_sw_t_kernels_float32(kernel):
+    """The SW-T stage kernels (asymmetric spans for 49, 47, 13), deployed form included."""
+    torch.manual_seed(kernel)
+    op = ShiftWiseConv2d(12, kernel).eval()
+    randomize_batchnorm(op)
+    x = torch.randn(1, 12, 11, 14)
+    with use_strategy(op, "reference"):
+        expected = op(x)
+    with use_strategy(op, "strips"):
+        torch.testing.assert_close(op(x), expected, atol=1e-5, rtol=0)
+    op.reparameterize()
+    for strategy in FAST:
+        with use_strategy(op, strategy):
+            torch.testing.assert_close(op(x), expected, atol=1e-5, rtol=0)
+
+
+def test_strategy_argument_setter_and_context_manager():
+    model = torch.nn.Sequential(ShiftWiseConv2d(8, 7), ShiftWiseConv2d(8, 9, strategy="fused"))
+    assert [m.strategy for m in model] == ["auto", "fused"]
+    with use_strategy(model, "reference"):
+        assert [m.strategy for m in model] == ["reference", "reference"]
+    assert [m.strategy for m in model] == ["auto", "fused"]
+    set_strategy(model, "strips")
+    assert [m.strategy for m in model] == ["strips", "strips"]
+    assert choose_strategy(model[0], torch.zeros(1, 6, 5, 5)) == "strips"
+    with pytest.raises(ValueError, match="strategy"):
+        ShiftWiseConv2d(8, 7, strategy="fast")
+    with pytest.raises(ValueError, match="strategy"):
+        set_strategy(model, "gpu")
+
+
+def test_sparse_deploy_auto_picks_compact_form():
+    op = ShiftWiseConv2d(8, 13).eval()
+    with torch.no_grad():
+        for path in op.paths:
+            path.weight[1:] = 0  # one active piece out of Cr * nk
+    x = torch.randn(1, 8, 6, 6)
+    expected = op(x)
+    op.reparameterize()
+    assert choose_strategy(op, x) == "fused"
+    torch.testing.assert_close(op(x), expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("padding", [(1, 1, 3, 3), (0, 2, 4, 1)])
+def test_transposed_orientation_is_exact(padding):
+    x = torch.randn(2, 3, 6, 9, dtype=torch.float64)
+    weight = torch.randn(3, 1, 3, 7, dtype=torch.float64)
+    bias = torch.randn(3, dtype=torch.float64)
+    expected = F.conv2d(
+        F.pad(x, (padding[2], padding[3], padding[0], padding[1])), weight, bias, groups=3
+    )
+    torch.testing.assert_close(
+        depthwise_conv2d(x, weight, bias, padding, transposed=True), expected
+    )
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    kernel=st.sampled_from([5, 7, 13]),
+    short=st.sampled_from([1, 3, 5]),
+    small=st.sampled_from([None, 3, 5, 7]),
+    form=st.sampled_from(["auto", "dense", "strips"]),
+)
+def test_slak_forms_exact(kernel, short, small, form):
+    """Oriented training forward (grads too) and every deploy form equal the plain branches."""
+    torch.manual_seed(kernel + short)
+    op = SLaKConv2d(4, kernel, short, small).double().eval()
+    randomize_batchnorm(op)
+    x = torch.randn(2, 4, 8, 11, dtype=torch.float64, requires_grad=True)
+    plain = sum(branch(x) for branch in op.branches())
+    torch.testing.assert_close(op(x), plain, atol=1e-12, rtol=0)
+    grad_plain = torch.autograd.grad(plain.sum(), x)[0]
+    torch.testing.assert_close(torch.autograd.grad(op(x).sum(), x)[0], grad_plain)
+    op.reparameterize(form)
+    dense_form = form == "dense" or (form == "auto" and short == kernel)
+    expected_type = torch.nn.Conv2d if dense_form else DepthwiseConvSum
+    assert isinstance(op.reparam, expected_type)
+    torch.testing.assert_close(op(x), plain, atol=1e-12, rtol=0)
+    weight, bias = op.equivalent_kernel()
+    dense = F.conv2d(x, weight, bias, padding=kernel // 2, groups=4)
+    torch.testing.assert_close(dense, plain, atol=1e-12, rtol=0)
+
+
+def test_slak_strips_deploy_has_two_convs_and_large_kernel_stays_dense():
+    op = SLaKConv2d(6, 13, 5, 5).eval()
+    op.reparameterize()
+    assert [tuple(c.weight.shape[-2:]) for c in op.reparam.convs] == [(13, 5), (5, 13)]
+    large = LargeKernelConv2d(6, 9, 3).eval()
+    large.reparameterize()
+    assert isinstance(large.reparam, torch.nn.Conv2d)
+    with pytest.raises(ValueError, match="form"):
+        SLaKConv2d(6, 13).reparameterize("sparse")
