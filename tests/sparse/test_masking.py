@@ -191,6 +191,27 @@ def test_snip_keeps_the_top_scored_units(tiny_net, batch):
     assert torch.cat(kept).min() >= torch.cat(dropped).max()
 
 
+def test_apply_mask_to_an_ema_copy(tiny_net, batch, train_steps):
+    optimizer = torch.optim.AdamW(tiny_net.parameters(), lr=1e-2)
+    ema = torch.optim.swa_utils.AveragedModel(
+        tiny_net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(0.5)
+    )
+    masking = Masking(
+        tiny_net, optimizer, density=0.5, init="uniform", update_freq=1, total_steps=10
+    )
+    for _ in range(3):
+        train_steps(tiny_net, optimizer, masking, batch, 1)
+        ema.update_parameters(tiny_net)
+    masking.apply_mask_to(ema)
+    params = dict(ema.module.named_parameters())
+    for target in masking.targets:
+        pruned = ~masking.masks[target.name]
+        for name in target.param_names:
+            assert params[name][pruned.expand_as(params[name])].eq(0).all()
+    with pytest.raises(ValueError, match="model"):
+        masking.apply_mask_to(nn.Linear(2, 2))
+
+
 def test_dense_init_keeps_everything(tiny_net, batch, train_steps):
     optimizer = torch.optim.SGD(tiny_net.parameters(), lr=0.1)
     masking = Masking(tiny_net, optimizer, init="dense", update_freq=1, total_steps=10)

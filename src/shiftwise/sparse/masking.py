@@ -205,6 +205,26 @@ class Masking:
                         value.masked_fill_(pruned, 0.0)
 
     @torch.no_grad()
+    def apply_mask_to(self, model: nn.Module) -> None:
+        """Zero the pruned entries in another copy of the model (e.g. an EMA), by name.
+
+        ``model`` (DDP and ``AveragedModel`` wrappers are looked through) must
+        have the masked parameters under the same names; an EMA of a sparse model is not
+        sparse by itself, since pruned weights only decay towards zero in it.
+        """
+        inner = unwrap_model(model)
+        if isinstance(inner, torch.optim.swa_utils.AveragedModel):
+            inner = inner.module
+        params = dict(inner.named_parameters())
+        missing = [n for t in self.targets for n in t.param_names if n not in params]
+        if missing:
+            raise ValueError(f"model: has no parameters named {missing[:3]} (masked here)")
+        for target in self.targets:
+            pruned = ~self.masks[target.name]
+            for name in target.param_names:
+                params[name].masked_fill_(pruned.to(params[name].device), 0.0)
+
+    @torch.no_grad()
     def prune_and_regrow(self) -> dict[str, int]:
         """One update at the current prune rate; returns the units replaced per layer.
 
