@@ -55,12 +55,41 @@ def test_deploy_removes_pruned_pieces_and_keeps_outputs(
     op.reparameterize()
     assert isinstance(op.merged, CompactShiftAdd)
     assert op.merged.n_active == int(keep.sum())
-    assert op.merged.weight.shape == (int(keep.sum()), 1, small, small)
-    torch.testing.assert_close(op(x), expected, rtol=0, atol=1e-12)
+    for strategy in ("fused", "strips", "reference"):  # fused runs the compact form
+        op.strategy = strategy
+        torch.testing.assert_close(op(x), expected, rtol=0, atol=1e-12)
     kernel_after, bias_after = op.equivalent_kernel()
     torch.testing.assert_close(kernel_after, kernel_before, rtol=0, atol=1e-12)
     torch.testing.assert_close(bias_after, bias_before, rtol=0, atol=1e-12)
     torch.testing.assert_close(op.to_dense()(x), expected, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("layout", ["gather", "padded"])
+@pytest.mark.parametrize("fraction", [0.0, 0.4, 0.9])
+def test_compact_layouts_compute_the_full_shift_add(layout, fraction):
+    op = _random_eval_op(12, 13, 3, seed=3)
+    keep = _prune_pieces(op, fraction, seed=4)
+    x_rep = torch.randn(2, op.n_rep, 7, 9, dtype=torch.float64)
+    expected = op.branches(x_rep)
+    tables = {
+        "horizontal": (op.horizontal_index, op.horizontal_offsets),
+        "vertical": (op.vertical_index, op.vertical_offsets),
+        "identity": (op.identity_index, op.identity_offsets),
+    }
+    weight = op.piece_weight().detach()
+    compact = CompactShiftAdd(weight, op.geometry.n_pieces, 2, tables, layout=layout)
+    assert compact.layout == layout and compact.n_active == int(keep.sum())
+    slots = compact.weight.shape[0]
+    if layout == "gather":
+        assert slots == int(keep.sum())
+    else:
+        per_channel = keep.reshape(op.n_rep, -1).sum(1)
+        assert slots == op.n_rep * int(per_channel.max())
+    for got, want in zip(compact(x_rep, (7, 9)), expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    torch.testing.assert_close(compact.full_weight(), weight, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="layout"):
+        CompactShiftAdd(weight, op.geometry.n_pieces, 2, tables, layout="sparse")
 
 
 def test_dense_sw_keeps_the_plain_deploy_form():
@@ -104,7 +133,11 @@ def test_group_sparse_trained_model_deploys_exactly(tiny_net, batch, train_steps
     for module in tiny_net.modules():
         if hasattr(module, "reparameterize"):
             module.reparameterize()
-    torch.testing.assert_close(tiny_net(inputs.double()), expected, rtol=0, atol=1e-12)
+    for strategy in ("fused", "strips"):
+        for module in tiny_net.modules():
+            if isinstance(module, ShiftWiseConv2d):
+                module.strategy = strategy
+        torch.testing.assert_close(tiny_net(inputs.double()), expected, rtol=0, atol=1e-12)
     after = sparsity_report(tiny_net)
     assert [s.fraction for s in after.stages] == [s.fraction for s in before.stages]
     assert [s.fraction for s in after.stages] == [0.5, 0.5]
