@@ -144,3 +144,31 @@ def test_group_sparse_trained_model_deploys_exactly(tiny_net, batch, train_steps
     sw = [m for m in tiny_net.modules() if isinstance(m, ShiftWiseConv2d)]
     assert all(isinstance(m.merged, CompactShiftAdd) for m in sw)
     assert all(m.merged.n_active * 2 == m.n_rep * m.geometry.n_pieces for m in sw)
+
+
+def test_reparameterize_model_deploys_group_sparse_sw_atto_exactly():
+    import shiftwise
+
+    torch.manual_seed(0)
+    model = shiftwise.create_model("sw_atto", width_factor=0.5, num_classes=4).double()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    Masking(model, optimizer, density=0.5, init="uniform", granularity="group", total_steps=1)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("blocks.0.gamma") or name.endswith("blocks.1.gamma"):
+                param.fill_(1.0)  # layer scale 1e-6 would hide any operator error
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-1, 1)
+                module.running_var.uniform_(0.5, 2)
+    model.eval()
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    expected = model(x)
+    shiftwise.reparameterize(model)
+    sw = [m for m in model.modules() if isinstance(m, ShiftWiseConv2d)]
+    assert sw and all(isinstance(m.merged, CompactShiftAdd) for m in sw)
+    assert all(m.merged.n_active * 2 == m.n_rep * m.geometry.n_pieces for m in sw)
+    for strategy in ("fused", "strips"):
+        for module in sw:
+            module.strategy = strategy
+        torch.testing.assert_close(model(x), expected, rtol=1e-10, atol=1e-10)
