@@ -212,6 +212,28 @@ def test_apply_mask_to_an_ema_copy(tiny_net, batch, train_steps):
         masking.apply_mask_to(nn.Linear(2, 2))
 
 
+def test_works_under_amp_with_a_grad_scaler(tiny_net, batch):
+    """The official repos never call the mask step on their AMP path; here the user does."""
+    inputs, labels = batch
+    optimizer = torch.optim.AdamW(tiny_net.parameters(), lr=1e-2)
+    scaler = torch.amp.GradScaler("cpu")
+    masking = Masking(
+        tiny_net, optimizer, density=0.5, init="uniform", update_freq=2, total_steps=20,
+        granularity="group",
+    )  # fmt: skip
+    start = masking.density()
+    for _ in range(4):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = nn.functional.cross_entropy(tiny_net(inputs), labels)
+        optimizer.zero_grad()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        masking.step()
+        assert _masked_entries_zero(masking)
+        assert masking.density() == start
+
+
 def test_dense_init_keeps_everything(tiny_net, batch, train_steps):
     optimizer = torch.optim.SGD(tiny_net.parameters(), lr=0.1)
     masking = Masking(tiny_net, optimizer, init="dense", update_freq=1, total_steps=10)
