@@ -17,7 +17,10 @@ only the ``A`` active pieces remain:
    distinct offset over ragged bags (channel ``c``'s bag holds its active pieces at that
    offset, possibly none), then the sum is added into the shifted output window.
 
-Work and memory scale with the number of active pieces.
+Samples are processed one at a time: a sample's conv output ``[S, Hy, Wy]`` is already the
+channel-major table the bags read, so no transpose copy is made, and it stays small enough
+for the CPU caches (2-3x faster than batching at SW-T stage-1 shapes). Work and memory
+scale with the number of active pieces.
 """
 
 from __future__ import annotations
@@ -126,33 +129,28 @@ class CompactShiftAdd(nn.Module):
         if self.n_active == 0:
             zeros = x_rep.new_zeros(batch, self.n_rep, height, width)
             return zeros, zeros.clone(), zeros.clone()
-        if self.layout == "padded":
-            y = F.conv2d(x_rep, self.weight, padding=self.conv_padding, groups=self.n_rep)
-        else:
-            gathered = x_rep.index_select(1, self.slot_channel)
-            y = F.conv2d(gathered, self.weight, padding=self.conv_padding, groups=self.n_active)
-        y_size = (y.shape[-2], y.shape[-1])
-        # Channel-major slots: row s of the table is slot s over (b, h, w).
-        table = y.transpose(0, 1).reshape(y.shape[1], -1)
-        return tuple(self._scatter(table, batch, y_size, branch, out_size) for branch in _BRANCHES)
+        outputs = x_rep.new_zeros(3, batch, self.n_rep, height, width)
+        # One sample at a time: its conv output [S, Hy, Wy] is already the channel-major
+        # table the bags read (no transpose copy), and it stays small enough for the cache.
+        for b in range(batch):
+            sample = x_rep[b : b + 1]
+            if self.layout == "padded":
+                y = F.conv2d(sample, self.weight, padding=self.conv_padding, groups=self.n_rep)
+            else:
+                gathered = sample.index_select(1, self.slot_channel)
+                y = F.conv2d(gathered, self.weight, padding=self.conv_padding, groups=self.n_active)
+            for i, branch in enumerate(_BRANCHES):
+                self._scatter(y[0], branch, outputs[i, b])
+        return outputs[0], outputs[1], outputs[2]
 
-    def _scatter(
-        self,
-        table: torch.Tensor,
-        batch: int,
-        y_size: tuple[int, int],
-        branch: str,
-        out_size: tuple[int, int],
-    ) -> torch.Tensor:
-        """``out[:, c] += piece s`` shifted, for every active (channel ``c``, piece ``s``) pair.
+    def _scatter(self, y: torch.Tensor, branch: str, out: torch.Tensor) -> None:
+        """``out[c] += slot s`` shifted, for every active (channel ``c``, slot ``s``) pair.
 
-        ``table [A, B * Hy * Wy]`` holds the active pieces channel-major; returns
-        ``[B, Cr, *out_size]``.
+        ``y [S, Hy, Wy]``: the conv output slots of one sample; ``out [Cr, H, W]`` (in place).
         """
-        height, width = out_size
-        y_height, y_width = y_size
-        out = table.new_zeros(batch, self.n_rep, height, width)
-        out_t = out.transpose(0, 1)
+        height, width = out.shape[-2:]
+        slots, y_height, y_width = y.shape
+        table = y.reshape(slots, y_height * y_width)
         sources = getattr(self, f"{branch}_sources")
         starts = getattr(self, f"{branch}_starts")
         first = 0
@@ -165,11 +163,10 @@ class CompactShiftAdd(nn.Module):
             if top >= bottom or left >= right:
                 continue
             summed = F.embedding_bag(bags, table, bag_starts, mode="sum")
-            summed = summed.view(self.n_rep, batch, y_height, y_width)
-            out_t[:, :, top:bottom, left:right].add_(
-                summed[:, :, top + row : bottom + row, left + col : right + col]
+            summed = summed.view(self.n_rep, y_height, y_width)
+            out[:, top:bottom, left:right].add_(
+                summed[:, top + row : bottom + row, left + col : right + col]
             )
-        return out
 
     def extra_repr(self) -> str:
         total = self.n_rep * self.n_pieces
