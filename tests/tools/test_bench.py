@@ -83,7 +83,9 @@ def test_bench_quick_writes_valid_json_and_png(tmp_path):
     sweep = json.loads((tmp_path / "sweep.json").read_text())["result"]
     assert set(sweep["growth"]["fwd_bwd"]) == {"shiftwise", "slak", "dense", "dw7"}
     roofline = json.loads((tmp_path / "roofline.json").read_text())["result"]
-    assert roofline["copy_gbps_median"] > 0 and roofline["stages"][0]["ideal_gbps"] > 0
+    stage = roofline["stages"][0]
+    assert roofline["copy_gbps_median"] > 0 and stage["ideal_gbps"] > 0
+    assert stage["speedup_over_reference"]["median"] > 0
     models = json.loads((tmp_path / "models.json").read_text())["result"]
     assert models["modes"]["deploy"]["convnext_atto"]["images_per_s"]["median"] > 0
 

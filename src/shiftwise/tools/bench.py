@@ -179,9 +179,11 @@ def summarise(payload: dict[str, Any]) -> list[str]:
         for stage in result["stages"]:
             lines.append(
                 f"  C={stage['channels']} {stage['size']}² K={stage['kernel_size']}: "
-                f"{stage['shift_add']['median_s'] * 1e3:.2f} ms, ideal-bytes "
-                f"{stage['ideal_gbps']:.3f} GB/s, reference-bytes "
-                f"{stage['reference_gbps']:.2f} GB/s"
+                f"shift_add {stage['shift_add']['median_s'] * 1e3:.2f} ms = "
+                f"{stage['ideal_gbps']:.3f} GB/s ({stage['fraction_of_copy']:.1%} of copy), "
+                f"reference {stage['reference']['median_s'] * 1e3:.2f} ms "
+                f"(default op x{stage['speedup_over_reference']['median']:.1f} faster), "
+                f"reference real traffic {stage['reference_actual_gbps']:.2f} GB/s"
             )
     else:
         for mode, entries in result["modes"].items():

@@ -111,7 +111,7 @@ def _compare(
     warmup: int,
 ) -> dict[str, Stats]:
     calls = {name: operator_call(module, x, mode) for name, module in modules.items()}
-    return measure_interleaved(calls, device, repeats=repeats, warmup=warmup)
+    return measure_interleaved(calls, device, repeats=repeats, warmup=warmup, min_sample_s=0.02)
 
 
 def run_operator_suite(

@@ -1,19 +1,19 @@
 """Roofline of the shift-add: how close it runs to the machine's streaming bandwidth.
 
-The shift-add (``shiftwise.ops.shift_add``) does no arithmetic worth counting (one add per
-term), so its limit is memory traffic. Two byte models are reported for the horizontal
-branch of an SW operator (``T = n_shuffles * nk`` terms, pieces ``y [B, P, Hy, Wy]``,
-output ``[B, Cr, H, W]``, element size ``s``):
+The shift-add does no arithmetic worth counting (one add per term), so its limit is memory
+traffic. For the horizontal branch of an SW operator (``T = n_shuffles * nk`` terms, pieces
+``y [B, P, Hy, Wy]``, output ``[B, Cr, H, W]``, element size ``s``) the byte model is
 
 * ``ideal_bytes = s * (numel(y) + numel(out))``: every piece read once, every output
-  written once -- what a fused kernel must move at least;
-* ``reference_bytes = s * (2 * numel(y_padded) + T * 5 * numel(out))``: what the readable
-  reference moves -- the zero-padded copy of ``y`` (read + write), then per term a gathered
-  window (read + write) and the accumulation ``out = out + window`` (two reads, one write).
+  written once -- what any implementation must move at least.
 
-Achieved GB/s (``bytes / median time``) is compared with the machine's streaming bandwidth,
-measured in the same run by a large tensor copy (``dst.copy_(src)``: ``2 * numel * s``
-bytes), which is the practical roof for a memory-bound op.
+Both ``shiftwise.ops.shift_add`` (the default dispatch: the registered custom op) and
+``shift_add_reference`` (the readable oracle) are timed, interleaved with a large tensor copy
+(``dst.copy_(src)``: ``2 * numel * s`` bytes), the machine's streaming bandwidth measured in
+the same run -- the practical roof of a memory-bound op. Achieved GB/s = bytes / median time.
+For the reference, ``reference_bytes = s * (2 * numel(y_padded) + 5 * T * numel(out))``
+estimates what it really moves (a zero-padded copy of ``y``, then per term a gathered window,
+read + write, and ``out = out + window``, two reads and one write).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import torch
 
 from shiftwise.layers import ShiftWiseConv2d
 from shiftwise.models.registry import SW_KWARGS
-from shiftwise.ops import shift_add
-from shiftwise.tools.benchmarking.operators import SW_T_STAGES
+from shiftwise.ops import shift_add, shift_add_reference
+from shiftwise.tools.benchmarking.operators import SW_T_STAGES, paired_ratio
 from shiftwise.tools.benchmarking.timing import measure_interleaved
 
 __all__ = ["copy_bandwidth_call", "run_roofline", "shift_add_bytes"]
@@ -71,7 +71,8 @@ def run_roofline(
 ) -> dict[str, Any]:
     """Achieved GB/s of the SW horizontal shift-add at each stage vs a same-run tensor copy.
 
-    Each stage's shift-add is timed interleaved with the copy, so both see the same load.
+    At each stage the default shift-add, the reference and the copy are timed interleaved,
+    so all three see the same load.
     """
     copy_call, copy_bytes = copy_bandwidth_call(copy_numel, device)
     results, copy_rates = [], []
@@ -85,15 +86,21 @@ def run_roofline(
         index, offsets = op.horizontal_index, op.horizontal_offsets
         out_shape = (batch, op.n_rep, size, size)
 
-        def call(y=y, index=index, offsets=offsets, out_size=(size, size)) -> object:
+        def call(fn, y=y, index=index, offsets=offsets, out_size=(size, size)) -> object:
             with torch.no_grad():
-                return shift_add(y, index, offsets, out_size)
+                return fn(y, index, offsets, out_size)
 
+        variants = {
+            "shift_add": lambda call=call: call(shift_add),
+            "reference": lambda call=call: call(shift_add_reference),
+            "copy": copy_call,
+        }
         stats = measure_interleaved(
-            {"shift_add": call, "copy": copy_call}, device, repeats=repeats, warmup=warmup
+            variants, device, repeats=repeats, warmup=warmup, min_sample_s=0.02
         )
         counts = shift_add_bytes(y, offsets, out_shape)
         seconds = stats["shift_add"].median
+        reference_seconds = stats["reference"].median
         copy_rate = copy_bytes / stats["copy"].median / 1e9
         copy_rates.append(copy_rate)
         results.append(
@@ -106,9 +113,13 @@ def run_roofline(
                 "terms": int(offsets.shape[0]),
                 **counts,
                 "shift_add": stats["shift_add"].to_dict(),
+                "reference": stats["reference"].to_dict(),
                 "copy": stats["copy"].to_dict(),
                 "ideal_gbps": counts["ideal_bytes"] / seconds / 1e9,
-                "reference_gbps": counts["reference_bytes"] / seconds / 1e9,
+                "reference_ideal_gbps": counts["ideal_bytes"] / reference_seconds / 1e9,
+                "reference_actual_gbps": counts["reference_bytes"] / reference_seconds / 1e9,
+                "fraction_of_copy": counts["ideal_bytes"] / seconds / 1e9 / copy_rate,
+                "speedup_over_reference": paired_ratio(stats["reference"], stats["shift_add"]),
                 "copy_gbps": copy_rate,
             }
         )

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
+import math
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -93,26 +94,33 @@ def measure_interleaved(
     device: torch.device,
     repeats: int = 5,
     warmup: int = 1,
+    min_sample_s: float = 0.0,
 ) -> dict[str, Stats]:
     """Time every variant ``repeats`` times, interleaved; returns ``{name: Stats}``.
 
     Each variant is first called ``warmup`` times (not timed). Repeat ``r`` then runs the
-    variants in an order rotated by ``r`` so that no variant is always first or last.
+    variants in an order rotated by ``r`` so that no variant is always first or last. A fast
+    variant is called ``n`` times per sample, ``n`` chosen from its last warm-up call so that
+    a sample lasts at least ``min_sample_s``; the times are per call (sample / ``n``).
     """
     if repeats < 1:
         raise ValueError(f"repeats: expected an integer >= 1, got {repeats}")
     if warmup < 0:
         raise ValueError(f"warmup: expected an integer >= 0, got {warmup}")
     names = list(variants)
+    calls_per_sample = {}
     for name in names:
-        for _ in range(warmup):
+        for _ in range(max(0, warmup - 1)):
             variants[name]()
-    synchronize(device)
+        first = time_call(variants[name], device) if warmup else min_sample_s
+        calls_per_sample[name] = max(1, math.ceil(min_sample_s / max(first, 1e-6)))
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeats):
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
-            times[name].append(time_call(variants[name], device))
+            n, fn = calls_per_sample[name], variants[name]
+            sample = time_call(lambda n=n, fn=fn: [fn() for _ in range(n)], device)
+            times[name].append(sample / n)
     return {name: Stats(tuple(values)) for name, values in times.items()}
 
 
