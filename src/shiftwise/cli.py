@@ -23,6 +23,7 @@ TOOL_MODULES = (
     "shiftwise.tools.evaluate",
     "shiftwise.tools.bench",
     "shiftwise.tools.erf",
+    "shiftwise.tools.export",
 )
 
 
