@@ -135,17 +135,16 @@ class _ShiftWiseMacProxy(nn.Module):
         return x
 
 
-def _unit_density(module: nn.Module, density: float | None, nonzero: bool) -> float:
-    """Fraction of kept weights of a counted conv/linear unit."""
-    if isinstance(module, ShiftWiseConv2d):
-        weights = [module.merged.weight] if module.merged is not None else []
-        weights = weights or [path.weight for path in module.paths]
-    else:
-        weights = [module.weight]
-    if nonzero:
-        kept = sum(int(torch.count_nonzero(w.detach())) for w in weights)
-        return kept / sum(w.numel() for w in weights)
-    return 1.0 if density is None else density
+def _kept_entries(
+    model: nn.Module, density: float | None, nonzero: bool
+) -> dict[str, tuple[int, float]]:
+    """``{parameter name: (entries, kept entries)}`` over the sparse scope of ``model``."""
+    unmasked = _unmasked_ids(model)
+    kept = {}
+    for name, parameter in model.named_parameters():
+        if parameter.dim() in (2, 4) and id(parameter) not in unmasked:
+            kept[name] = (parameter.numel(), _param_count(parameter, density, nonzero, unmasked))
+    return kept
 
 
 def count_macs(
@@ -157,20 +156,19 @@ def count_macs(
 ) -> list[PartCount]:
     """Forward MACs at batch 1 for an ``img_size`` input, per part and ``total`` (params 0).
 
-    See the module docstring for what is counted and how ``density``/``nonzero`` scale it.
+    See the module docstring for what is counted. With ``density``/``nonzero``, the MACs a
+    module computes itself (not through sub-modules that count their own) scale by the kept
+    fraction of the in-scope weights it owns: exact when its convolutions share one output
+    size, as all of ours do (e.g. the three branches of a SLaK operator).
     """
     _check_density(density)
     height, width = _check_img_size(img_size)
-    units = {
-        name: _unit_density(module, density, nonzero)
-        for name, module in model.named_modules()
-        if isinstance(module, nn.Conv2d | nn.Linear | ShiftWiseConv2d)
-    }
     clone = copy.deepcopy(model).eval()
     for name, module in list(clone.named_modules()):
         if isinstance(module, ShiftWiseConv2d):
             parent, _, attr = name.rpartition(".")
             setattr(clone.get_submodule(parent), attr, _ShiftWiseMacProxy(module))
+    kept = _kept_entries(clone, density, nonzero)
     clone = clone.to("meta")
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
@@ -181,19 +179,39 @@ def count_macs(
     def flops(name: str) -> float:
         return float(counts.get(f"{root}.{name}" if name else root, 0))
 
+    own = {
+        name: flops(name) - sum(flops(_join(name, child)) for child, _ in module.named_children())
+        for name, module in clone.named_modules()
+    }
+    owners = [name for name, value in own.items() if value > 0]
     parts = _parts(model)
-    macs = {part: flops(part) for part in parts}
-    total = flops("")
-    for name, unit_density in units.items():
-        if unit_density == 1.0:
-            continue
-        saved = flops(name) * (1.0 - unit_density)
-        total -= saved
+    macs = dict.fromkeys(parts, 0.0)
+    total = 0.0
+    for owner in owners:
+        inner = [o for o in owners if o != owner and _inside(o, owner)]
+        mine = [
+            entry
+            for param, entry in kept.items()
+            if _inside(param, owner) and not any(_inside(param, o) for o in inner)
+        ]
+        entries = sum(n for n, _ in mine)
+        fraction = sum(k for _, k in mine) / entries if entries else 1.0
+        value = own[owner] * fraction
+        total += value
         for part in parts:
-            if name.startswith(part + "."):
-                macs[part] -= saved
+            if _inside(owner, part):
+                macs[part] += value
                 break
     return [PartCount(p, 0.0, macs[p] / 2) for p in parts] + [PartCount("total", 0.0, total / 2)]
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _inside(name: str, prefix: str) -> bool:
+    """Whether the qualified ``name`` is ``prefix`` itself or lies under it."""
+    return not prefix or name == prefix or name.startswith(prefix + ".")
 
 
 def _check_img_size(img_size: object) -> tuple[int, int]:
