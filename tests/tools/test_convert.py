@@ -189,7 +189,7 @@ def _to_official(key: str) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["sw_small", "sw_base", "slak_small", "slak_base"])
+@pytest.mark.parametrize("name", ["sw_small", "slak_base"])  # one of each family and width
 def test_small_base_listings_convert(name: str) -> None:
     found, ours = convert_state_dict(official_state_dict(name), name.split("_")[0])
     assert found == name
