@@ -146,3 +146,18 @@ def test_slak_strips_deploy_has_two_convs_and_large_kernel_stays_dense():
     assert isinstance(large.reparam, torch.nn.Conv2d)
     with pytest.raises(ValueError, match="form"):
         SLaKConv2d(6, 13).reparameterize("sparse")
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_kernel_larger_than_the_map_is_cropped_exactly(transposed):
+    """Taps that only meet padding are cut; output and gradients unchanged."""
+    x = torch.randn(2, 3, 5, 4, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(3, 1, 13, 3, dtype=torch.float64, requires_grad=True)
+    padding = (5, 7, 1, 1)
+    plain = F.conv2d(F.pad(x, (1, 1, 5, 7)), weight, groups=3)
+    out = depthwise_conv2d(x, weight, None, padding, transposed=transposed)
+    torch.testing.assert_close(out, plain)
+    want = torch.autograd.grad(plain.sum(), [x, weight])
+    got = torch.autograd.grad(out.sum(), [x, weight])
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b)

@@ -45,8 +45,11 @@ def depthwise_conv2d(
         transposed: compute it as ``conv(x^T, weight^T)^T`` (same result, other orientation).
 
     Returns ``[B, C, H + top + bottom - kh + 1, W + left + right - kw + 1]`` (a transposed
-    view when ``transposed``).
+    view when ``transposed``). Kernel taps that can only ever meet the zero padding (a kernel
+    larger than the feature map, as at SW-T/SLaK-T stage 3: 47 taps on 14 pixels) are cut
+    away first, which changes nothing but the cost.
     """
+    weight, padding = _reachable_taps(weight, padding, (x.shape[-2], x.shape[-1]))
     if transposed:
         top, bottom, left, right = padding
         out = _padded_conv(
@@ -54,6 +57,22 @@ def depthwise_conv2d(
         )
         return out.transpose(-1, -2)
     return _padded_conv(x, weight, bias, padding)
+
+
+def _reachable_taps(
+    weight: torch.Tensor, padding: tuple[int, int, int, int], size: tuple[int, int]
+) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+    """Crop ``weight`` to the taps that reach the input of ``size``; adjust ``padding``."""
+    top, bottom, left, right = padding
+    (rows, cols), (height, width) = weight.shape[-2:], size
+    out_height = height + top + bottom - rows + 1
+    out_width = width + left + right - cols + 1
+    row0, row1 = max(0, top - out_height + 1), min(rows - 1, top + height - 1)
+    col0, col1 = max(0, left - out_width + 1), min(cols - 1, left + width - 1)
+    if row0 > row1 or col0 > col1 or (row0, row1, col0, col1) == (0, rows - 1, 0, cols - 1):
+        return weight, padding
+    cropped = weight[..., row0 : row1 + 1, col0 : col1 + 1]
+    return cropped, (top - row0, bottom - (rows - 1 - row1), left - col0, right - (cols - 1 - col1))
 
 
 def _padded_conv(
