@@ -102,7 +102,7 @@ def plot_roofline(result: dict[str, Any], path: Path) -> None:
         [f"C={s['channels']} {s['size']}²\nK={s['kernel_size']}, T={s['terms']}" for s in stages]
     )
     ax.set_yscale("log")
-    ax.set_ylabel("GB/s (ideal bytes: read pieces once + write output once)")
+    ax.set_ylabel("GB/s")
     ax.set_title(f"shift-add roofline (horizontal branch, batch {result['batch']}, fp32)")
     ax.legend(fontsize=8)
     _save(fig, path)
