@@ -157,4 +157,6 @@ def use_strategy(model: nn.Module, strategy: str) -> Iterator[nn.Module]:
 def _shiftwise_modules(model: nn.Module) -> list[nn.Module]:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
-    return [module for module in model.modules() if hasattr(module, "strip_kernels")]
+    from shiftwise.layers.shiftwise_conv import ShiftWiseConv2d  # imports this module
+
+    return [module for module in model.modules() if isinstance(module, ShiftWiseConv2d)]
