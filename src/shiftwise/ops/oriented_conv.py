@@ -14,10 +14,29 @@ measured rule of when to ask (CPU: yes; elsewhere: no, unmeasured).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 import torch
 import torch.nn.functional as F
 
-__all__ = ["depthwise_conv2d", "wide_kernels_are_slow"]
+__all__ = ["depthwise_conv2d", "full_kernel_taps", "wide_kernels_are_slow"]
+
+_CROP_UNREACHABLE_TAPS: ContextVar[bool] = ContextVar("crop_unreachable_taps", default=True)
+
+
+@contextmanager
+def full_kernel_taps() -> Iterator[None]:
+    """Within this context, run every kernel at its full size (no cropping of taps that only
+    meet padding). Results are identical; complexity counting uses it to report the MACs of
+    the nominal kernels, as the papers do.
+    """
+    token = _CROP_UNREACHABLE_TAPS.set(False)
+    try:
+        yield
+    finally:
+        _CROP_UNREACHABLE_TAPS.reset(token)
 
 
 def wide_kernels_are_slow(device: torch.device) -> bool:
@@ -49,7 +68,8 @@ def depthwise_conv2d(
     larger than the feature map, as at SW-T/SLaK-T stage 3: 47 taps on 14 pixels) are cut
     away first, which changes nothing but the cost.
     """
-    weight, padding = _reachable_taps(weight, padding, (x.shape[-2], x.shape[-1]))
+    if _CROP_UNREACHABLE_TAPS.get():
+        weight, padding = _reachable_taps(weight, padding, (x.shape[-2], x.shape[-1]))
     if transposed:
         top, bottom, left, right = padding
         out = _padded_conv(

@@ -3,7 +3,9 @@
 MACs are forward multiply-accumulates at batch 1 (``FlopCounterMode`` FLOPs / 2, the unit the
 papers call "FLOPs"): convolutions and matrix products only (norms, activations and the
 shift-add, which has no multiplications, are not counted). Counting runs on the ``meta``
-device, so it is instant at any input size and needs no data.
+device, so it is instant at any input size and needs no data. Kernels are counted at their
+full size, as the papers count them, even where some taps only ever meet the zero padding
+(a 47-wide kernel on a 14-pixel map); the operators skip those taps when they run.
 
 ShiftwiseConv operators are counted as the official graph computes them: ``n_paths`` small
 convolutions on the padded ``(H + 2e) x (W + 2e)`` map in the training form, one after
@@ -33,6 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from shiftwise.layers import ShiftWiseConv2d
 from shiftwise.models.blocks import GRN
+from shiftwise.ops.oriented_conv import full_kernel_taps
 
 __all__ = [
     "PartCount",
@@ -171,7 +174,7 @@ def count_macs(
     kept = _kept_entries(clone, density, nonzero)
     clone = clone.to("meta")
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
+    with torch.no_grad(), full_kernel_taps(), counter:
         clone(torch.empty(1, in_chans, height, width, device="meta"))
     counts = {key: sum(ops.values()) for key, ops in counter.get_flop_counts().items()}
     root = type(clone).__name__
