@@ -16,14 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
 
 __all__ = ["depthwise_conv2d", "full_kernel_taps", "wide_kernels_are_slow"]
 
-_CROP_UNREACHABLE_TAPS: ContextVar[bool] = ContextVar("crop_unreachable_taps", default=True)
+# A plain module flag rather than a ContextVar: torch.compile guards on it without graph breaks.
+_crop_unreachable_taps = True
 
 
 @contextmanager
@@ -32,11 +32,12 @@ def full_kernel_taps() -> Iterator[None]:
     meet padding). Results are identical; complexity counting uses it to report the MACs of
     the nominal kernels, as the papers do.
     """
-    token = _CROP_UNREACHABLE_TAPS.set(False)
+    global _crop_unreachable_taps
+    previous, _crop_unreachable_taps = _crop_unreachable_taps, False
     try:
         yield
     finally:
-        _CROP_UNREACHABLE_TAPS.reset(token)
+        _crop_unreachable_taps = previous
 
 
 def wide_kernels_are_slow(device: torch.device) -> bool:
@@ -68,7 +69,7 @@ def depthwise_conv2d(
     larger than the feature map, as at SW-T/SLaK-T stage 3: 47 taps on 14 pixels) are cut
     away first, which changes nothing but the cost.
     """
-    if _CROP_UNREACHABLE_TAPS.get():
+    if _crop_unreachable_taps:
         weight, padding = _reachable_taps(weight, padding, (x.shape[-2], x.shape[-1]))
     if transposed:
         top, bottom, left, right = padding
