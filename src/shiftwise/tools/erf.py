@@ -43,6 +43,7 @@ from tqdm import tqdm
 from shiftwise.models import create_model
 from shiftwise.tools.bench import resolve_device
 from shiftwise.tools.benchmarking.environment import describe_environment, write_json
+from shiftwise.tools.checkpoint import load_weights as load_checkpoint_weights
 
 __all__ = [
     "THRESHOLDS",
@@ -212,24 +213,42 @@ def iter_images(source: str, count: int, size: int, seed: int = 0) -> Iterator[t
             yield _normalise(image, size)
 
 
-def load_weights(model: nn.Module, path: Path) -> None:
-    """Load ``.safetensors`` or a torch checkpoint (``model``/``state_dict`` key), strictly."""
-    if not path.is_file():
-        raise FileNotFoundError(f"--checkpoint: no such file {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+def build_model(name: str, path: Path | None, layer_scale: float | None) -> nn.Module:
+    """Model ``name`` with the weights of ``path`` (``None``: random init).
 
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        for key in ("model", "state_dict", "model_ema", "state_dict_ema"):
-            if isinstance(state, dict) and isinstance(state.get(key), dict):
-                state = state[key]
-                break
+    ``path`` may be a ``shiftwise train`` checkpoint (``checkpoint.pt`` or its safetensors:
+    the model is rebuilt with its recorded classes, input channels and width), a converted
+    official checkpoint or any safetensors state dict of the model; loading is strict.
+    """
+    if path is None:
+        kwargs = {} if layer_scale is None else {"layer_scale_init": layer_scale}
+        return create_model(name, **kwargs)
+    tensors, metadata = load_checkpoint_weights(path)
+    if metadata.get("model", name) != name:
+        raise ValueError(f"--checkpoint: {path} was trained as {metadata['model']!r}, not {name!r}")
+    kwargs: dict[str, Any] = {}
+    if "num_classes" in metadata:
+        kwargs["num_classes"] = int(metadata["num_classes"])
+    if "in_chans" in metadata:
+        kwargs["in_chans"] = int(metadata["in_chans"])
+    if metadata.get("width_factor"):
+        kwargs["width_factor"] = float(metadata["width_factor"])
+    model = create_model(name, **kwargs)
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(tensors["model"], strict=True)
     except RuntimeError as error:
-        raise ValueError(f"--checkpoint: {path} does not fit the model: {error}") from error
+        first = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
+        raise ValueError(f"--checkpoint: {path} does not fit {name}: {first[:300]}") from None
+    return model
+
+
+def _match_channels(image: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """An RGB image ``[1, 3, S, S]`` as ``in_chans`` channels (1: channel mean)."""
+    if in_chans == image.shape[1]:
+        return image
+    if in_chans == 1:
+        return image.mean(dim=1, keepdim=True)
+    raise ValueError(f"--models: a model with {in_chans} input channels cannot take RGB images")
 
 
 def plot_erf(maps: dict[str, np.ndarray], tables: dict[str, Any], path: Path, title: str) -> None:
@@ -314,10 +333,9 @@ def run(args: argparse.Namespace) -> int:
     maps, tables, counts, weights = {}, {}, {}, {}
     for name in args.models:
         torch.manual_seed(args.seed)
-        kwargs = {} if args.layer_scale is None else {"layer_scale_init": args.layer_scale}
-        model = create_model(name, **kwargs)
+        model = build_model(name, checkpoints.get(name), args.layer_scale)
+        in_chans = next(model.parameters()).shape[1]
         if name in checkpoints:
-            load_weights(model, checkpoints[name])
             weights[name] = str(checkpoints[name])
         else:
             weights[name] = "random init"
@@ -325,7 +343,9 @@ def run(args: argparse.Namespace) -> int:
         model = model.to(device).eval()
         with tqdm(total=len(images), desc=f"erf {name}", leave=False) as bar:
             contribution, counts[name] = accumulate_erf(
-                model.forward_features, (image.to(device) for image in images), bar.update
+                model.forward_features,
+                (_match_channels(image, in_chans).to(device) for image in images),
+                bar.update,
             )
         maps[name] = normalise_erf(contribution.cpu())
         tables[name] = area_ratios(maps[name])
