@@ -287,7 +287,10 @@ def train(args: argparse.Namespace) -> TrainResult:
         device = torch.device("cuda", ctx.local_rank)
         torch.cuda.set_device(device)
     try:
-        return _train(args, recipe, bundle, resume, output, device, ctx)
+        result = _train(args, recipe, bundle, resume, output, device, ctx)
+        if ctx.world > 1:
+            dist.barrier()  # no rank tears the process group down while another still uses it
+        return result
     finally:
         if ctx.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
