@@ -14,7 +14,12 @@ from shiftwise.layers.shift_tables import (
     sw_geometry,
 )
 from shiftwise.layers.sparse_deploy import CompactShiftAdd, active_pieces
-from shiftwise.layers.sw_strategies import check_strategy, sw_branches
+from shiftwise.layers.sw_strategies import (
+    FoldedStrips,
+    check_strategy,
+    choose_strategy,
+    sw_branches,
+)
 from shiftwise.ops.validation import check_depthwise_input, check_odd_positive, check_positive_int
 
 __all__ = ["PermutedDepthwiseConv2d", "ShiftWiseConv2d"]
@@ -132,6 +137,7 @@ class ShiftWiseConv2d(nn.Module):
         self.merged: nn.Conv2d | CompactShiftAdd | None = None
         self.branch_scale: nn.Parameter | None = None
         self.branch_bias: nn.Parameter | None = None
+        self.folded: FoldedStrips | None = None
 
     def _term_offsets(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Shift-add offsets ``[R*nk, 2]``, ``[R*nk, 2]``, ``[R, 2]`` in piece coordinates.
@@ -188,6 +194,23 @@ class ShiftWiseConv2d(nn.Module):
         """Shift-wise convolution, ``[B, C, H, W] -> [B, C, H, W]``."""
         check_depthwise_input(x, self.channels)
         x_rep = x.index_select(1, self.rep_index)
+        if self.folded is not None and self.resolved_strategy(x_rep) == "strips":
+            out = self.folded(x_rep)
+        else:
+            out = self._branch_sum(x_rep) + x_rep
+        out = torch.cat([out, x.index_select(1, self.ghost_index)], dim=1)
+        if self.keep_channel_order:
+            out = out.index_select(1, torch.argsort(torch.cat([self.rep_index, self.ghost_index])))
+        return out
+
+    def resolved_strategy(self, x_rep: torch.Tensor) -> str:
+        """``self.strategy`` with ``auto`` resolved (:func:`choose_strategy`) for ``x_rep``."""
+        if self.strategy == "auto":
+            return choose_strategy(self, x_rep)
+        return self.strategy
+
+    def _branch_sum(self, x_rep: torch.Tensor) -> torch.Tensor:
+        """``BN_h(H) + BN_v(V) + BN_identity(I)`` (folded when deployed), ``[B, Cr, H, W]``."""
         horizontal, vertical, identity = self.branches(x_rep)
         if self.merged is not None:
             scale = self.branch_scale.reshape(3, 1, -1, 1, 1)
@@ -197,9 +220,6 @@ class ShiftWiseConv2d(nn.Module):
             out = self.bn_h(horizontal) + self.bn_v(vertical) + self.bn_identity(identity)
         else:
             out = horizontal + vertical + identity
-        out = torch.cat([out + x_rep, x.index_select(1, self.ghost_index)], dim=1)
-        if self.keep_channel_order:
-            out = out.index_select(1, torch.argsort(torch.cat([self.rep_index, self.ghost_index])))
         return out
 
     def branch_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -301,6 +321,19 @@ class ShiftWiseConv2d(nn.Module):
         ).to(device=weight.device, dtype=weight.dtype)
         merged.weight.copy_(weight)
         self._install_deploy(merged, scale, bias)
+        self.folded = self._fold_strips()
+
+    def _fold_strips(self) -> FoldedStrips:
+        """The eval-mode rep output as two strip kernels and a bias (:class:`FoldedStrips`)."""
+        horizontal, vertical, identity = self.strip_kernels()
+        scale, bias = self.branch_affine()
+        horizontal = horizontal * scale[0, :, None, None]
+        vertical = vertical * scale[1, :, None, None]
+        k, centre = self.small_kernel, -self.geometry.span[0]
+        start = centre - k // 2
+        horizontal[:, :, start : start + k] += identity * scale[2, :, None, None]
+        horizontal[:, k // 2, centre] += 1.0
+        return FoldedStrips(horizontal, vertical, bias, self.geometry.span)
 
     def _install_deploy(
         self, merged: nn.Conv2d | CompactShiftAdd, scale: torch.Tensor, bias: torch.Tensor

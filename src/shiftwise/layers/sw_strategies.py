@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "STRATEGIES",
+    "FoldedStrips",
     "check_strategy",
     "choose_strategy",
     "set_strategy",
@@ -130,6 +131,51 @@ def strip_branches(
     v = depthwise_conv2d(x_rep, vertical.unsqueeze(1), padding=(*along, *across))
     i = F.conv2d(x_rep, identity.unsqueeze(1), padding=half, groups=module.n_rep)
     return h, v, i
+
+
+class FoldedStrips(nn.Module):
+    """A deployed operator's whole rep-channel output as two strip convs and one bias.
+
+    ``out = conv(x, K_H') + conv(x, K_V') + bias`` where ``K_H' = s_h K_H`` with
+    ``s_i K_I`` and the residual (``+1`` at the centre tap) added into its centre ``k x k``
+    (the horizontal strip covers the centre), ``K_V' = s_v K_V``. This equals
+    ``BN_h(H) + BN_v(V) + BN_identity(I) + x_rep`` in eval mode; built once by
+    :meth:`ShiftWiseConv2d.reparameterize` and used by the ``strips`` strategy.
+
+    Args:
+        horizontal: ``K_H'`` ``[Cr, k, L]``, column 0 at offset ``span[0]``, rows centred.
+        vertical: ``K_V'`` ``[Cr, L, k]``, the transposed analogue.
+        bias: ``[Cr]``.
+        span: ``(first, last)`` offsets of the strips' end taps around the centre.
+
+    Shapes: input ``x_rep [B, Cr, H, W]``, output ``[B, Cr, H, W]``.
+    """
+
+    def __init__(
+        self,
+        horizontal: torch.Tensor,
+        vertical: torch.Tensor,
+        bias: torch.Tensor,
+        span: tuple[int, int],
+    ) -> None:
+        super().__init__()
+        self.register_buffer("horizontal", horizontal.detach().clone().unsqueeze(1))
+        self.register_buffer("vertical", vertical.detach().clone().unsqueeze(1))
+        self.register_buffer("bias", bias.detach().clone())
+        self.span = span
+
+    def forward(self, x_rep: torch.Tensor) -> torch.Tensor:
+        first, last = self.span
+        half = self.horizontal.shape[-2] // 2
+        along, across = (-first, last), (half, half)
+        h = depthwise_conv2d(
+            x_rep,
+            self.horizontal,
+            self.bias,
+            padding=(*across, *along),
+            transposed=wide_kernels_are_slow(x_rep.device),
+        )
+        return h + depthwise_conv2d(x_rep, self.vertical, padding=(*along, *across))
 
 
 def set_strategy(model: nn.Module, strategy: str) -> None:

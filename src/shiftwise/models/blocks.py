@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shiftwise.layers.conv_bn import bn_scale_shift
+
 __all__ = [
     "GRN",
     "ConvNeXtBlock",
@@ -154,5 +156,25 @@ class ShiftWiseBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.se(self.norm(self.conv_dw(x))).permute(0, 2, 3, 1)
         y = self.fc2(self.grn(self.act(self.fc1(y)))).permute(0, 3, 1, 2)
-        y = self.norm2(y) * self.gamma.reshape(1, -1, 1, 1)
+        if self.norm2 is not None:
+            y = self.norm2(y) * self.gamma.reshape(1, -1, 1, 1)
         return x + self.drop_path(y)
+
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        """Fold the eval-mode ``norm2`` and ``gamma`` into ``fc2`` (which gains a bias), in place.
+
+        ``gamma * BN2(W z) = (s * W) z + t`` with ``s = gamma * bn_scale`` and
+        ``t = gamma * bn_shift``; afterwards ``norm2`` and ``gamma`` are ``None``. Eval output
+        is unchanged; calling it twice is harmless.
+        """
+        if self.norm2 is None:
+            return
+        bn_scale, bn_shift = bn_scale_shift(self.norm2)
+        scale, shift = self.gamma * bn_scale, self.gamma * bn_shift
+        fc2 = nn.Linear(self.fc2.in_features, self.fc2.out_features).to(self.fc2.weight)
+        fc2.weight.copy_(self.fc2.weight * scale[:, None])
+        fc2.bias.copy_(shift)
+        self.fc2 = fc2
+        self.norm2 = None
+        self.gamma = None
