@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import randomize_batchnorm
+from testing_utils import randomize_batchnorm
 
 from shiftwise.layers import ShiftWiseConv2d
 from shiftwise.layers.sw_strategies import FoldedStrips, use_strategy

@@ -7,9 +7,9 @@ import io
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import randomize_batchnorm
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from testing_utils import randomize_batchnorm
 
 from shiftwise.layers import ShiftWiseConv2d
 from shiftwise.layers.shift_tables import ghost_split, shift_tables

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import randomize_batchnorm
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from testing_utils import randomize_batchnorm
 
 from shiftwise.layers import LargeKernelConv2d, SLaKConv2d
 

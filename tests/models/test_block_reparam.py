@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from conftest import randomize_batchnorm
+from testing_utils import randomize_batchnorm
 
 from shiftwise.layers import ShiftWiseConv2d
 from shiftwise.models.blocks import ShiftWiseBlock

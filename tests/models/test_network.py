@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 import torch
-from conftest import randomize_batchnorm
+from testing_utils import randomize_batchnorm
 from torch import nn
 
 from shiftwise.models import FeatureNet, create_model, list_models, reparameterize

@@ -1,8 +1,7 @@
-"""Shared test helpers."""
+"""Shared test helpers (importable from every test directory: ``pythonpath`` in pyproject)."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 from torch import nn
 
@@ -18,8 +17,3 @@ def randomize_batchnorm(module: nn.Module, generator: torch.Generator | None = N
                 if bn.affine:
                     bn.weight.copy_(torch.rand(shape, generator=generator) * 2 - 1)
                     bn.bias.copy_(torch.rand(shape, generator=generator) * 2 - 1)
-
-
-@pytest.fixture
-def rng() -> torch.Generator:
-    return torch.Generator().manual_seed(0)
