@@ -93,6 +93,50 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, dict[str, torch.Ten
     return tensors, metadata
 
 
+def model_from_weights(
+    name: str,
+    path: str | os.PathLike,
+    weights: str = "model",
+    defaults: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> tuple[torch.nn.Module, dict]:
+    """Build model ``name`` and load the ``weights`` entry of ``path`` into it, strictly.
+
+    ``path`` is what :func:`load_weights` reads. The model gets the classes, input channels
+    and width recorded by ``shiftwise train`` when present, else ``defaults``; ``overrides``
+    that are not ``None`` win over both. Returns ``(model, metadata)``; a file for another
+    model, a missing entry or mismatched weights raise a one-line ``ValueError``.
+    """
+    from shiftwise.models import create_model
+
+    tensors, metadata = load_weights(path)
+    if weights not in tensors:
+        raise ValueError(
+            f"--weights: {str(path)!r} holds {sorted(tensors)} weights, not {weights!r}"
+        )
+    if metadata.get("model", name) != name:
+        raise ValueError(
+            f"--model: the checkpoint was trained as {metadata['model']!r}, got {name!r}"
+        )
+    kwargs: dict[str, Any] = dict(defaults or {})
+    if "num_classes" in metadata:
+        kwargs["num_classes"] = int(metadata["num_classes"])
+    if "in_chans" in metadata:
+        kwargs["in_chans"] = int(metadata["in_chans"])
+    if metadata.get("width_factor"):
+        kwargs["width_factor"] = float(metadata["width_factor"])
+    kwargs.update({key: value for key, value in overrides.items() if value is not None})
+    model = create_model(name, **kwargs)
+    try:
+        model.load_state_dict(tensors[weights])
+    except RuntimeError as error:
+        first = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), "")
+        raise ValueError(
+            f"--checkpoint: weights do not fit {name!r}: {first or str(error)}"[:400]
+        ) from None
+    return model, metadata
+
+
 Checkpoint = dict[str, Any]
 
 

@@ -43,7 +43,7 @@ from tqdm import tqdm
 from shiftwise.models import create_model
 from shiftwise.tools.bench import resolve_device
 from shiftwise.tools.benchmarking.environment import describe_environment, write_json
-from shiftwise.tools.checkpoint import load_weights as load_checkpoint_weights
+from shiftwise.tools.checkpoint import model_from_weights
 
 __all__ = [
     "THRESHOLDS",
@@ -223,23 +223,7 @@ def build_model(name: str, path: Path | None, layer_scale: float | None) -> nn.M
     if path is None:
         kwargs = {} if layer_scale is None else {"layer_scale_init": layer_scale}
         return create_model(name, **kwargs)
-    tensors, metadata = load_checkpoint_weights(path)
-    if metadata.get("model", name) != name:
-        raise ValueError(f"--checkpoint: {path} was trained as {metadata['model']!r}, not {name!r}")
-    kwargs: dict[str, Any] = {}
-    if "num_classes" in metadata:
-        kwargs["num_classes"] = int(metadata["num_classes"])
-    if "in_chans" in metadata:
-        kwargs["in_chans"] = int(metadata["in_chans"])
-    if metadata.get("width_factor"):
-        kwargs["width_factor"] = float(metadata["width_factor"])
-    model = create_model(name, **kwargs)
-    try:
-        model.load_state_dict(tensors["model"], strict=True)
-    except RuntimeError as error:
-        first = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
-        raise ValueError(f"--checkpoint: {path} does not fit {name}: {first[:300]}") from None
-    return model
+    return model_from_weights(name, path)[0]
 
 
 def _match_channels(image: torch.Tensor, in_chans: int) -> torch.Tensor:

@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from shiftwise.data import BatchTransform, DataBundle, load_data
-from shiftwise.tools.checkpoint import load_weights
+from shiftwise.tools.checkpoint import model_from_weights
 
 __all__ = ["evaluate_model", "register", "run", "val_loader"]
 
@@ -111,37 +111,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
     """Load ``args.checkpoint`` into ``args.model`` and evaluate it on ``args.data``."""
-    from shiftwise.models import create_model, reparameterize
+    from shiftwise.models import reparameterize
 
-    tensors, metadata = load_weights(args.checkpoint)
-    if args.weights not in tensors:
-        raise ValueError(
-            f"--weights: {args.checkpoint!r} holds {sorted(tensors)} weights, not {args.weights!r}"
-        )
-    if metadata.get("model", args.model) != args.model:
-        raise ValueError(
-            f"--model: the checkpoint was trained as {metadata['model']!r}, got {args.model!r}"
-        )
     bundle = load_data(args.data, image_size=args.image_size, data_dir=args.data_dir)
+    model, metadata = model_from_weights(
+        args.model,
+        args.checkpoint,
+        args.weights,
+        defaults={"num_classes": bundle.num_classes, "in_chans": bundle.in_chans},
+    )
     if "num_classes" in metadata and int(metadata["num_classes"]) != bundle.num_classes:
         raise ValueError(
             f"--data: {args.data!r} has {bundle.num_classes} classes, the checkpoint "
             f"{metadata['num_classes']}"
         )
     in_chans = int(metadata.get("in_chans", bundle.in_chans))
-    width = metadata.get("width_factor") or None
-    model = create_model(
-        args.model,
-        num_classes=bundle.num_classes,
-        in_chans=in_chans,
-        width_factor=float(width) if width else None,
-    )
-    try:
-        model.load_state_dict(tensors[args.weights])
-    except RuntimeError as error:
-        raise ValueError(
-            f"--checkpoint: weights do not fit {args.model!r}: {str(error).splitlines()[0]}"
-        ) from None
     model.eval()
     if args.reparam:
         reparameterize(model)

@@ -24,7 +24,7 @@ from torch import nn
 from shiftwise.layers.sw_strategies import set_strategy
 from shiftwise.models import create_model, reparameterize
 from shiftwise.tools.benchmarking.timing import measure_interleaved
-from shiftwise.tools.checkpoint import load_weights
+from shiftwise.tools.checkpoint import model_from_weights
 
 __all__ = ["ExportReport", "export_onnx", "non_standard_ops", "register", "run", "verify_onnx"]
 
@@ -123,33 +123,20 @@ def verify_onnx(
 
 def build_model(args: argparse.Namespace) -> tuple[nn.Module, int, int]:
     """The model of ``args`` with its checkpoint weights; returns ``(model, in_chans, size)``."""
-    metadata: dict = {}
-    tensors = None
     if args.checkpoint is not None:
-        tensors, metadata = load_weights(args.checkpoint)
-        if args.weights not in tensors:
-            raise ValueError(
-                f"--weights: the checkpoint holds {sorted(tensors)}, got {args.weights!r}"
-            )
-        if metadata.get("model", args.model) != args.model:
-            raise ValueError(
-                f"MODEL: the checkpoint was trained as {metadata['model']!r}, got {args.model!r}"
-            )
-    kwargs = {}
-    if "num_classes" in metadata or args.num_classes is not None:
-        kwargs["num_classes"] = int(args.num_classes or metadata["num_classes"])
-    in_chans = int(metadata.get("in_chans", args.in_chans))
-    width = metadata.get("width_factor") or None
-    model = create_model(
-        args.model, in_chans=in_chans, width_factor=float(width) if width else None, **kwargs
-    )
-    if tensors is not None:
-        try:
-            model.load_state_dict(tensors[args.weights])
-        except RuntimeError as error:
-            raise ValueError(
-                f"--checkpoint: weights do not fit {args.model!r}: {str(error).splitlines()[0]}"
-            ) from None
+        model, metadata = model_from_weights(
+            args.model,
+            args.checkpoint,
+            args.weights,
+            defaults={"in_chans": args.in_chans},
+            num_classes=args.num_classes,
+        )
+        in_chans = int(metadata.get("in_chans", args.in_chans))
+    else:
+        metadata = {}
+        in_chans = args.in_chans
+        kwargs = {} if args.num_classes is None else {"num_classes": args.num_classes}
+        model = create_model(args.model, in_chans=in_chans, **kwargs)
     size = args.img_size or int(metadata.get("image_size", 224))
     return model, in_chans, size
 
