@@ -12,11 +12,11 @@ side by side with the SLaK operators of the same stage:
   official code runs without its cutlass extension — at SW's ``C`` times SLaK's width factor
   1.3 (104/208/416/832 channels; SLaK-T's real widths 124/249/499/998 are larger still, so
   this baseline is conservative) and at the same ``C`` as SW;
-- ``slak ours``: :class:`~shiftwise.layers.SLaKConv2d` (wide branch run tall on transposed
-  data on CPU) at ``1.3 C``.
+- ``slak ours``: :class:`~shiftwise.layers.SLaKConv2d` (channels-last on CPU, and in
+  training the wide branch run tall on transposed data) at ``1.3 C``.
 
-SW variants: ``strips`` (``auto``'s choice), ``strips untransposed`` (the wide strip run as
-is, to show the orientation trick), ``fused`` (small convs + the shift-add custom op) and
+SW variants: ``strips`` (``auto``'s choice), ``strips untransposed`` (the wide strip never run
+tall, to show the orientation trick in training), ``fused`` (small convs + the shift-add custom op) and
 ``reference`` (small convs + the reference shift-add; slow, so it is timed once, not
 interleaved, and only its forward at stage 1 unless ``--full-reference``).
 
@@ -104,7 +104,7 @@ def with_strategy(module: ShiftWiseConv2d, strategy: str, call: Callable) -> Cal
 
 def untransposed(call: Callable) -> Callable:
     def run() -> object:
-        with mock.patch("shiftwise.layers.sw_strategies.wide_kernels_are_slow", return_value=False):
+        with mock.patch("shiftwise.ops.oriented_conv.runs_transposed", return_value=False):
             return call()
 
     return run

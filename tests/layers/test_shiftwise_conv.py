@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 
 import pytest
@@ -152,7 +153,13 @@ def test_channels_last_and_bfloat16():
     op = ShiftWiseConv2d(10, 9, 3).eval()
     x = torch.randn(2, 10, 7, 12)
     expected = op(x)
-    torch.testing.assert_close(op(x.to(memory_format=torch.channels_last)), expected)
+    deployed = copy.deepcopy(op)
+    deployed.reparameterize()
+    for module in (op, deployed):
+        with torch.no_grad():
+            out = module(x.to(memory_format=torch.channels_last))
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(out, expected)
     out = op.to(torch.bfloat16)(x.to(torch.bfloat16))
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), expected, atol=0.1, rtol=0.05)

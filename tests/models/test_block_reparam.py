@@ -1,26 +1,78 @@
-"""ShiftWiseBlock.reparameterize: norm2 and gamma folded into fc2, eval output unchanged."""
+"""Block re-parameterisation: folded deploy forwards equal the eval forward exactly."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from testing_utils import randomize_batchnorm
 
-from shiftwise.layers import ShiftWiseConv2d
-from shiftwise.models.blocks import ShiftWiseBlock
+from shiftwise.layers import ShiftWiseConv2d, SLaKConv2d
+from shiftwise.models.blocks import ConvNeXtBlock, ShiftWiseBlock
+from shiftwise.models.tokens import channel_tokens, linear_tokens, tokens_to_channels_first
 
 
-def test_block_reparameterize_folds_norm2_and_gamma_exactly():
+def _randomized_shiftwise_block(dim: int) -> ShiftWiseBlock:
     torch.manual_seed(0)
-    block = ShiftWiseBlock(16, ShiftWiseConv2d(16, 9, 3), layer_scale_init=0.5).double()
+    block = ShiftWiseBlock(dim, ShiftWiseConv2d(dim, 9, 3), layer_scale_init=0.5).double()
     randomize_batchnorm(block)
     with torch.no_grad():
         block.gamma.uniform_(-1, 1)
         block.grn.gamma.uniform_(-1, 1)
-    block.eval()
-    x = torch.randn(2, 16, 8, 8, dtype=torch.float64)
+        block.grn.beta.uniform_(-1, 1)
+    return block.eval()
+
+
+@pytest.mark.parametrize("size", [(8, 8), (3, 5)])
+def test_shiftwise_block_deploy_folds_norms_se_and_grn_exactly(size):
+    """Covers both places of the per-sample scales: 64 tokens scale weights, 15 tokens inputs."""
+    block = _randomized_shiftwise_block(16)
+    x = torch.randn(2, 16, *size, dtype=torch.float64)
     with torch.no_grad():
         expected = block(x)
         block.reparameterize()
         block.reparameterize()
         assert block.norm2 is None and block.gamma is None and block.fc2.bias is not None
         torch.testing.assert_close(block(x), expected, rtol=1e-12, atol=1e-12)
+        channels_last = block(x.contiguous(memory_format=torch.channels_last))
+    assert channels_last.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(channels_last, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_convnext_block_deploy_folds_layer_scale_exactly():
+    torch.manual_seed(1)
+    block = ConvNeXtBlock(12, SLaKConv2d(12, 7, 3, 3), layer_scale_init=0.5).double()
+    randomize_batchnorm(block)
+    block.eval()
+    x = torch.randn(2, 12, 6, 7, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = block(x)
+        block.reparameterize()
+        block.reparameterize()
+        assert block.gamma is None
+        out = block(x)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("n_tokens", [3, 40])
+def test_linear_tokens_matches_the_plain_formula(n_tokens):
+    generator = torch.Generator().manual_seed(n_tokens)
+    tokens = torch.randn(2, n_tokens, 6, generator=generator, dtype=torch.float64)
+    weight = torch.randn(5, 6, generator=generator, dtype=torch.float64)
+    bias = torch.randn(2, 5, generator=generator, dtype=torch.float64)
+    scale = torch.randn(2, 6, generator=generator, dtype=torch.float64)
+    residual = torch.randn(2, n_tokens, 5, generator=generator, dtype=torch.float64)
+    plain = (tokens * scale[:, None, :]) @ weight.t() + bias[:, None, :]
+    torch.testing.assert_close(linear_tokens(tokens, weight, bias, scale), plain)
+    torch.testing.assert_close(
+        linear_tokens(tokens, weight, bias[0], None, residual),
+        residual + tokens @ weight.t() + bias[0],
+    )
+
+
+def test_token_views_round_trip_without_copy_for_channels_last():
+    x = torch.randn(2, 3, 4, 5).contiguous(memory_format=torch.channels_last)
+    tokens = channel_tokens(x)
+    assert tokens.shape == (2, 20, 3) and tokens.data_ptr() == x.data_ptr()
+    torch.testing.assert_close(tokens_to_channels_first(tokens, 4, 5), x, atol=0, rtol=0)
+    torch.testing.assert_close(channel_tokens(x.contiguous()), tokens, atol=0, rtol=0)

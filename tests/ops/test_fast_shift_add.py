@@ -127,3 +127,14 @@ def test_triton_kernels_equal_reference():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "triton ok" in result.stdout
+
+
+def test_channels_last_pieces_give_the_same_shift_add():
+    """A channels-last ``y`` (as a channels-last conv produces) is gathered row-major too."""
+    generator = torch.Generator().manual_seed(3)
+    y = torch.randn(2, 12, 9, 10, generator=generator, dtype=torch.float64)
+    index = torch.randint(0, 12, (4, 5), generator=generator)
+    offsets = torch.randint(-2, 4, (5, 2), generator=generator)
+    expected = shift_add_torch(y, index, offsets, (7, 8))
+    got = shift_add_torch(y.contiguous(memory_format=torch.channels_last), index, offsets, (7, 8))
+    torch.testing.assert_close(got, expected, atol=0, rtol=0)

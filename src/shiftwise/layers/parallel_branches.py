@@ -1,10 +1,11 @@
 """Base class of operators made of parallel depthwise conv+BN branches (SLaK, RepLKNet).
 
 Speed (measured on CPU, see ``benchmarks/README.md``): PyTorch's CPU depthwise convolution is
-much slower for a wide ``N x M`` kernel than for the tall ``M x N`` one, so wide branches run
-as tall convs on transposed data (:mod:`shiftwise.ops.oriented_conv`), in training and in
-deploy. And a dense ``M x M`` kernel is far slower than two ``M x N`` strips (51x51 against
-51x5 + 5x51: ~10x on 2 CPU cores; also on the official A100 figures with plain ``nn.Conv2d``:
+much faster on channels-last data, and a wide ``N x M`` kernel is slow to differentiate, so
+the branches run channels-last and, in training, wide ones as tall convs on transposed data
+(:mod:`shiftwise.ops.oriented_conv`). A dense ``M x M`` kernel is slower than two ``M x N``
+strips (inference, channels-last, ``[2, 104, 56, 56]``: 51x51 25 ms against 4.4 + 4.7 ms for
+51x5 + 5x51, one CPU thread; also on the official A100 figures with plain ``nn.Conv2d``:
 SLaK-T 171 img/s merged against 364 unmerged), so the default deploy form of an operator
 made of strips keeps the strips, with the BNs and the small kernel folded in.
 """
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from shiftwise.layers.conv_bn import DepthwiseConvBN, center_pad_kernel
-from shiftwise.ops.oriented_conv import depthwise_conv2d, wide_kernels_are_slow
+from shiftwise.ops.oriented_conv import depthwise_conv2d
 from shiftwise.ops.validation import check_depthwise_input
 
 __all__ = ["DEPLOY_FORMS", "DepthwiseConvSum", "ParallelBranchConv2d", "oriented_conv"]
@@ -24,13 +25,9 @@ DEPLOY_FORMS = ("auto", "dense", "strips")
 
 
 def oriented_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    """``conv(x)`` for a depthwise "same" conv, a wide kernel run tall where that is faster."""
-    rows, cols = conv.weight.shape[-2:]
+    """``conv(x)`` for a depthwise "same" conv, in the fastest layout and orientation."""
     pad_rows, pad_cols = conv.padding
-    transposed = rows < cols and wide_kernels_are_slow(x.device)
-    return depthwise_conv2d(
-        x, conv.weight, conv.bias, (pad_rows, pad_rows, pad_cols, pad_cols), transposed
-    )
+    return depthwise_conv2d(x, conv.weight, conv.bias, (pad_rows, pad_rows, pad_cols, pad_cols))
 
 
 class DepthwiseConvSum(nn.Module):

@@ -193,12 +193,12 @@ class ShiftWiseConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Shift-wise convolution, ``[B, C, H, W] -> [B, C, H, W]``."""
         check_depthwise_input(x, self.channels)
-        x_rep = x.index_select(1, self.rep_index)
+        x_rep = select_channels(x, self.rep_index)
         if self.folded is not None and self.resolved_strategy(x_rep) == "strips":
             out = self.folded(x_rep)
         else:
             out = self._branch_sum(x_rep) + x_rep
-        out = torch.cat([out, x.index_select(1, self.ghost_index)], dim=1)
+        out = torch.cat([out, select_channels(x, self.ghost_index)], dim=1)
         if self.keep_channel_order:
             out = out.index_select(1, torch.argsort(torch.cat([self.rep_index, self.ghost_index])))
         return out
@@ -358,6 +358,13 @@ class ShiftWiseConv2d(nn.Module):
             f"n_shuffles={self.n_shuffles}, rep_channels={self.n_rep}, "
             f"pieces={self.geometry.n_pieces}, deployed={self.deployed}"
         )
+
+
+def select_channels(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x[:, index]`` for ``x [B, C, H, W]``, in ``x``'s memory format (channels-last stays so)."""
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return x.permute(0, 2, 3, 1).index_select(3, index).permute(0, 3, 1, 2)
+    return x.index_select(1, index)
 
 
 class PermutedDepthwiseConv2d(nn.Module):

@@ -14,8 +14,9 @@ three branch outputs stay separate for their BatchNorms):
 ``strips``
     the pieces scattered (differentiably, :meth:`ShiftWiseConv2d.strip_kernels`) into a
     ``k x nk*k`` kernel ``K_H``, an ``nk*k x k`` kernel ``K_V`` and a ``k x k`` kernel
-    ``K_I``, then three depthwise convolutions of the ``Cr`` rep channels. On CPU the wide
-    ``K_H`` runs as a tall conv on transposed data (:mod:`shiftwise.ops.oriented_conv`). No
+    ``K_I``, then three depthwise convolutions of the ``Cr`` rep channels. On CPU they run
+    channels-last and, in training, the wide ``K_H`` as a tall conv on transposed data
+    (:mod:`shiftwise.ops.oriented_conv`). No
     ``17x`` expanded piece tensor is ever built, and only standard ops appear (ONNX export).
 ``auto``
     :func:`choose_strategy`.
@@ -31,11 +32,10 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from shiftwise.layers.sparse_deploy import CompactShiftAdd
-from shiftwise.ops.oriented_conv import depthwise_conv2d, wide_kernels_are_slow
+from shiftwise.ops.oriented_conv import depthwise_conv2d
 from shiftwise.ops.shift_add import shift_add, shift_add_reference
 
 if TYPE_CHECKING:
@@ -122,14 +122,9 @@ def strip_branches(
     first, last = module.geometry.span
     half = module.small_kernel // 2
     along, across = (-first, last), (half, half)
-    h = depthwise_conv2d(
-        x_rep,
-        horizontal.unsqueeze(1),
-        padding=(*across, *along),
-        transposed=wide_kernels_are_slow(x_rep.device),
-    )
+    h = depthwise_conv2d(x_rep, horizontal.unsqueeze(1), padding=(*across, *along))
     v = depthwise_conv2d(x_rep, vertical.unsqueeze(1), padding=(*along, *across))
-    i = F.conv2d(x_rep, identity.unsqueeze(1), padding=half, groups=module.n_rep)
+    i = depthwise_conv2d(x_rep, identity.unsqueeze(1), padding=(*across, *across))
     return h, v, i
 
 
@@ -168,13 +163,7 @@ class FoldedStrips(nn.Module):
         first, last = self.span
         half = self.horizontal.shape[-2] // 2
         along, across = (-first, last), (half, half)
-        h = depthwise_conv2d(
-            x_rep,
-            self.horizontal,
-            self.bias,
-            padding=(*across, *along),
-            transposed=wide_kernels_are_slow(x_rep.device),
-        )
+        h = depthwise_conv2d(x_rep, self.horizontal, self.bias, padding=(*across, *along))
         return h + depthwise_conv2d(x_rep, self.vertical, padding=(*along, *across))
 
 

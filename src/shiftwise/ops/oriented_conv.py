@@ -1,15 +1,26 @@
-"""Depthwise convolution of rectangular kernels, computed in the faster orientation.
+"""Depthwise convolution of rectangular kernels in the layout and orientation that run fastest.
 
-PyTorch's depthwise convolution runs at very different speeds for a ``k x L`` ("wide") and an
-``L x k`` ("tall") kernel of the same size on CPU: measured on 2 cores at ShiftwiseConv's
-stage-1 shape (``[8, 60, 56, 56]``), a 3x51 kernel took 264 ms forward / 431 ms
-forward+backward against 7.6 ms / 30 ms for 51x3; 5x51 against 51x5 was 183 ms against
-60 ms forward. The same output is obtained from the other orientation on transposed data::
+PyTorch's CPU depthwise convolution (oneDNN) is far faster on channels-last data, and in
+training a wide ``k x L`` kernel is slow to differentiate in either layout. The same output is
+obtained from the other orientation on transposed data::
 
     conv(x, W) == conv(x^T, W^T)^T      (^T swaps the last two dims)
 
-:func:`depthwise_conv2d` takes that route when asked; :func:`wide_kernels_are_slow` is the
-measured rule of when to ask (CPU: yes; elsewhere: no, unmeasured).
+Measured on 2 CPU cores, one thread, batch 8 (``[8, C, 56, 56]`` unless noted), ms:
+
+================  ===================  ===================  ===================
+kernel (C)        inference NCHW / CL  fwd+bwd NCHW / CL    fwd+bwd tall on CL
+================  ===================  ===================  ===================
+3 x 51 (60)       153.9 / 6.9          389.1 / 272.7        29.2
+51 x 3 (60)       8.3 / 8.5            36.4 / 32.9          (is tall)
+5 x 51 (104)      400.5 / 16.4         1013.9 / 671.8       275.7
+51 x 5 (104)      27.9 / 19.2          507.7 / 213.2        (is tall)
+3 x 27 (246, 14)  19.8 / 0.8           41.4 / 17.3          15.5
+================  ===================  ===================  ===================
+
+So on CPU :func:`depthwise_conv2d` always runs on channels-last data, and turns a wide kernel
+tall on transposed data only when gradients are needed (:func:`runs_transposed`). On other
+devices it leaves the layout alone and does not transpose (unmeasured).
 """
 
 from __future__ import annotations
@@ -20,7 +31,7 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
-__all__ = ["depthwise_conv2d", "full_kernel_taps", "wide_kernels_are_slow"]
+__all__ = ["depthwise_conv2d", "full_kernel_taps", "runs_transposed"]
 
 # A plain module flag rather than a ContextVar: torch.compile guards on it without graph breaks.
 _crop_unreachable_taps = True
@@ -40,12 +51,15 @@ def full_kernel_taps() -> Iterator[None]:
         _crop_unreachable_taps = previous
 
 
-def wide_kernels_are_slow(device: torch.device) -> bool:
-    """Whether a ``k x L`` kernel (``k < L``) should run as ``L x k`` on transposed data.
+def runs_transposed(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether :func:`depthwise_conv2d` computes ``conv(x, weight)`` as ``conv(x^T, weight^T)^T``.
 
-    True on CPU (see the module docstring for the measurement); False elsewhere.
+    True on CPU for a wide kernel (fewer rows than columns) when autograd will need its
+    backward; see the module docstring for the measurements.
     """
-    return device.type == "cpu"
+    rows, cols = weight.shape[-2:]
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+    return x.device.type == "cpu" and rows < cols and needs_grad
 
 
 def depthwise_conv2d(
@@ -53,7 +67,7 @@ def depthwise_conv2d(
     weight: torch.Tensor,
     bias: torch.Tensor | None = None,
     padding: tuple[int, int, int, int] = (0, 0, 0, 0),
-    transposed: bool = False,
+    transposed: bool | None = None,
 ) -> torch.Tensor:
     """Depthwise cross-correlation of zero-padded ``x`` with ``weight``.
 
@@ -62,15 +76,18 @@ def depthwise_conv2d(
         weight: ``[C, 1, kh, kw]``.
         bias: ``[C]`` or ``None``.
         padding: ``(top, bottom, left, right)`` zeros added around ``x`` (non-negative).
-        transposed: compute it as ``conv(x^T, weight^T)^T`` (same result, other orientation).
+        transposed: compute it as ``conv(x^T, weight^T)^T`` (same result, other orientation);
+            ``None`` decides by :func:`runs_transposed`.
 
-    Returns ``[B, C, H + top + bottom - kh + 1, W + left + right - kw + 1]`` (a transposed
-    view when ``transposed``). Kernel taps that can only ever meet the zero padding (a kernel
-    larger than the feature map, as at SW-T/SLaK-T stage 3: 47 taps on 14 pixels) are cut
-    away first, which changes nothing but the cost.
+    Returns ``[B, C, H + top + bottom - kh + 1, W + left + right - kw + 1]``, channels-last on
+    CPU (a transposed view of channels-last data when ``transposed``). Kernel taps that can
+    only ever meet the zero padding (a kernel larger than the feature map, as at SW-T/SLaK-T
+    stage 3: 47 taps on 14 pixels) are cut away first, which changes nothing but the cost.
     """
     if _crop_unreachable_taps:
         weight, padding = _reachable_taps(weight, padding, (x.shape[-2], x.shape[-1]))
+    if transposed is None:
+        transposed = runs_transposed(x, weight)
     if transposed:
         top, bottom, left, right = padding
         out = _padded_conv(
@@ -104,6 +121,8 @@ def _padded_conv(
 ) -> torch.Tensor:
     top, bottom, left, right = padding
     groups = x.shape[1]
+    if x.device.type == "cpu":
+        x = x.contiguous(memory_format=torch.channels_last)
     if top == bottom and left == right:
         return F.conv2d(x, weight, bias, padding=(top, left), groups=groups)
     return F.conv2d(F.pad(x, (left, right, top, bottom)), weight, bias, groups=groups)

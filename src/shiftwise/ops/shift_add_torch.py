@@ -51,8 +51,9 @@ def shift_add_torch(
     height, width = out_size
     channels = index.shape[0]
     out = y.new_zeros(batch, channels, height, width)
-    # Channel-major pieces: row p of the table is piece p over (b, h, w).
-    table = y.transpose(0, 1).reshape(pieces, batch * y_height * y_width)
+    # Channel-major pieces: row p of the table is piece p over (b, h, w). For channels-last y
+    # the reshape is a column-major view, and gathering rows from it would be ~5x slower.
+    table = y.transpose(0, 1).reshape(pieces, batch * y_height * y_width).contiguous()
     out_t = out.transpose(0, 1)
     index = index.long()
     unique, inverse = torch.unique(offsets, dim=0, return_inverse=True)
