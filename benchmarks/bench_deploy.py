@@ -9,8 +9,9 @@ Variants (eval mode, no grad, ``shiftwise.reparameterize`` applied, float32, 224
   official code's merge does; its A100 ``slak_general`` figures are for this form).
 
 Timed interleaved (``measure_interleaved``), median of ``--repeats``, one intra-op thread by
-default (stable on the shared machine). Reports images/s and the ratio SW-T / SLaK-T (the
-official A100 ratio, SW-T 378 img/s against SLaK-T merged with cutlass 638, is 0.59).
+default (stable on the shared machine). Reports images/s and the ratio SW-T / SLaK-T as the
+median of the per-repeat (paired) ratios, with quartiles (the official A100 ratio, SW-T
+378 img/s against SLaK-T merged with cutlass 638, is 0.59).
 Writes ``benchmarks/results/deploy.json`` and ``.png``.
 Run: ``python benchmarks/bench_deploy.py [--batch 4] [--img-size 224] [--repeats 5]``.
 """
@@ -32,7 +33,7 @@ from shiftwise.layers import SLaKConv2d
 from shiftwise.layers.sw_strategies import set_strategy
 from shiftwise.models import create_model, reparameterize
 from shiftwise.tools.benchmarking.environment import describe_environment, write_json
-from shiftwise.tools.benchmarking.timing import measure_interleaved
+from shiftwise.tools.benchmarking.timing import measure_interleaved, paired_ratio
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -85,13 +86,21 @@ def main() -> None:
         repeats=args.repeats,
     )
     throughput = {name: args.batch / s.median for name, s in stats.items()}
-    ratio = throughput["sw_tiny"] / throughput["slak_tiny"]
     for name, value in throughput.items():
         print(f"{name:18s} {value:8.2f} img/s  ({stats[name].median * 1e3:8.1f} ms/batch)")
-    print(f"SW-T / SLaK-T deploy throughput: {ratio:.2f}x (official A100: 0.59x)")
-    if "slak_tiny dense" in throughput:
-        dense_ratio = throughput["sw_tiny"] / throughput["slak_tiny dense"]
-        print(f"SW-T / SLaK-T dense deploy: {dense_ratio:.2f}x")
+    ratios = {
+        baseline: paired_ratio(stats[baseline], stats["sw_tiny"])
+        for baseline in ("slak_tiny", "slak_tiny dense")
+        if baseline in stats
+    }
+    for baseline, paired in ratios.items():
+        q1, q3 = paired.quartiles
+        print(
+            f"SW-T / {baseline} deploy throughput: {paired.median:.2f}x "
+            f"(paired repeats, quartiles {q1:.2f}-{q3:.2f}; ratio of medians "
+            f"{throughput['sw_tiny'] / throughput[baseline]:.2f}x)"
+        )
+    print("official A100 ratio SW-T / SLaK-T: 0.59x")
     result = {
         "setup": {
             "batch": args.batch,
@@ -103,7 +112,8 @@ def main() -> None:
         "images_per_s": throughput,
         "median_s": {name: s.median for name, s in stats.items()},
         "spread": {name: s.spread for name, s in stats.items()},
-        "sw_over_slak": ratio,
+        "sw_over_slak_paired": {name: paired.to_dict() for name, paired in ratios.items()},
+        "sw_over_slak": throughput["sw_tiny"] / throughput["slak_tiny"],
     }
     write_json(args.out.with_suffix(".json"), result)
     fig, ax = plt.subplots(figsize=(7, 3.5))

@@ -15,10 +15,10 @@ side by side with the SLaK operators of the same stage:
 - ``slak ours``: :class:`~shiftwise.layers.SLaKConv2d` (channels-last on CPU, and in
   training the wide branch run tall on transposed data) at ``1.3 C``.
 
-SW variants: ``strips`` (``auto``'s choice), ``strips untransposed`` (the wide strip never run
-tall, to show the orientation trick in training), ``fused`` (small convs + the shift-add custom op) and
-``reference`` (small convs + the reference shift-add; slow, so it is timed once, not
-interleaved, and only its forward at stage 1 unless ``--full-reference``).
+SW variants: ``strips`` (``auto``'s choice), ``strips untransposed`` (the wide strip never
+run tall, to show the orientation trick in training), ``fused`` (small convs + the shift-add
+custom op) and ``reference`` (small convs + the reference shift-add; slow, so it is timed
+once, not interleaved, and only its forward at stage 1 unless ``--full-reference``).
 
 Timed interleaved round-robin (``measure_interleaved``), median of ``--repeats``, with one
 intra-op thread by default (``--threads``): on the shared 2-core machine two threads made

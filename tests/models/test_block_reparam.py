@@ -55,18 +55,28 @@ def test_convnext_block_deploy_folds_layer_scale_exactly():
 
 
 @pytest.mark.parametrize("n_tokens", [3, 40])
-def test_linear_tokens_matches_the_plain_formula(n_tokens):
+@pytest.mark.parametrize("with_scale", [False, True])
+@pytest.mark.parametrize("shift_shape", [None, (6,), (2, 6)])
+def test_linear_tokens_matches_the_plain_formula(n_tokens, with_scale, shift_shape):
+    """3 tokens fold the affine into the tokens, 40 into the weights and bias."""
     generator = torch.Generator().manual_seed(n_tokens)
     tokens = torch.randn(2, n_tokens, 6, generator=generator, dtype=torch.float64)
     weight = torch.randn(5, 6, generator=generator, dtype=torch.float64)
-    bias = torch.randn(2, 5, generator=generator, dtype=torch.float64)
-    scale = torch.randn(2, 6, generator=generator, dtype=torch.float64)
+    bias = torch.randn(5, generator=generator, dtype=torch.float64)
+    scale = torch.randn(2, 6, generator=generator, dtype=torch.float64) if with_scale else None
+    shift = None
+    if shift_shape is not None:
+        shift = torch.randn(shift_shape, generator=generator, dtype=torch.float64)
     residual = torch.randn(2, n_tokens, 5, generator=generator, dtype=torch.float64)
-    plain = (tokens * scale[:, None, :]) @ weight.t() + bias[:, None, :]
-    torch.testing.assert_close(linear_tokens(tokens, weight, bias, scale), plain)
+    inputs = tokens
+    if scale is not None:
+        inputs = inputs * scale[:, None, :]
+    if shift is not None:
+        inputs = inputs + shift.reshape(-1, 1, 6)
+    plain = inputs @ weight.t() + bias
+    torch.testing.assert_close(linear_tokens(tokens, weight, bias, scale, shift), plain)
     torch.testing.assert_close(
-        linear_tokens(tokens, weight, bias[0], None, residual),
-        residual + tokens @ weight.t() + bias[0],
+        linear_tokens(tokens, weight, bias, scale, shift, residual), residual + plain
     )
 
 

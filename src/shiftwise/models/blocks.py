@@ -207,25 +207,25 @@ class ShiftWiseBlock(nn.Module):
         """Eval forward with ``norm``, SE and GRN folded into per-sample MLP weights.
 
         With ``c = conv_dw(x)`` and ``norm`` as ``a * c + t``, the SE gate ``g [B, C]`` and the
-        GRN factor ``r [B, 4C]`` only rescale channels, so per sample ``b``::
+        GRN factor ``r [B, 4C]`` only rescale channels, so per sample the MLP is::
 
-            fc1(g * (a * c + t)) = (W1 * (g_b * a)) c + W1 (g_b * t) + b1
-            fc2(r * h + beta) = (W2 * r_b) h + W2 beta + b2
+            fc1((g * a) * c + g * t)          fc2(r * h + beta)
 
-        Both GEMMs work on channels-last tokens (:func:`linear_tokens`), so no pass over the
-        activations is spent on BN, SE, GRN, permute copies or the residual add. Returns a
-        channels-last ``[B, C, H, W]`` tensor.
+        and each per-sample affine input is folded into its GEMM (:func:`linear_tokens`,
+        on channels-last tokens): no pass over the activations is spent on BN, SE, GRN,
+        permute copies or the residual add. Returns a channels-last ``[B, C, H, W]`` tensor.
         """
         c = self.conv_dw(x)
         height, width = c.shape[-2:]
         tokens = channel_tokens(c)
         scale, shift = bn_scale_shift(self.norm)
         gate = self.se.gate(tokens.mean(dim=1) * scale + shift)
-        fc1_bias = torch.addmm(self.fc1.bias, gate * shift, self.fc1.weight.t())
-        hidden = self.act(linear_tokens(tokens, self.fc1.weight, fc1_bias, gate * scale))
-        fc2_bias = torch.addmv(self.fc2.bias, self.fc2.weight, self.grn.beta.flatten())
-        grn_scale = self.grn.response_scale(hidden)
-        out = linear_tokens(hidden, self.fc2.weight, fc2_bias, grn_scale, channel_tokens(x))
+        hidden = linear_tokens(tokens, self.fc1.weight, self.fc1.bias, gate * scale, gate * shift)
+        hidden = self.act(hidden)
+        grn_scale, grn_shift = self.grn.response_scale(hidden), self.grn.beta.flatten()
+        out = linear_tokens(
+            hidden, self.fc2.weight, self.fc2.bias, grn_scale, grn_shift, channel_tokens(x)
+        )
         return tokens_to_channels_first(out, height, width)
 
     @torch.no_grad()

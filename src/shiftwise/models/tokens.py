@@ -27,29 +27,37 @@ def linear_tokens(
     weight: torch.Tensor,
     bias: torch.Tensor,
     scale: torch.Tensor | None = None,
+    shift: torch.Tensor | None = None,
     residual: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``residual + (scale * tokens) @ weight^T + bias`` as one batched GEMM.
+    """``residual + (scale * tokens + shift) @ weight^T + bias`` as one batched GEMM.
 
     Args:
         tokens: ``[B, N, D]``.
         weight: ``[C, D]``.
-        bias: ``[C]``, or per sample ``[B, C]``.
-        scale: per-sample channel factors ``[B, D]`` or ``None``. They multiply the weights
-            (``[B, C, D]``) when those are fewer elements than the tokens (``C < N``), else the
-            tokens; both give the same product.
+        bias: ``[C]``.
+        scale: per-sample channel factors ``[B, D]``, or ``None`` (ones).
+        shift: channel offsets ``[D]`` or per sample ``[B, D]``, or ``None`` (zeros).
         residual: ``[B, N, C]`` added by the GEMM, or ``None``.
 
-    Returns ``[B, N, C]``, contiguous.
+    The input affine is folded where it touches fewer elements: into the weights (``[B, C, D]``,
+    with ``weight @ shift`` added to the bias) when ``C < N``, else into one ``addcmul`` pass
+    over the tokens. Returns ``[B, N, C]``, contiguous.
     """
     batch, n_tokens, _ = tokens.shape
-    if scale is None:
-        weight = weight.expand(batch, -1, -1)
-    elif weight.shape[0] < n_tokens:
-        weight = weight * scale[:, None, :]
+    if weight.shape[0] < n_tokens:
+        if shift is not None:
+            bias = bias + shift @ weight.t()
+        if scale is not None:
+            weight = weight * scale[:, None, :]
     else:
-        tokens = tokens * scale[:, None, :]
-        weight = weight.expand(batch, -1, -1)
+        if scale is not None and shift is not None:
+            tokens = torch.addcmul(shift.reshape(-1, 1, shift.shape[-1]), tokens, scale[:, None])
+        elif scale is not None:
+            tokens = tokens * scale[:, None, :]
+        elif shift is not None:
+            tokens = tokens + shift.reshape(-1, 1, shift.shape[-1])
+    weight = weight.expand(batch, -1, -1)
     bias = bias.reshape(-1, 1, weight.shape[1])
     if residual is None:
         return torch.baddbmm(bias, tokens, weight.transpose(1, 2))

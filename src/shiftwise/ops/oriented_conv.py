@@ -119,10 +119,16 @@ def _padded_conv(
     bias: torch.Tensor | None,
     padding: tuple[int, int, int, int],
 ) -> torch.Tensor:
+    """Depthwise conv of ``x`` zero-padded by ``(top, bottom, left, right)``.
+
+    Uneven padding becomes even by zero taps added to the kernel's short side rather than by
+    padding ``x``: the conv's own padding is faster than a padded copy even at twice the taps
+    (CPU, channels-last, 3x51 on ``[2, 122, 28, 28]`` padded 10/40: 2.00 ms against 0.83 ms).
+    """
     top, bottom, left, right = padding
-    groups = x.shape[1]
+    rows, cols = max(top, bottom), max(left, right)
     if x.device.type == "cpu":
         x = x.contiguous(memory_format=torch.channels_last)
-    if top == bottom and left == right:
-        return F.conv2d(x, weight, bias, padding=(top, left), groups=groups)
-    return F.conv2d(F.pad(x, (left, right, top, bottom)), weight, bias, groups=groups)
+    if (top, left) != (bottom, right):
+        weight = F.pad(weight, (cols - left, cols - right, rows - top, rows - bottom))
+    return F.conv2d(x, weight, bias, padding=(rows, cols), groups=x.shape[1])

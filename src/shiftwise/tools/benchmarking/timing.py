@@ -27,7 +27,14 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["Stats", "measure_interleaved", "peak_memory", "synchronize", "time_call"]
+__all__ = [
+    "Stats",
+    "measure_interleaved",
+    "paired_ratio",
+    "peak_memory",
+    "synchronize",
+    "time_call",
+]
 
 _PROC_STATUS = Path("/proc/self/status")
 _PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -87,6 +94,20 @@ def time_call(fn: Callable[[], object], device: torch.device) -> float:
     begin = time.perf_counter()
     fn()
     return time.perf_counter() - begin
+
+
+def paired_ratio(numerator: Stats, denominator: Stats) -> Stats:
+    """Per-repeat ratios ``numerator.times[r] / denominator.times[r]`` (unitless) as Stats.
+
+    Interleaved variants of one repeat ran back to back under the same machine load, so the
+    median of the paired ratios is steadier than the ratio of the two medians.
+    """
+    if len(numerator.times) != len(denominator.times):
+        raise ValueError(
+            f"numerator, denominator: expected the same number of repeats, got "
+            f"{len(numerator.times)} and {len(denominator.times)}"
+        )
+    return Stats(tuple(a / b for a, b in zip(numerator.times, denominator.times, strict=True)))
 
 
 def measure_interleaved(
