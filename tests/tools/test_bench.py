@@ -7,9 +7,14 @@ import json
 import pytest
 import torch
 
-from shiftwise.tools.benchmarking.operators import operator_call, paired_ratio
+from shiftwise.tools.benchmarking.operators import operator_call
 from shiftwise.tools.benchmarking.roofline import shift_add_bytes
-from shiftwise.tools.benchmarking.timing import Stats, measure_interleaved, peak_memory
+from shiftwise.tools.benchmarking.timing import (
+    Stats,
+    measure_interleaved,
+    paired_ratio,
+    peak_memory,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

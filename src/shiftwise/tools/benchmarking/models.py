@@ -3,7 +3,8 @@
 * ``train``: one optimisation step in train mode -- forward, cross-entropy against fixed random
   labels, backward, AdamW step, gradients set to ``None``. The optimizer state exists after the
   warm-up, so the peak memory is what the step adds on top of weights, gradients and state.
-* ``deploy``: a ``shiftwise.reparameterize``-d copy in eval mode, forward under no grad.
+* ``deploy``: a ``shiftwise.reparameterize``-d copy in eval mode, channels-last weights and
+  input, forward under no grad.
 
 Models of one mode are timed interleaved; ``ratio_to_baseline`` is the median of the
 per-repeat throughput ratios against the baseline model (ConvNeXt-T).
@@ -19,8 +20,7 @@ import torch
 from torch import nn
 
 from shiftwise.models import create_model, reparameterize
-from shiftwise.tools.benchmarking.operators import paired_ratio
-from shiftwise.tools.benchmarking.timing import measure_interleaved, peak_memory
+from shiftwise.tools.benchmarking.timing import measure_interleaved, paired_ratio, peak_memory
 
 __all__ = ["MODEL_MODES", "model_call", "run_model_suite"]
 
@@ -45,10 +45,12 @@ def model_call(model: nn.Module, x: torch.Tensor, mode: str) -> Callable[[], obj
         return step
     if mode == "deploy":
         deployed = reparameterize(copy.deepcopy(model)).eval()
+        deployed.to(memory_format=torch.channels_last)
+        x_deploy = x.contiguous(memory_format=torch.channels_last)
 
         def infer() -> object:
             with torch.no_grad():
-                return deployed(x)
+                return deployed(x_deploy)
 
         return infer
     raise ValueError(f"mode: expected one of {MODEL_MODES}, got {mode!r}")

@@ -15,7 +15,6 @@ median of the per-repeat ratios, so a load change on the machine hits both sides
 from __future__ import annotations
 
 import copy
-import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,7 +23,7 @@ from torch import nn
 
 from shiftwise.models.operators import build_operator
 from shiftwise.models.registry import SLAK_KWARGS, SW_KWARGS
-from shiftwise.tools.benchmarking.timing import Stats, measure_interleaved
+from shiftwise.tools.benchmarking.timing import Stats, measure_interleaved, paired_ratio
 
 __all__ = [
     "BASELINE",
@@ -33,7 +32,6 @@ __all__ = [
     "SW_T_STAGES",
     "make_operator",
     "operator_call",
-    "paired_ratio",
     "run_kernel_sweep",
     "run_operator_suite",
 ]
@@ -92,14 +90,6 @@ def operator_call(module: nn.Module, x: torch.Tensor, mode: str) -> Callable[[],
             deployed.reparameterize()
         return operator_call(deployed, x, "fwd")
     raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
-
-
-def paired_ratio(numerator: Stats, denominator: Stats) -> dict[str, float]:
-    """Median (and quartiles) of the per-repeat ratios ``numerator[r] / denominator[r]``."""
-    ratios = [a / b for a, b in zip(numerator.times, denominator.times, strict=True)]
-    stats = Stats(tuple(ratios))
-    q1, q3 = stats.quartiles
-    return {"median": statistics.median(ratios), "q1": q1, "q3": q3}
 
 
 def _compare(

@@ -26,8 +26,8 @@ import torch
 from shiftwise.layers import ShiftWiseConv2d
 from shiftwise.models.registry import SW_KWARGS
 from shiftwise.ops import shift_add, shift_add_reference
-from shiftwise.tools.benchmarking.operators import SW_T_STAGES, paired_ratio
-from shiftwise.tools.benchmarking.timing import measure_interleaved
+from shiftwise.tools.benchmarking.operators import SW_T_STAGES
+from shiftwise.tools.benchmarking.timing import measure_interleaved, paired_ratio
 
 __all__ = ["copy_bandwidth_call", "run_roofline", "shift_add_bytes"]
 

@@ -96,18 +96,15 @@ def time_call(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - begin
 
 
-def paired_ratio(numerator: Stats, denominator: Stats) -> Stats:
-    """Per-repeat ratios ``numerator.times[r] / denominator.times[r]`` (unitless) as Stats.
+def paired_ratio(numerator: Stats, denominator: Stats) -> dict[str, float]:
+    """Median and quartiles of the per-repeat ratios ``numerator[r] / denominator[r]``.
 
     Interleaved variants of one repeat ran back to back under the same machine load, so the
     median of the paired ratios is steadier than the ratio of the two medians.
     """
-    if len(numerator.times) != len(denominator.times):
-        raise ValueError(
-            f"numerator, denominator: expected the same number of repeats, got "
-            f"{len(numerator.times)} and {len(denominator.times)}"
-        )
-    return Stats(tuple(a / b for a, b in zip(numerator.times, denominator.times, strict=True)))
+    ratios = Stats(tuple(a / b for a, b in zip(numerator.times, denominator.times, strict=True)))
+    q1, q3 = ratios.quartiles
+    return {"median": ratios.median, "q1": q1, "q3": q3}
 
 
 def measure_interleaved(
