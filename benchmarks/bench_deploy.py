@@ -95,7 +95,7 @@ def measure_batch(models: dict[str, nn.Module], batch: int, args: argparse.Names
 
 def plot(results: dict[int, dict], path: Path) -> None:
     """Images/s against batch size, one line per model."""
-    fig, ax = plt.subplots(figsize=(7, 3.8))
+    fig, ax = plt.subplots(figsize=(8.5, 3.8))
     batches = sorted(results)
     for name in results[batches[0]]["images_per_s"]:
         ax.plot(batches, [results[b]["images_per_s"][name] for b in batches], "o-", label=name)
@@ -104,7 +104,7 @@ def plot(results: dict[int, dict], path: Path) -> None:
     ax.set_xlabel("batch size")
     ax.set_ylabel("images / s (CPU, deploy form)")
     ax.set_title(f"{torch.get_num_threads()} thread(s), 224 px")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
