@@ -85,7 +85,7 @@ def test_strategy_argument_setter_and_context_manager():
         set_strategy(model, "gpu")
 
 
-def test_sparse_deploy_auto_picks_compact_form():
+def test_sparse_deploy_picks_compact_form_off_cpu_only():
     op = ShiftWiseConv2d(8, 13).eval()
     with torch.no_grad():
         for path in op.paths:
@@ -93,8 +93,11 @@ def test_sparse_deploy_auto_picks_compact_form():
     x = torch.randn(1, 8, 6, 6)
     expected = op(x)
     op.reparameterize()
-    assert choose_strategy(op, x) == "fused"
+    assert choose_strategy(op, x) == "strips"
+    assert choose_strategy(op, x.to("meta")) == "fused"
     torch.testing.assert_close(op(x), expected, atol=1e-6, rtol=0)
+    with use_strategy(op, "fused"):
+        torch.testing.assert_close(op(x), expected, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("padding", [(1, 1, 3, 3), (0, 2, 4, 1)])

@@ -289,7 +289,8 @@ class ShiftWiseConv2d(nn.Module):
         The paths are summed into ``merged`` and the three BNs become per-branch scales
         ``branch_scale [3, Cr]`` and one bias ``branch_bias [Cr]``. Eval output is unchanged.
         Pieces that are exactly zero (pruned by group-sparse training) are removed from the
-        computation: ``merged`` is then a :class:`CompactShiftAdd` over the active pieces only.
+        piece form: ``merged`` is then a :class:`CompactShiftAdd` over the active pieces only
+        (run by the ``fused`` strategy). Either way the ``strips`` strategy runs ``folded``.
         """
         if self.merged is not None:
             return
@@ -310,6 +311,7 @@ class ShiftWiseConv2d(nn.Module):
                 scale,
                 bias,
             )
+            self.folded = self._fold_strips()
             return
         merged = nn.Conv2d(
             self.n_rep,

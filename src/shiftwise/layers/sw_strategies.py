@@ -54,7 +54,7 @@ __all__ = [
 
 STRATEGIES = ("auto", "reference", "strips", "fused")
 
-# Below this fraction of active pieces a deployed, pruned operator runs its compact
+# Off CPU, below this fraction of active pieces a deployed, pruned operator runs its compact
 # shift-add instead of the strips (see choose_strategy).
 COMPACT_DENSITY = 0.25
 
@@ -77,13 +77,15 @@ def choose_strategy(module: ShiftWiseConv2d, x_rep: torch.Tensor) -> str:
       the piece tensor of the other strategies is ``nk`` (17) times the input, and building
       it alone costs more than the strip convolutions. On CUDA the choice is not measured
       yet (no GPU was available); ``strips`` is also the form that exports to ONNX.
-    * ``fused`` — for a deployed operator whose pruned pieces were removed
+    * ``fused`` — off CPU, for a deployed operator whose pruned pieces were removed
       (:class:`~shiftwise.layers.sparse_deploy.CompactShiftAdd`) with fewer than
       ``COMPACT_DENSITY`` of its pieces active: its work scales with the active pieces while
-      the strips cost the same at any density.
+      the strips cost the same at any density (unmeasured on GPU). On CPU the strips stay
+      faster even at 90% group sparsity (stage-1 shape, batch 8: 21.9 ms against 29.2 ms;
+      ``benchmarks/bench_group_sparsity.py``), so ``auto`` never picks ``fused`` there.
     """
     merged = module.merged
-    if isinstance(merged, CompactShiftAdd):
+    if isinstance(merged, CompactShiftAdd) and x_rep.device.type != "cpu":
         total = module.n_rep * module.geometry.n_pieces
         if merged.n_active < COMPACT_DENSITY * total:
             return "fused"
