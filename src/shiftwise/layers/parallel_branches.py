@@ -95,6 +95,8 @@ class ParallelBranchConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Depthwise large-kernel convolution, ``[B, C, H, W] -> [B, C, H, W]``."""
         check_depthwise_input(x, self.channels)
+        if isinstance(self.reparam, nn.Conv2d):
+            return oriented_conv(x, self.reparam)
         if self.reparam is not None:
             return self.reparam(x)
         out = None

@@ -20,6 +20,7 @@ from shiftwise.layers.sw_strategies import (
     choose_strategy,
     sw_branches,
 )
+from shiftwise.ops.oriented_conv import depthwise_conv2d
 from shiftwise.ops.validation import check_depthwise_input, check_odd_positive, check_positive_int
 
 __all__ = ["PermutedDepthwiseConv2d", "ShiftWiseConv2d"]
@@ -380,6 +381,6 @@ class PermutedDepthwiseConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_depthwise_input(x, self.weight.shape[0])
-        x = x.index_select(1, self.input_order)
-        padding = (self.weight.shape[-2] // 2, self.weight.shape[-1] // 2)
-        return F.conv2d(x, self.weight, self.bias, padding=padding, groups=x.shape[1])
+        x = select_channels(x, self.input_order)
+        rows, cols = self.weight.shape[-2] // 2, self.weight.shape[-1] // 2
+        return depthwise_conv2d(x, self.weight, self.bias, (rows, rows, cols, cols))
