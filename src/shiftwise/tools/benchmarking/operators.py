@@ -92,16 +92,27 @@ def operator_call(module: nn.Module, x: torch.Tensor, mode: str) -> Callable[[],
     raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
 
 
-def _compare(
+def _measure_modes(
     modules: dict[str, nn.Module],
     x: torch.Tensor,
-    mode: str,
+    modes: Sequence[str],
     device: torch.device,
     repeats: int,
     warmup: int,
-) -> dict[str, Stats]:
-    calls = {name: operator_call(module, x, mode) for name, module in modules.items()}
-    return measure_interleaved(calls, device, repeats=repeats, warmup=warmup, min_sample_s=0.02)
+    progress: Callable[[str], None] | None,
+    label: str,
+) -> dict[str, dict[str, Any]]:
+    """``{mode: summary}``: the ``modules`` timed interleaved on ``x`` in each mode."""
+    summaries = {}
+    for mode in modes:
+        if progress is not None:
+            progress(f"{label} {mode}")
+        calls = {name: operator_call(module, x, mode) for name, module in modules.items()}
+        stats = measure_interleaved(
+            calls, device, repeats=repeats, warmup=warmup, min_sample_s=0.02
+        )
+        summaries[mode] = _summarise(stats)
+    return summaries
 
 
 def run_operator_suite(
@@ -125,17 +136,13 @@ def run_operator_suite(
         modules = {
             name: make_operator(name, channels, kernel_size).to(device) for name in operators
         }
+        label = f"ops C={channels} {size}x{size} K={kernel_size}"
         entry: dict[str, Any] = {
             "channels": channels,
             "size": size,
             "kernel_size": kernel_size,
-            "modes": {},
+            "modes": _measure_modes(modules, x, modes, device, repeats, warmup, progress, label),
         }
-        for mode in modes:
-            if progress is not None:
-                progress(f"ops C={channels} {size}x{size} K={kernel_size} {mode}")
-            stats = _compare(modules, x, mode, device, repeats, warmup)
-            entry["modes"][mode] = _summarise(stats)
         results.append(entry)
     return {"batch": batch, "baseline": BASELINE, "stages": results}
 
@@ -162,13 +169,9 @@ def run_kernel_sweep(
     names = [*operators, BASELINE] if BASELINE not in operators else list(operators)
     for kernel_size in kernel_sizes:
         modules = {name: make_operator(name, channels, kernel_size).to(device) for name in names}
-        point: dict[str, Any] = {"kernel_size": kernel_size, "modes": {}}
-        for mode in modes:
-            if progress is not None:
-                progress(f"sweep K={kernel_size} {mode}")
-            stats = _compare(modules, x, mode, device, repeats, warmup)
-            point["modes"][mode] = _summarise(stats)
-        points.append(point)
+        label = f"sweep K={kernel_size}"
+        modes_summary = _measure_modes(modules, x, modes, device, repeats, warmup, progress, label)
+        points.append({"kernel_size": kernel_size, "modes": modes_summary})
     first, last = points[0], points[-1]
     growth = {
         mode: {
