@@ -33,12 +33,12 @@ def test_checkpoint_round_trip_and_errors(tmp_path, capsys):
     import torch
 
     from shiftwise.models import create_model
-    from shiftwise.tools.checkpoint import save_weights
+    from shiftwise.io import save_weights
 
     torch.manual_seed(0)
     model = create_model("sw_atto", num_classes=5)
     weights = tmp_path / "w.safetensors"
-    save_weights(weights, {"model": model.state_dict()}, {"model": "sw_atto", "num_classes": 5})
+    save_weights(model.state_dict(), weights, model="sw_atto", model_kwargs={"num_classes": 5})
     out = tmp_path / "atto.onnx"
     args = ["export", "sw_atto", "--checkpoint", str(weights), "-o", str(out), "--img-size", "32"]
     assert main([*args, "--repeats", "1", "--json"]) == 0

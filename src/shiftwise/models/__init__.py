@@ -2,10 +2,10 @@
 
 ``create_model(name, ...)`` builds a registered configuration (``list_models()``),
 ``reparameterize(model)`` turns a whole model into its inference form and
-``load_checkpoint(model, path)`` loads our safetensors checkpoints.
+``load_checkpoint(model, path)`` loads every weights file shiftwise writes (:mod:`shiftwise.io`).
 """
 
-from shiftwise.models.checkpoint import load_checkpoint, save_checkpoint
+from shiftwise.io import load_checkpoint, save_checkpoint
 from shiftwise.models.features import FeatureInfo, FeatureNet
 from shiftwise.models.network import LargeKernelNet
 from shiftwise.models.registry import MODEL_CONFIGS, ModelConfig, create_model, list_models

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from shiftwise.errors import UsageError
 from shiftwise.tools.benchmarking.environment import describe_environment, write_json
 from shiftwise.tools.benchmarking.models import run_model_suite
 from shiftwise.tools.benchmarking.operators import run_kernel_sweep, run_operator_suite
@@ -98,11 +99,11 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as error:
-        raise ValueError(f"--device: expected cpu or cuda, got {name!r}") from error
+        raise UsageError(f"--device: expected cpu or cuda, got {name!r}") from error
     if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"--device: expected cpu or cuda, got {name!r}")
+        raise UsageError(f"--device: expected cpu or cuda, got {name!r}")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device: {name!r} requested but CUDA is not available here")
+        raise UsageError(f"--device: {name!r} requested but CUDA is not available here")
     return device
 
 
@@ -119,7 +120,7 @@ def run_suite(
 ) -> dict[str, Any]:
     """Run one suite, write ``out/<suite>.json`` and ``out/<suite>.png``; returns the payload."""
     if suite not in SUITES:
-        raise ValueError(f"suite: expected one of {SUITES}, got {suite!r}")
+        raise UsageError(f"suite: expected one of {SUITES}, got {suite!r}")
     on_cuda = device.type == "cuda"
     batch = batch if batch is not None else (32 if on_cuda else 1)
     kwargs: dict[str, Any] = {
@@ -203,9 +204,9 @@ def run(args: argparse.Namespace) -> int:
     for name in ("repeats", "batch", "image_size", "threads"):
         value = getattr(args, name)
         if value is not None and value < 1:
-            raise ValueError(f"--{name.replace('_', '-')}: expected an integer >= 1, got {value}")
+            raise UsageError(f"--{name.replace('_', '-')}: expected an integer >= 1, got {value}")
     if args.warmup < 0:
-        raise ValueError(f"--warmup: expected an integer >= 0, got {args.warmup}")
+        raise UsageError(f"--warmup: expected an integer >= 0, got {args.warmup}")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     suites = SUITES if args.suite == "all" else (args.suite,)

@@ -18,7 +18,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from shiftwise.data import BatchTransform, DataBundle, load_data
-from shiftwise.tools.checkpoint import model_from_weights
+from shiftwise.errors import UsageError
+from shiftwise.io import model_from_weights
+from shiftwise.training.config import check_device
 
 __all__ = ["evaluate_model", "register", "run", "val_loader"]
 
@@ -60,6 +62,11 @@ def evaluate_model(
         torch.autocast(device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
     )
     for images, labels in loader:
+        readable = labels >= 0  # unreadable images (label -1) are skipped, see ImageFolderDataset
+        if not bool(readable.all()):
+            images, labels = images[readable], labels[readable]
+            if labels.numel() == 0:
+                continue
         images, labels = images.to(device), labels.to(device)
         x, labels = transform(images, labels)
         with autocast:
@@ -89,7 +96,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Evaluate a checkpoint (checkpoint.pt, weights-*.safetensors or "
         "model.safetensors written by `shiftwise train`) on a data set.",
     )
-    parser.add_argument("--model", required=True, help="model name, e.g. sw_atto")
+    parser.add_argument("--model", default=None, help="model name (default: the file's)")
     parser.add_argument("--checkpoint", required=True, help="checkpoint or weights file")
     parser.add_argument(
         "--data",
@@ -110,18 +117,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
-    """Load ``args.checkpoint`` into ``args.model`` and evaluate it on ``args.data``."""
+    """Rebuild the model of ``args.checkpoint`` and evaluate it on ``args.data``; returns
+    ``{"model", "top1", "top5", "loss", "count"}``."""
     from shiftwise.models import reparameterize
 
+    for name in ("batch_size", "limit"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name.replace('_', '-')}: expected an integer >= 1, got {value}")
+    device = check_device(args.device)
     bundle = load_data(args.data, image_size=args.image_size, data_dir=args.data_dir)
     model, metadata = model_from_weights(
-        args.model,
         args.checkpoint,
+        args.model,
         args.weights,
+        flag="--checkpoint",
         defaults={"num_classes": bundle.num_classes, "in_chans": bundle.in_chans},
     )
     if "num_classes" in metadata and int(metadata["num_classes"]) != bundle.num_classes:
-        raise ValueError(
+        raise UsageError(
             f"--data: {args.data!r} has {bundle.num_classes} classes, the checkpoint "
             f"{metadata['num_classes']}"
         )
@@ -129,7 +143,6 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
     model.eval()
     if args.reparam:
         reparameterize(model)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     # The blocks keep activations channels-last; weights in the same layout spare oneDNN a
     # reorder of every dense conv weight per call.
     model.to(device=device, memory_format=torch.channels_last)
@@ -141,17 +154,18 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
         in_chans,
     ).to(device)
     loader = val_loader(bundle, args.batch_size, args.workers, args.limit)
-    return evaluate_model(model, loader, transform, device, args.amp)
+    result = evaluate_model(model, loader, transform, device, args.amp)
+    return {"model": metadata.get("model", args.model), **result}
 
 
 def run(args: argparse.Namespace) -> int:
     result = evaluate_checkpoint(args)
-    result = {"model": args.model, "reparam": args.reparam, **result}
+    result = {"reparam": args.reparam, **result}
     if args.json:
         print(json.dumps(result))
     else:
         print(
-            f"{args.model}{' (re-parameterised)' if args.reparam else ''} on {args.data}: "
+            f"{result['model']}{' (re-parameterised)' if args.reparam else ''} on {args.data}: "
             f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
             f"loss {result['loss']:.4f}  ({result['count']} images)"
         )

@@ -21,10 +21,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from shiftwise.errors import UsageError
+from shiftwise.io import model_from_weights
 from shiftwise.layers.sw_strategies import set_strategy
 from shiftwise.models import create_model, reparameterize
+from shiftwise.tools import check_model_names
 from shiftwise.tools.benchmarking.timing import measure_interleaved
-from shiftwise.tools.checkpoint import model_from_weights
 
 __all__ = ["ExportReport", "export_onnx", "non_standard_ops", "register", "run", "verify_onnx"]
 
@@ -125,9 +127,10 @@ def build_model(args: argparse.Namespace) -> tuple[nn.Module, int, int]:
     """The model of ``args`` with its checkpoint weights; returns ``(model, in_chans, size)``."""
     if args.checkpoint is not None:
         model, metadata = model_from_weights(
-            args.model,
             args.checkpoint,
+            args.model,
             args.weights,
+            flag="--checkpoint",
             defaults={"in_chans": args.in_chans},
             num_classes=args.num_classes,
         )
@@ -165,12 +168,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def export_and_check(args: argparse.Namespace) -> ExportReport:
     """Everything ``shiftwise export`` does; raises ``ValueError`` when the check fails."""
     if args.batch_size < 1:
-        raise ValueError(f"--batch-size: expected a positive integer, got {args.batch_size}")
+        raise UsageError(f"--batch-size: expected a positive integer, got {args.batch_size}")
     if args.img_size is not None and args.img_size < 1:
-        raise ValueError(f"--img-size: expected a positive integer, got {args.img_size}")
+        raise UsageError(f"--img-size: expected a positive integer, got {args.img_size}")
+    check_model_names(args.model, "MODEL")
     output = Path(args.output)
     if output.suffix != ".onnx":
-        raise ValueError(f"--output: expected a path ending in .onnx, got {str(output)!r}")
+        raise UsageError(f"--output: expected a path ending in .onnx, got {str(output)!r}")
     model, in_chans, size = build_model(args)
     model = reparameterize(model.eval())
     set_strategy(model, "strips")
@@ -181,10 +185,10 @@ def export_and_check(args: argparse.Namespace) -> ExportReport:
     export_onnx(model, output, example, args.opset)
     foreign = non_standard_ops(output)
     if foreign:
-        raise ValueError(f"MODEL: the exported graph holds non-standard operators {foreign}")
+        raise UsageError(f"MODEL: the exported graph holds non-standard operators {foreign}")
     error, torch_s, ort_s = verify_onnx(model, output, example, args.repeats)
     if not error <= args.atol:
-        raise ValueError(
+        raise UsageError(
             f"--atol: onnxruntime output differs from PyTorch by {error:.3g} > {args.atol:g}"
         )
     return ExportReport(str(output), op_types(output), error, torch_s * 1e3, ort_s * 1e3)

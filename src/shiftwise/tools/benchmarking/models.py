@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from shiftwise.errors import UsageError
 from shiftwise.models import create_model, reparameterize
 from shiftwise.tools.benchmarking.timing import measure_interleaved, paired_ratio, peak_memory
 
@@ -53,7 +54,7 @@ def model_call(model: nn.Module, x: torch.Tensor, mode: str) -> Callable[[], obj
                 return deployed(x_deploy)
 
         return infer
-    raise ValueError(f"mode: expected one of {MODEL_MODES}, got {mode!r}")
+    raise UsageError(f"mode: expected one of {MODEL_MODES}, got {mode!r}")
 
 
 def run_model_suite(
@@ -74,7 +75,7 @@ def run_model_suite(
     smoke test). Train mode needs ``batch >= 2`` when the last stage map is 1x1 (BatchNorm).
     """
     if baseline not in names:
-        raise ValueError(
+        raise UsageError(
             f"baseline: expected one of the benchmarked models {list(names)}, got {baseline!r}"
         )
     torch.manual_seed(0)
