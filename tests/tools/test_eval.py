@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from shiftwise.cli import main
-from shiftwise.models import create_model
 from shiftwise.io import save_weights
+from shiftwise.models import create_model
 
 
 def _weights(tmp_path: Path, model_name: str) -> Path:

@@ -32,8 +32,8 @@ def test_checkpoint_round_trip_and_errors(tmp_path, capsys):
     """Weights from a checkpoint are the ones exported; bad arguments give exit code 2."""
     import torch
 
-    from shiftwise.models import create_model
     from shiftwise.io import save_weights
+    from shiftwise.models import create_model
 
     torch.manual_seed(0)
     model = create_model("sw_atto", num_classes=5)
