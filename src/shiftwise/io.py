@@ -581,8 +581,8 @@ def find_resumable(path: str | os.PathLike, flag: str = "--resume") -> dict[str,
     """The newest checkpoint under ``path`` that verifies (see :func:`load_training_state`).
 
     ``path`` is a state file (it must verify) or a run directory: ``checkpoint.pt`` is tried
-    first, then ``checkpoint-previous.pt``; a damaged one is skipped with a warning. Raises
-    one :class:`CheckpointError` when none verifies.
+    first, then ``checkpoint-previous.pt``; a damaged one is skipped with a warning (an
+    unsafe one is refused). Raises one :class:`CheckpointError` when none verifies.
     """
     path = Path(path)
     if not path.exists():
@@ -595,6 +595,8 @@ def find_resumable(path: str | os.PathLike, flag: str = "--resume") -> dict[str,
             continue
         try:
             state = load_training_state(path / name, flag)
+        except UnsafeFileError:  # never fall back past a file crafted to run code
+            raise
         except CheckpointError as error:
             failures.append(str(error).removeprefix(f"{flag}: "))
             logger.warning("%s", error)

@@ -28,6 +28,7 @@ import logging
 import os
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,17 @@ from shiftwise.training.config import (
 __all__ = ["EpochSampler", "TrainResult", "capture_rng", "restore_rng", "train"]
 
 logger = logging.getLogger(__name__)
+
+# Options whose change on resume rebuilds the learning-rate schedule.
+SCHEDULE_OPTIONS = {
+    "--lr",
+    "--warmup-epochs",
+    "--min-lr",
+    "--epochs",
+    "--batch-size",
+    "--accum-steps",
+    "--weight-decay",
+}
 
 
 @dataclass
@@ -165,6 +177,7 @@ class _Run:
     log: TrainLog
     model_kwargs: dict[str, Any]
     steps_per_epoch: int
+    total_steps: int
     train_size: int
     lr: float
     start_epoch: int = 0
@@ -388,6 +401,7 @@ def _setup(config: TrainConfig) -> _Run:
         log=TrainLog(output),
         model_kwargs=model_kwargs,
         steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
         train_size=len(train_set),
         lr=lr,
     )
@@ -430,7 +444,18 @@ def _restore(run: _Run, resume: dict[str, Any]) -> None:
     tensors = resume["tensors"]
     run.model.load_state_dict(tensors["model"])
     run.optimizer.load_state_dict(resume["optimizer"])
-    run.scheduler.load_state_dict(resume["scheduler"])
+    changed = {change.split(":")[0] for change in run.spec.changes}
+    if changed & SCHEDULE_OPTIONS:  # the new schedule, at the step the run has reached
+        decays = (run.recipe.weight_decay, 0.0)
+        for group, decay in zip(run.optimizer.param_groups, decays, strict=True):
+            group.update(lr=run.lr, initial_lr=run.lr, weight_decay=decay)
+        run.scheduler = _scheduler(run.optimizer, run.recipe, run.steps_per_epoch, run.total_steps)
+        with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()"
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(resume["global_step"]):
+                run.scheduler.step()
+    else:
+        run.scheduler.load_state_dict(resume["scheduler"])
     if run.masking is not None:
         run.masking.load_state_dict(resume["masking"])
     if run.ema is not None:
@@ -727,11 +752,12 @@ def _train(run: _Run, started: float) -> TrainResult:
         _train_epoch(run, epoch)
         record = _evaluate_epoch(run, epoch, epoch_start)
         run.totals = _EpochTotals()
-        run.state_path = _checkpoint(run, epoch + 1, 0) or run.state_path
         metrics = {"top1": record["val_top1"], "top5": record["val_top5"]}
         ema_metrics = {"top1": record["ema_top1"]} if "ema_top1" in record else None
-        if run.ctx.main:
+        if run.ctx.main:  # log first: a run killed before the checkpoint repeats the epoch
             run.log.append(record)
+        run.state_path = _checkpoint(run, epoch + 1, 0) or run.state_path
+        if run.ctx.main:
             logger.info(
                 "epoch %d/%d: train loss %.4f, val top-1 %.2f%% top-5 %.2f%%%s%s (%.0f s)",
                 epoch + 1,
