@@ -644,7 +644,9 @@ def _optimizer_step(run, step_loss, step_micro, buffers, saved_buffers, epoch, d
                 f"{str(run.output)!r} is untouched; try a lower --lr or --clip-grad"
             )
     run.optimizer.zero_grad(set_to_none=True)
-    run.scheduler.step()
+    with warnings.catch_warnings():  # a skipped first step: "scheduler before optimizer"
+        warnings.simplefilter("ignore", UserWarning)
+        run.scheduler.step()
     run.global_step += 1
 
 
