@@ -408,6 +408,7 @@ def _setup(config: TrainConfig) -> _Run:
     if resume is not None:
         _restore(run, resume)
     else:
+        run.log.truncate(0)  # records of an earlier attempt killed before its first checkpoint
         torch.manual_seed(spec.seed * 1000 + 1 + ctx.rank)
     return run
 
