@@ -271,7 +271,7 @@ def check_output_writable(directory: Path, option: str = "--output") -> None:
         directory.mkdir(parents=True, exist_ok=True)
         probe = directory / f".write-probe-{os.getpid()}-{secrets.token_hex(4)}.tmp"
         probe.write_bytes(b"")
-        probe.unlink()
+        probe.unlink(missing_ok=True)  # (another rank may be cleaning the directory)
     except OSError as error:
         reason = error.strerror or type(error).__name__
         raise UsageError(f"{option}: cannot write to {str(directory)!r} ({reason})") from None
