@@ -10,7 +10,7 @@ import torch
 
 from shiftwise.cli import main
 from shiftwise.io import load_training_state, read_weights
-from shiftwise.tools.recipe import default_recipe
+from shiftwise.training.recipe import default_recipe
 
 TINY = [
     "--width-factor", "0.25", "--data", "digits", "--train-limit", "128", "--val-limit", "64",

@@ -7,9 +7,9 @@ import argparse
 import dataclasses
 import os
 
-from shiftwise.tools.recipe import RECIPES
 from shiftwise.training import TrainConfig, TrainResult, train
 from shiftwise.training.config import RECIPE_FIELDS
+from shiftwise.training.recipe import RECIPES
 
 __all__ = ["add_arguments", "config_from_args", "format_report", "register", "run"]
 

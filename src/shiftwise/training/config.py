@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from shiftwise.errors import UsageError
-from shiftwise.tools.recipe import RECIPES, Recipe, default_recipe
+from shiftwise.training.recipe import RECIPES, Recipe, default_recipe
 
 __all__ = [
     "MIN_IMAGE_SIZE",

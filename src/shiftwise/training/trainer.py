@@ -54,9 +54,6 @@ from shiftwise.io import (
     save_weights,
     weights_file,
 )
-from shiftwise.tools.evaluate import evaluate_model, val_loader
-from shiftwise.tools.recipe import Recipe
-from shiftwise.tools.train_log import TrainLog
 from shiftwise.training.config import (
     RunSpec,
     TrainConfig,
@@ -65,6 +62,9 @@ from shiftwise.training.config import (
     resolve,
     validate,
 )
+from shiftwise.training.evaluation import evaluate_model, val_loader
+from shiftwise.training.log import TrainLog
+from shiftwise.training.recipe import Recipe
 
 __all__ = ["EpochSampler", "TrainResult", "capture_rng", "restore_rng", "train"]
 
