@@ -31,6 +31,7 @@ def test_torchrun_two_processes_train_and_resume(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("top-1") == 1, "only rank 0 reports"
     assert "4 steps, batch 16 x 1 x 2" in done.stderr  # 128 images / (16 x 2 ranks)
+    assert "128 train / 64 val images" in done.stderr  # --val-limit 64 of 359
     records = json.loads((output / "log.json").read_text())
     assert [r["epoch"] for r in records] == [1]
     state = load_training_state(output / "checkpoint.pt")

@@ -292,7 +292,6 @@ def _resume_and_spec(config: TrainConfig) -> tuple[dict | None, RunSpec]:
 def _setup(config: TrainConfig) -> _Run:
     """Validate ``config``, pick the checkpoint to resume, then read the data and build the
     model, optimizer, schedule, EMA, masks and loaders (restored from the checkpoint)."""
-    from shiftwise.models import create_model
 
     validate(config)
     resume, spec = _resume_and_spec(config)
@@ -316,16 +315,7 @@ def _setup(config: TrainConfig) -> _Run:
         clean_run_directory(output)
 
     _seed_everything(spec.seed)
-    in_chans = 3 if recipe.randaug_n > 0 else bundle.in_chans
-    model_kwargs: dict[str, Any] = {"num_classes": bundle.num_classes, "in_chans": in_chans}
-    if spec.width_factor is not None:
-        model_kwargs["width_factor"] = spec.width_factor
-    model = create_model(spec.model, drop_path_rate=recipe.drop_path, **model_kwargs)
-    if ctx.world > 1 and device.type != "cpu":
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    elif ctx.world > 1 and ctx.main:
-        logger.info("SyncBatchNorm needs GPUs: on CPU each process normalises its own batch")
-    model.to(device)
+    model, model_kwargs = _build_model(spec, recipe, bundle, device, ctx)
 
     train_set = bundle.train
     if spec.train_limit is not None:
@@ -341,19 +331,7 @@ def _setup(config: TrainConfig) -> _Run:
     lr = recipe.lr * batch * accum * ctx.world / recipe.lr_base_batch
     optimizer = torch.optim.AdamW(_param_groups(model, recipe.weight_decay), lr=lr)
     scheduler = _scheduler(optimizer, recipe, steps_per_epoch, total_steps)
-    augment = AugmentConfig(
-        crop_scale=recipe.crop_scale,
-        hflip=recipe.hflip,
-        randaug_n=recipe.randaug_n,
-        randaug_m=recipe.randaug_m,
-        reprob=recipe.reprob,
-        mixup=recipe.mixup,
-        cutmix=recipe.cutmix,
-        smoothing=recipe.smoothing,
-    )
-    transform = BatchTransform(
-        bundle.image_size, bundle.mean, bundle.std, bundle.num_classes, in_chans, augment
-    ).to(device)
+    transform = _transform(recipe, bundle, model_kwargs["in_chans"], device)
     workers = config.workers
     if workers is None:
         workers = 0 if bundle.name in ("bundled", "fashion-mnist", "digits") else 4
@@ -411,6 +389,39 @@ def _setup(config: TrainConfig) -> _Run:
         run.log.truncate(0)  # records of an earlier attempt killed before its first checkpoint
         torch.manual_seed(spec.seed * 1000 + 1 + ctx.rank)
     return run
+
+
+def _build_model(spec, recipe, bundle, device, ctx) -> tuple[nn.Module, dict[str, Any]]:
+    """The model on ``device`` and the :func:`create_model` arguments that define it."""
+    from shiftwise.models import create_model
+
+    in_chans = 3 if recipe.randaug_n > 0 else bundle.in_chans
+    model_kwargs: dict[str, Any] = {"num_classes": bundle.num_classes, "in_chans": in_chans}
+    if spec.width_factor is not None:
+        model_kwargs["width_factor"] = spec.width_factor
+    model = create_model(spec.model, drop_path_rate=recipe.drop_path, **model_kwargs)
+    if ctx.world > 1 and device.type != "cpu":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    elif ctx.world > 1 and ctx.main:
+        logger.info("SyncBatchNorm needs GPUs: on CPU each process normalises its own batch")
+    return model.to(device), model_kwargs
+
+
+def _transform(recipe, bundle, in_chans: int, device) -> BatchTransform:
+    """The batched augmentation and normalisation of ``recipe`` on ``device``."""
+    augment = AugmentConfig(
+        crop_scale=recipe.crop_scale,
+        hflip=recipe.hflip,
+        randaug_n=recipe.randaug_n,
+        randaug_m=recipe.randaug_m,
+        reprob=recipe.reprob,
+        mixup=recipe.mixup,
+        cutmix=recipe.cutmix,
+        smoothing=recipe.smoothing,
+    )
+    return BatchTransform(
+        bundle.image_size, bundle.mean, bundle.std, bundle.num_classes, in_chans, augment
+    ).to(device)
 
 
 def _masking(spec, model, optimizer, transform, loader, device, total_steps):
