@@ -130,6 +130,11 @@ def test_resume_refuses_changed_configuration_unless_allowed(
         assert main(["train", "--resume", str(trained), option, value]) == 2
         err = capsys.readouterr().err
         assert shown in err and "--allow-config-change" in err, err
+    other = tmp_path / "other"  # another run's directory is not written over
+    other.mkdir()
+    (other / "checkpoint.pt").write_bytes((trained / "checkpoint.pt").read_bytes())
+    assert main(["train", "--resume", str(trained), "--output", str(other)]) == 2
+    assert "already holds a checkpoint" in capsys.readouterr().err
     assert _files(trained) == before
 
 

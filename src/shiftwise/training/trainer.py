@@ -256,14 +256,15 @@ def _scheduler(optimizer, recipe, steps_per_epoch: int, total_steps: int):
 
 
 def _output_dir(config: TrainConfig, spec: RunSpec, resume: dict | None) -> Path:
-    """The run directory; refuses to start a fresh run over an existing checkpoint."""
+    """The run directory; refuses to write over a checkpoint of another run."""
     if config.output is None and resume is not None:
         return Path(resume["path"]).parent
     if config.output is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         return Path("runs") / f"{spec.model}-{Path(spec.data).name or 'data'}-{stamp}"
     output = Path(config.output)
-    if resume is None and any((output / n).is_file() for n in (STATE_NAME, PREVIOUS_NAME)):
+    elsewhere = resume is None or Path(resume["path"]).parent.resolve() != output.resolve()
+    if elsewhere and any((output / n).is_file() for n in (STATE_NAME, PREVIOUS_NAME)):
         raise UsageError(
             f"--output: {str(output)!r} already holds a checkpoint; pass --resume "
             f"{output} to continue it or choose another --output"
