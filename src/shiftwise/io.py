@@ -153,6 +153,8 @@ def _fsync_directory(directory: Path) -> None:
 
 def _atomic_link(source: Path, path: Path) -> None:
     """Make ``path`` a hard link to ``source`` (a copy where links fail), atomically."""
+    if path.exists() and os.path.samefile(source, path):
+        return  # already (a run killed between this link and the next state write)
     tmp = _temp_path(path)
     try:
         os.link(source, tmp)
