@@ -232,10 +232,8 @@ class ShiftWiseConv2d(LargeKernelOperator):
         """Shift-wise convolution, ``[B, C, H, W] -> [B, C, H, W]``."""
         check_depthwise_input(x, self.channels)
         x_rep = select_channels(x, self.rep_index)
-        if self.strategy == "strips":
-            out = self._run_strips(x_rep)
-        else:
-            out = self._run_shift_add(x_rep)
+        strips = self.strategy == "strips"
+        out = self._run_strips(x_rep) if strips else self._run_shift_add(x_rep)
         ghost = select_channels(x, self.ghost_index).to(out.dtype)
         out = torch.cat([out, ghost], dim=1)
         if self.channel_order == "input":
