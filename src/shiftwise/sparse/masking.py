@@ -16,8 +16,9 @@ load the model, optimizer and ``masking.load_state_dict(...)`` states. The masks
 counter (hence the prune-rate schedule and the update phase) and the random generator are
 restored, so the run continues exactly as if it had not stopped.
 
-Differences from the official code, on purpose (``reference/facts.md``, "Official bugs"):
-masks are saved; ``step()`` is called by the user after the optimizer step, so it works under
+Differences from the official SLaK/ShiftwiseConv code, on purpose (each fixes a problem of
+theirs: masks lost on resume, AMP runs silently turning dense, regrowth failing off CUDA, SW
+path masks drifting apart): masks are saved; ``step()`` is called by the user after the optimizer step, so it works under
 AMP; everything runs on CPU; SW paths share one mask at every update; regrowth adds back
 exactly as many units as were pruned, so the density is constant (the official random
 growth restores the count only in expectation); optimizer state (SGD momentum, Adam
