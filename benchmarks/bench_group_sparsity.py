@@ -102,16 +102,17 @@ def main() -> None:
     variants: dict[str, ShiftWiseConv2d] = {}
     errors: dict[str, float] = {}
     with torch.inference_mode():
-        dense = copy.deepcopy(op)
+        dense = with_strategy(op, "fused")
         dense.reparameterize()
-        variants["dense"] = with_strategy(dense, "fused")
+        variants["dense"] = dense
         for sparsity in args.sparsities:
-            pruned = prune_groups(op, sparsity)
+            pruned = with_strategy(prune_groups(op, sparsity), "fused")
             expected = pruned(x)
             pruned.reparameterize()
-            variants[f"compact {sparsity:.0%}"] = with_strategy(pruned, "fused")
+            variants[f"compact {sparsity:.0%}"] = pruned
             errors[f"compact {sparsity:.0%}"] = max_error(pruned, x, expected)
-        strips = with_strategy(dense, "strips")
+        strips = with_strategy(op, "strips")
+        strips.reparameterize()
         variants["strips"] = strips
         errors["strips"] = max_error(strips, x, variants["dense"](x))
         x = x.to(device)
@@ -122,7 +123,7 @@ def main() -> None:
     median = {name: statistics.median(t) for name, t in times.items()}
     rows = []
     for name, module in variants.items():
-        active = module.weight.shape[0]
+        active = module.deployed_pieces
         total = module.n_rep * module.geometry.n_pieces
         rows.append(
             {

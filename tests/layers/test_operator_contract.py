@@ -19,7 +19,6 @@ from shiftwise.layers import (
     SLaKConv2d,
 )
 from shiftwise.layers.conv_bn import bn_scale_shift
-from shiftwise.layers.shiftwise_conv import with_strategy
 from shiftwise.sparse import Masking
 from shiftwise.tools.complexity import count_macs
 
@@ -69,9 +68,9 @@ def test_operators_share_the_autocast_dtype():
     assert dtypes == {torch.bfloat16}
 
 
-def _deployed_sw(pruned: bool) -> tuple[ShiftWiseConv2d, torch.Tensor]:
+def _deployed_sw(pruned: bool, strategy: str = "auto") -> tuple[ShiftWiseConv2d, torch.Tensor]:
     torch.manual_seed(0)
-    op = ShiftWiseConv2d(12, 9, 3).double()
+    op = ShiftWiseConv2d(12, 9, 3, strategy=strategy).double()
     randomize_batchnorm(op)
     if pruned:
         with torch.no_grad():
@@ -85,11 +84,13 @@ def _deployed_sw(pruned: bool) -> tuple[ShiftWiseConv2d, torch.Tensor]:
 @pytest.mark.parametrize("strategy", ["strips", "fused"])
 def test_deployed_sw_has_no_dead_parameter(pruned, strategy):
     """Every entry of every parameter and every whole parameter shapes the deployed output."""
-    op, x = _deployed_sw(pruned)
-    op = with_strategy(op, strategy)
+    op, x = _deployed_sw(pruned, strategy)
     names = [name for name, _ in op.named_parameters()]
-    assert sorted(names) == ["branch_bias", "branch_scale", "weight"]
-    assert (op.active_index is not None) == pruned
+    if strategy == "strips":
+        assert sorted(names) == ["bias", "horizontal", "vertical"]
+    else:
+        assert sorted(names) == ["branch_bias", "branch_scale", "weight"]
+        assert (op.active_index is not None) == pruned
     with torch.no_grad():
         expected = op(x)
         for name, param in op.named_parameters():
@@ -103,8 +104,12 @@ def test_deployed_sw_has_no_dead_parameter(pruned, strategy):
         assert bool((grad != 0).all()), f"{name} has entries the output does not depend on"
 
 
-def test_deployed_sw_buffers_are_its_tables_only():
+def test_deployed_sw_buffers_are_what_its_form_reads():
     op, _ = _deployed_sw(pruned=True)
+    assert sorted(op.state_dict()) == [
+        "bias", "ghost_index", "horizontal", "rep_index", "vertical",
+    ]  # fmt: skip
+    op, _ = _deployed_sw(pruned=True, strategy="fused")
     persistent = sorted(op.state_dict())
     assert persistent == sorted(
         [

@@ -62,9 +62,11 @@ def test_strips_match_reference_at_sw_t_kernels_float32(kernel):
     x = torch.randn(1, 12, 11, 14)
     expected = with_strategy(op, "reference")(x)
     torch.testing.assert_close(with_strategy(op, "strips")(x), expected, atol=1e-5, rtol=0)
-    op.reparameterize()
     for strategy in FAST:
-        torch.testing.assert_close(with_strategy(op, strategy)(x), expected, atol=1e-5, rtol=0)
+        deployed = with_strategy(op, strategy)
+        deployed.reparameterize()
+        assert deployed.deploy_form == ("strips" if strategy == "strips" else "pieces")
+        torch.testing.assert_close(deployed(x), expected, atol=1e-5, rtol=0)
 
 
 def test_strategy_is_resolved_once_and_copies_leave_the_original_alone():
@@ -89,11 +91,15 @@ def test_sparse_deploy_keeps_active_pieces_only_and_every_strategy_agrees():
             path.weight[1:] = 0  # one active piece out of Cr * nk
     x = torch.randn(1, 8, 6, 6)
     expected = op(x)
+    pieces = with_strategy(op, "fused")
     op.reparameterize()
-    assert op.weight.shape[0] == 1 and op.active_index.tolist() == [0]
-    assert op.strategy == "strips"  # on CPU, whatever the density
-    for strategy in ("strips", "fused", "reference"):
-        torch.testing.assert_close(with_strategy(op, strategy)(x), expected, atol=1e-6, rtol=0)
+    assert op.strategy == "strips" and op.deployed_pieces == 1  # on CPU, whatever the density
+    pieces.reparameterize()
+    assert pieces.weight.shape[0] == 1 and pieces.active_index.tolist() == [0]
+    for module in (op, pieces, with_strategy(pieces, "reference")):
+        torch.testing.assert_close(module(x), expected, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="strategy"):
+        with_strategy(op, "fused")
 
 
 @pytest.mark.parametrize("padding", [(1, 1, 3, 3), (0, 2, 4, 1)])

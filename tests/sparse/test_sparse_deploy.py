@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -54,12 +56,18 @@ def test_deploy_removes_pruned_pieces_and_keeps_outputs(
     expected = op(x)
     kernel_before, bias_before = op.equivalent_kernel()
     pieces_before = op.piece_weight().detach()
+    strips = copy.deepcopy(op)
+    op = with_strategy(op, "fused")
     op.reparameterize()
     assert op.active_index.tolist() == keep.nonzero().flatten().tolist()
     assert op.weight.shape[0] == int(keep.sum())
     torch.testing.assert_close(op.piece_weight(), pieces_before, rtol=0, atol=0)
-    for strategy in ("fused", "strips", "reference"):  # fused/reference: active pieces only
-        torch.testing.assert_close(with_strategy(op, strategy)(x), expected, rtol=0, atol=1e-12)
+    for module in (op, with_strategy(op, "reference")):  # active pieces only
+        torch.testing.assert_close(module(x), expected, rtol=0, atol=1e-12)
+    strips.reparameterize()
+    assert strips.deploy_form == "strips" and strips.deployed_pieces == int(keep.sum())
+    torch.testing.assert_close(strips(x), expected, rtol=0, atol=1e-12)
+    torch.testing.assert_close(strips.equivalent_kernel()[0], kernel_before, rtol=0, atol=1e-12)
     kernel_after, bias_after = op.equivalent_kernel()
     torch.testing.assert_close(kernel_after, kernel_before, rtol=0, atol=1e-12)
     torch.testing.assert_close(bias_after, bias_before, rtol=0, atol=1e-12)
@@ -67,14 +75,14 @@ def test_deploy_removes_pruned_pieces_and_keeps_outputs(
 
 
 def test_dense_sw_keeps_every_piece():
-    op = _random_eval_op(12, 13, 3)
+    op = with_strategy(_random_eval_op(12, 13, 3), "fused")
     op.reparameterize()
     assert op.active_index is None
     assert op.weight.shape == (op.n_rep * op.geometry.n_pieces, 1, 3, 3)
 
 
 def test_a_piece_with_some_zero_taps_stays_active():
-    op = _random_eval_op(8, 13, 3)
+    op = with_strategy(_random_eval_op(8, 13, 3), "fused")
     with torch.no_grad():
         for path in op.paths:
             path.weight[[1, 4, 5]] = 0.0
@@ -96,12 +104,13 @@ def test_group_sparse_trained_model_deploys_exactly(tiny_net, batch, train_steps
     tiny_net.eval()
     expected = tiny_net(inputs.double())
     before = sparsity_report(tiny_net)
-    for module in tiny_net.modules():
-        if hasattr(module, "reparameterize"):
-            module.reparameterize()
-    for strategy in ("fused", "strips"):
-        forced = with_strategy(tiny_net, strategy)
-        torch.testing.assert_close(forced(inputs.double()), expected, rtol=0, atol=1e-12)
+    strips = copy.deepcopy(tiny_net)
+    tiny_net = with_strategy(tiny_net, "fused")
+    for net in (tiny_net, strips):
+        for module in net.modules():
+            if hasattr(module, "reparameterize"):
+                module.reparameterize()
+        torch.testing.assert_close(net(inputs.double()), expected, rtol=0, atol=1e-12)
     after = sparsity_report(tiny_net)
     assert [s.fraction for s in after.stages] == [s.fraction for s in before.stages]
     assert [s.fraction for s in after.stages] == [0.5, 0.5]
@@ -127,9 +136,8 @@ def test_reparameterize_model_deploys_group_sparse_sw_atto_exactly():
     model.eval()
     x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
     expected = model(x)
-    shiftwise.reparameterize(model)
-    sw = [m for m in model.modules() if isinstance(m, ShiftWiseConv2d)]
-    assert sw and all(m.weight.shape[0] * 2 == m.n_rep * m.geometry.n_pieces for m in sw)
     for strategy in ("fused", "strips"):
-        forced = with_strategy(model, strategy)
-        torch.testing.assert_close(forced(x), expected, rtol=1e-10, atol=1e-10)
+        deployed = shiftwise.reparameterize(with_strategy(model, strategy))
+        sw = [m for m in deployed.modules() if isinstance(m, ShiftWiseConv2d)]
+        assert sw and all(m.deployed_pieces * 2 == m.n_rep * m.geometry.n_pieces for m in sw)
+        torch.testing.assert_close(deployed(x), expected, rtol=1e-10, atol=1e-10)

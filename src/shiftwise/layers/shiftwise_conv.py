@@ -30,6 +30,7 @@ from shiftwise.ops.sw_geometry import (
     shift_tables,
     strip_kernels,
     strip_padding,
+    strips_kernel,
     sw_geometry,
     term_offsets,
 )
@@ -176,8 +177,12 @@ class ShiftWiseConv2d(LargeKernelOperator):
         self.bn_h = nn.BatchNorm2d(n_rep) if bn else None
         self.bn_v = nn.BatchNorm2d(n_rep) if bn else None
         self.bn_identity = nn.BatchNorm2d(n_rep) if bn else None
-        # Inference form (reparameterize): the active pieces' summed weight [A, 1, k, k], their
-        # indices among the Cr * nk pieces (None: all active), branch scales [3, Cr], bias [Cr].
+        # Inference form, one of two chosen by the strategy at reparameterize (docstring there).
+        self.deploy_form: str | None = None
+        self.deployed_pieces: int | None = None  # active pieces, for the MAC count
+        self.register_parameter("horizontal", None)
+        self.register_parameter("vertical", None)
+        self.register_parameter("bias", None)
         self.register_parameter("weight", None)
         self.register_buffer("active_index", None)
         self.register_parameter("branch_scale", None)
@@ -203,6 +208,7 @@ class ShiftWiseConv2d(LargeKernelOperator):
 
     def piece_weight(self) -> torch.Tensor:
         """Summed small-conv weight of all ``Cr * nk`` pieces, ``[Cr * nk, 1, k, k]``."""
+        self._check_pieces_kept()
         if not self.deployed:
             return torch.stack([path.weight for path in self.paths]).sum(0)
         if self.active_index is None:
@@ -210,8 +216,16 @@ class ShiftWiseConv2d(LargeKernelOperator):
         full = self.weight.new_zeros(self.n_rep * self.geometry.n_pieces, *self.weight.shape[1:])
         return full.index_copy(0, self.active_index, self.weight)
 
+    def _check_pieces_kept(self) -> None:
+        if self.deploy_form == "strips":
+            raise RuntimeError(
+                "this ShiftWiseConv2d was deployed as folded strips: its pieces and branch "
+                "scales are gone (choose another strategy before reparameterize())"
+            )
+
     def branch_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Eval-mode per-branch scales ``[3, Cr]`` (h, v, identity) and summed shift ``[Cr]``."""
+        self._check_pieces_kept()
         if self.deployed:
             return self.branch_scale, self.branch_bias
         if self.bn_h is None:
@@ -245,16 +259,14 @@ class ShiftWiseConv2d(LargeKernelOperator):
         The wide horizontal strip runs as a tall conv on transposed data when autograd will
         differentiate it on CPU (:func:`~shiftwise.ops.oriented_conv.transpose_pays`).
         """
+        pad_h, pad_v = strip_padding(self.geometry)
+        if self.deploy_form == "strips":
+            transposed = transpose_pays(x_rep, self.horizontal, grad_needed(x_rep, self.horizontal))
+            out = depthwise_conv2d(x_rep, self.horizontal, self.bias, pad_h, transposed)
+            return out + depthwise_conv2d(x_rep, self.vertical, padding=pad_v)
         pieces = self.piece_weight()
         kernels = strip_kernels(pieces, self.tables, self.geometry)
-        pad_h, pad_v = strip_padding(self.geometry)
         transposed = transpose_pays(x_rep, kernels[0], grad_needed(x_rep, pieces))
-        if self.deployed:
-            horizontal, vertical = fold_strips(kernels, self.branch_scale, self.geometry)
-            out = depthwise_conv2d(
-                x_rep, horizontal.unsqueeze(1), self.branch_bias, pad_h, transposed
-            )
-            return out + depthwise_conv2d(x_rep, vertical.unsqueeze(1), padding=pad_v)
         half = self.small_kernel // 2
         branches = (
             depthwise_conv2d(x_rep, kernels[0].unsqueeze(1), padding=pad_h, transposed=transposed),
@@ -302,36 +314,53 @@ class ShiftWiseConv2d(LargeKernelOperator):
     def reparameterize(self) -> None:
         """Switch in place to the inference form; eval output unchanged, idempotent.
 
-        The one inference form: the paths summed into ``weight`` (pieces that are exactly
-        zero, pruned by group-sparse training, removed: ``weight [A, 1, k, k]`` holds the
-        active ones, ``active_index [A]`` says which), and the three eval-mode BNs as
-        ``branch_scale [3, Cr]`` and ``branch_bias [Cr]``. Every one of them shapes the
-        output. ``strips`` runs two strip convs, assembled from these at each call (the
-        identity branch and the residual folded into the horizontal strip); ``fused`` and
-        ``reference`` run the small conv of the active pieces and the shift-adds. An
-        ``auto`` strategy is resolved again here, knowing the active pieces.
+        Paths are summed, the three eval-mode BNs folded, and pieces that are exactly zero
+        (pruned by group-sparse training) dropped. An ``auto`` strategy is resolved again,
+        knowing the active pieces, and decides the one inference form:
+
+        * ``strips``: two strip kernels and a bias, ``horizontal [Cr, 1, k, L]`` (the identity
+          branch and the residual folded into its centre), ``vertical [Cr, 1, L, k]``,
+          ``bias [Cr]`` (:func:`~shiftwise.ops.sw_geometry.fold_strips`); the shift tables are
+          dropped, they no longer shape the output;
+        * ``fused``/``reference``: ``weight [A, 1, k, k]`` of the ``A`` active pieces
+          (``active_index [A]`` says which, ``None`` when none was pruned), the branch scales
+          ``branch_scale [3, Cr]`` and ``branch_bias [Cr]``; the small conv of the active
+          pieces then the shift-adds.
+
+        Every parameter and buffer left shapes the output.
         """
         if self.deployed:
             return
         pieces = self.piece_weight()
         scale, bias = self.branch_affine()
         active = pieces.flatten(1).ne(0).any(1).nonzero().flatten()
+        density = active.numel() / pieces.shape[0]
+        self.strategy = resolve_strategy(self.requested_strategy, density, pieces.device.type)
+        self.deployed_pieces = active.numel()
+        if self.strategy == "strips":
+            kernels = strip_kernels(pieces, self.tables, self.geometry)
+            horizontal, vertical = fold_strips(kernels, scale, self.geometry)
+            self.horizontal = nn.Parameter(horizontal.unsqueeze(1).contiguous())
+            self.vertical = nn.Parameter(vertical.unsqueeze(1).contiguous())
+            self.bias = nn.Parameter(bias.detach().clone())
+            for name in ("horizontal_index", "vertical_index", "identity_index"):
+                delattr(self, name)
+        else:
+            if active.numel() < pieces.shape[0]:
+                self.active_index = active
+                pieces = pieces[active]
+            self.weight = nn.Parameter(pieces.detach().clone())
+            self.branch_scale = nn.Parameter(scale.detach().clone())
+            self.branch_bias = nn.Parameter(bias.detach().clone())
         del self.paths
         self.bn_h = self.bn_v = self.bn_identity = None
-        if active.numel() < pieces.shape[0]:
-            self.active_index = active
-            pieces = pieces[active]
-        self.weight = nn.Parameter(pieces.detach().clone())
-        self.branch_scale = nn.Parameter(scale.detach().clone())
-        self.branch_bias = nn.Parameter(bias.detach().clone())
-        density = active.numel() / (self.n_rep * self.geometry.n_pieces)
-        self.strategy = resolve_strategy(self.requested_strategy, density, pieces.device.type)
+        self.deploy_form = "strips" if self.strategy == "strips" else "pieces"
 
     # --- LargeKernelOperator ---------------------------------------------------------------
 
     @property
     def deployed(self) -> bool:
-        return self.weight is not None
+        return self.deploy_form is not None
 
     def equivalent_kernel(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The eval-mode operator as one depthwise conv: ``(weight [C, 1, S, S], bias [C])``.
@@ -341,8 +370,12 @@ class ShiftWiseConv2d(LargeKernelOperator):
         self.output_order]`` equals ``self(x)`` (no reordering with the default
         ``channel_order="input"``).
         """
-        scale, bias = self.branch_affine()
-        rep = equivalent_kernel(self.strip_kernels(), scale, self.geometry)
+        if self.deploy_form == "strips":
+            bias = self.bias
+            rep = strips_kernel(self.horizontal[:, 0], self.vertical[:, 0], self.geometry)
+        else:
+            scale, bias = self.branch_affine()
+            rep = equivalent_kernel(self.strip_kernels(), scale, self.geometry)
         size = rep.shape[-1]
         ghost = rep.new_zeros(self.channels - self.n_rep, size, size)
         ghost[:, size // 2, size // 2] = 1.0
@@ -370,7 +403,7 @@ class ShiftWiseConv2d(LargeKernelOperator):
         extra = self.geometry.extra_pad
         area = (height + 2 * extra) * (width + 2 * extra)
         if self.deployed:
-            pieces = self.weight.shape[0]
+            pieces = self.deployed_pieces
         else:
             pieces = len(self.paths) * self.n_rep * self.geometry.n_pieces
         return pieces * self.small_kernel**2 * area
@@ -425,7 +458,9 @@ def with_strategy(model: nn.Module, strategy: str) -> nn.Module:
     """A deep copy of ``model`` whose ShiftWiseConv2d operators all run ``strategy``.
 
     For comparisons and benchmarks; ``model`` itself is left unchanged. ``auto`` is resolved
-    as the operator's constructor and :meth:`~ShiftWiseConv2d.reparameterize` do.
+    as the operator's constructor and :meth:`~ShiftWiseConv2d.reparameterize` do. A deployed
+    operator can switch only between ``fused`` and ``reference`` (its inference form holds
+    either folded strips or pieces).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
@@ -433,11 +468,19 @@ def with_strategy(model: nn.Module, strategy: str) -> nn.Module:
     copy_ = copy.deepcopy(model)
     for module in copy_.modules():
         if isinstance(module, ShiftWiseConv2d):
-            density, device = 1.0, module.rep_index.device.type
-            if module.active_index is not None:
-                density = module.active_index.numel() / module.piece_weight().shape[0]
+            device = module.rep_index.device.type
+            if module.deployed:
+                density = module.deployed_pieces / (module.n_rep * module.geometry.n_pieces)
+                resolved = resolve_strategy(strategy, density, device)
+                if (resolved == "strips") != (module.deploy_form == "strips"):
+                    raise ValueError(
+                        f"strategy: {strategy!r} needs the other inference form than the one "
+                        "this deployed ShiftWiseConv2d holds; choose it before reparameterize()"
+                    )
+            else:
+                resolved = resolve_strategy(strategy)
             module.requested_strategy = strategy
-            module.strategy = resolve_strategy(strategy, density, device)
+            module.strategy = resolved
     return copy_
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "shift_tables",
     "strip_kernels",
     "strip_padding",
+    "strips_kernel",
     "sw_geometry",
     "term_offsets",
 ]
@@ -243,4 +244,19 @@ def equivalent_kernel(
     kernel[:, start : start + nk * k, near : near + k] += vertical * scale[1, :, None, None]
     kernel[:, near : near + k, near : near + k] += identity * scale[2, :, None, None]
     kernel[:, half, half] += 1.0
+    return kernel
+
+
+def strips_kernel(
+    horizontal: torch.Tensor, vertical: torch.Tensor, geometry: SWGeometry
+) -> torch.Tensor:
+    """Folded strips (:func:`fold_strips`) ``[Cr, k, L]``, ``[Cr, L, k]`` as one ``[Cr, S, S]``
+    kernel, ``S = 2 * max(-span[0], span[1]) + 1`` odd, centred."""
+    k, (first, last) = geometry.small_kernel, geometry.span
+    half = max(-first, last)
+    size, length = 2 * half + 1, horizontal.shape[-1]
+    near, start = half - k // 2, half + first
+    kernel = horizontal.new_zeros(horizontal.shape[0], size, size)
+    kernel[:, near : near + k, start : start + length] += horizontal
+    kernel[:, start : start + length, near : near + k] += vertical
     return kernel
