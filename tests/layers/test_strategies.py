@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from testing_utils import randomize_batchnorm
 
@@ -35,6 +35,7 @@ def run(op, x, strategy):
     width=st.integers(1, 9),
     train=st.booleans(),
 )
+@example(kernel=3, small=1, shuffles=1, height=1, width=2, train=False)  # index_copy_ backward
 def test_strategies_equal_reference_forward_and_backward(
     kernel, small, shuffles, height, width, train
 ):

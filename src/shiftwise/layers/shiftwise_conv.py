@@ -248,10 +248,11 @@ class ShiftWiseConv2d(LargeKernelOperator):
         x_rep = select_channels(x, self.rep_index)
         strips = self.strategy == "strips"
         out = self._run_strips(x_rep) if strips else self._run_shift_add(x_rep)
-        if self.channel_order == "input":  # ghost channels stay in place, rep ones written in
-            return x.to(out.dtype, copy=True).index_copy_(1, self.rep_index, out)
         ghost = select_channels(x, self.ghost_index).to(out.dtype)
-        return torch.cat([out, ghost], dim=1)
+        out = torch.cat([out, ghost], dim=1)
+        if self.channel_order == "input":
+            out = select_channels(out, torch.argsort(torch.cat([self.rep_index, self.ghost_index])))
+        return out
 
     def _run_strips(self, x_rep: torch.Tensor) -> torch.Tensor:
         """Rep output ``[B, Cr, H, W]`` by strip convolutions (two once deployed).
