@@ -1,8 +1,7 @@
 """shiftwise: very large kernel effects from small convolutions (ShiftwiseConv and SLaK)."""
 
-__version__ = "0.1.0"
-
 from shiftwise.models import create_model, list_models, reparameterize
+from shiftwise.version import __version__
 
 __all__ = [
     "TrainConfig",

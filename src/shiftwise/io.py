@@ -60,6 +60,8 @@ from shiftwise.errors import (
     UnsafeFileError,
     UsageError,
 )
+from shiftwise.models.registry import MODEL_CONFIGS, create_model, list_models
+from shiftwise.version import __version__
 
 __all__ = [
     "PREVIOUS_NAME",
@@ -280,8 +282,6 @@ def save_weights(
     values are stored as strings. Raises :class:`DivergedError` (writing nothing) when a
     floating-point tensor is not finite. Returns the tensors' :func:`tensor_digest`.
     """
-    from shiftwise import __version__
-
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     bad = non_finite(tensors)
     if bad:
@@ -457,8 +457,6 @@ def save_checkpoint(
 
 def _module_kwargs(module: nn.Module, name: str | None) -> dict[str, Any]:
     """Classes, input channels and width factor of a built :class:`LargeKernelNet`."""
-    from shiftwise.models import MODEL_CONFIGS
-
     kwargs: dict[str, Any] = {}
     if hasattr(module, "num_classes"):
         kwargs["num_classes"] = int(module.num_classes)
@@ -488,8 +486,6 @@ def model_from_weights(
     non-``None`` ``overrides`` win over both. Returns ``(model, metadata)``; errors are one
     line naming ``flag``.
     """
-    from shiftwise.models import create_model, list_models
-
     tensors, metadata = read_weights(path, weights, flag)
     recorded = metadata.get("model")
     if name is not None and recorded is not None and recorded != name:
