@@ -34,6 +34,7 @@ __all__ = [
     "CHECKED_BATCH_SIZES",
     "ExportReport",
     "computed_conv_weights",
+    "deploy_form",
     "export_onnx",
     "input_shape",
     "non_standard_ops",
@@ -223,6 +224,14 @@ def verify_onnx(
     return error, stats["torch"].median, stats["onnxruntime"].median
 
 
+def deploy_form(model: nn.Module) -> nn.Module:
+    """``model`` (in place) in the form that is exported: re-parameterised, eval mode, every
+    ShiftWiseConv2d on the ``strips`` strategy (standard ONNX operators only)."""
+    model = reparameterize(model.eval())
+    set_strategy(model, "strips")
+    return model
+
+
 def build_model(args: argparse.Namespace) -> tuple[nn.Module, int, int]:
     """The model of ``args`` with its checkpoint weights; returns ``(model, in_chans, size)``."""
     if args.checkpoint is not None:
@@ -276,8 +285,7 @@ def export_and_check(args: argparse.Namespace) -> ExportReport:
     if output.suffix != ".onnx":
         raise ValueError(f"--output: expected a path ending in .onnx, got {str(output)!r}")
     model, in_chans, size = build_model(args)
-    model = reparameterize(model.eval())
-    set_strategy(model, "strips")
+    model = deploy_form(model)
     example = torch.randn(
         args.batch_size, in_chans, size, size, generator=torch.Generator().manual_seed(0)
     )
