@@ -122,3 +122,22 @@ def test_bench_models_onnxruntime_beside_torch(tmp_path):
     assert set(ort) == {"sw_atto", "slak_atto", "convnext_atto"}
     assert all(entry["throughput_ratio_to_torch"]["median"] > 0 for entry in ort.values())
     assert (tmp_path / "models.png").read_bytes()[:8] == PNG_MAGIC
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the dry run is the no-GPU path")
+def test_gpu_check_dry_run_without_gpu_says_so_and_exits_0():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[2] / "benchmarks" / "gpu_check.sh"
+    result = subprocess.run(
+        ["bash", str(script)],
+        env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "no CUDA GPU detected" in result.stdout
+    assert "nothing was measured" in result.stdout
