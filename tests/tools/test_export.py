@@ -52,6 +52,21 @@ def test_weight_pad_is_folded_and_runs_at_two_batch_sizes(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("model", "size"), [("sw_atto", 96), ("slak_atto", 80), ("convnext_atto", 72)]
+)
+def test_atto_models_export_at_other_sizes(model, size, tmp_path, capsys):
+    """Sizes where some kernels are cropped and some padded unevenly; batch 1 and 4 checked."""
+    out = tmp_path / f"{model}.onnx"
+    args = ["export", model, "-o", str(out), "--img-size", str(size), "--repeats", "1", "--json"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["input_shape"] == ["batch", 3, size, size]
+    assert report["max_abs_error"] <= 1e-4
+    assert computed_conv_weights(out) == []
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["sw_tiny", "slak_tiny"])
 def test_export_at_224_matches_pytorch_in_onnxruntime(model, tmp_path, capsys):
     """The papers' resolution (where onnxruntime used to reject the SW graph), checked at
