@@ -13,16 +13,19 @@ Rows (ratios are medians of per-repeat paired ratios with their quartiles, see
 * peak training memory at 224 px, batch 8, no activation checkpointing, SW-T / ConvNeXt-T: each
   model in a fresh subprocess (so no allocator cache or other model is counted), which records
   its resident set size after imports, builds the model and runs two training steps; the figure
-  is the process's peak RSS (``ru_maxrss``) minus that baseline: weights, gradients, AdamW state
-  and the activations of a step, what a user's training process holds. The peak of the second
-  step alone over the memory held before it (``VmHWM`` reset, :func:`peak_memory`) is given too.
+  is the process's peak RSS (Linux ``VmHWM``) minus that baseline: weights, gradients, AdamW
+  state and the activations of a step, what a user's training process holds. (Not
+  ``ru_maxrss``: a child started by fork + exec inherits the parent's maximum, which here is
+  the benchmark's own, several GB.) The peak of the second step alone over the memory held
+  before it (``VmHWM`` reset, :func:`peak_memory`) is given too.
 
 The reference ConvNeXt-T is timm's own ``convnext_tiny`` when timm imports (through the same
 ``torchvision::nms``/``qnms`` schema shim the tests use; this is a benchmark, not library
 code), else ours; the JSON says which. Writes ``benchmarks/results/targets.json`` and ``.png``.
 
-Run: ``python benchmarks/bench_targets.py [--threads 2] [--repeats 7] [--quick]``
-(``--quick``: 3 repeats, the same shapes).
+Run: ``python benchmarks/bench_targets.py [--threads 2] [--repeats 7] [--quick]
+[--rows deploy train_step train_memory] [--out DIR]`` (``--quick``: 3 repeats, the same
+shapes; ``--rows``: measure only some figures).
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -57,6 +59,7 @@ from shiftwise.tools.export import deploy_form, export_onnx, onnxruntime_session
 RESULTS = Path(__file__).parent / "results"
 MODELS = {"sw": "sw_tiny", "slak": "slak_tiny"}
 RUNTIMES = ("torch", "onnxruntime")
+ROWS = ("deploy", "train_step", "train_memory")
 TARGETS = {
     "deploy_sw_over_convnext": 0.85,
     "deploy_sw_over_slak": 1.5,
@@ -152,13 +155,13 @@ def memory_child(name: str, threads: int) -> None:
     """In a fresh process: print the peak training memory of ``name`` as one JSON line."""
     torch.set_num_threads(threads)
     import_timm()  # in both children, so that neither counts the import
-    baseline = _rss_bytes()
+    baseline = _status_bytes("VmRSS")
     model = build(name)
     x = torch.randn(8, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     step = model_call(model, x, "train")
     step()  # first step: creates the AdamW state
     step_peak = peak_memory(step, torch.device("cpu"))
-    process_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline
+    process_peak = _status_bytes("VmHWM") - baseline
     print(json.dumps({"process_peak_bytes": process_peak, "step_peak_bytes": step_peak}))
 
 
@@ -176,17 +179,18 @@ def measure_memory(threads: int) -> dict[str, Any]:
     return result
 
 
-def _rss_bytes() -> int:
+def _status_bytes(field: str) -> int:
+    """``field`` (``VmRSS``, ``VmHWM``) of ``/proc/self/status`` in bytes."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
-    raise KeyError("VmRSS")
+    raise KeyError(field)
 
 
 def table_rows(result: dict[str, Any]) -> list[tuple[str, dict[str, float], float, bool]]:
     """``(figure, ratio {median, q1, q3}, target, higher is better)`` for each target row."""
     rows = []
-    for batch in ("batch_1", "batch_8"):
+    for batch in ("batch_1", "batch_8") if "deploy" in result else ():
         for runtime in RUNTIMES:
             entry = result["deploy"][batch]
             rows.append(
@@ -205,23 +209,25 @@ def table_rows(result: dict[str, Any]) -> list[tuple[str, dict[str, float], floa
                     True,
                 )
             )
-    rows.append(
-        (
-            "train step SW-T/ConvNeXt-T (128 px, batch 8)",
-            result["train_step"]["sw_over_convnext"],
-            TARGETS["train_step_sw_over_convnext"],
-            True,
+    if "train_step" in result:
+        rows.append(
+            (
+                "train step SW-T/ConvNeXt-T (128 px, batch 8)",
+                result["train_step"]["sw_over_convnext"],
+                TARGETS["train_step_sw_over_convnext"],
+                True,
+            )
         )
-    )
-    memory = result["train_memory"]["sw_over_convnext"]
-    rows.append(
-        (
-            "train peak memory SW-T/ConvNeXt-T (224 px, batch 8)",
-            {"median": memory, "q1": memory, "q3": memory},
-            TARGETS["train_memory_sw_over_convnext"],
-            False,
+    if "train_memory" in result:
+        memory = result["train_memory"]["sw_over_convnext"]
+        rows.append(
+            (
+                "train peak memory SW-T/ConvNeXt-T (224 px, batch 8)",
+                {"median": memory, "q1": memory, "q3": memory},
+                TARGETS["train_memory_sw_over_convnext"],
+                False,
+            )
         )
-    )
     return rows
 
 
@@ -250,6 +256,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch and onnxruntime threads")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="3 repeats (same shapes)")
+    parser.add_argument(
+        "--rows",
+        nargs="+",
+        choices=ROWS,
+        default=list(ROWS),
+        help="which figures to measure (default all)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--memory-child", choices=("sw", "convnext"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -258,16 +271,19 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
     repeats = 3 if args.quick else args.repeats
-    result = {
+    result: dict[str, Any] = {
         "reference": reference_convnext()[1],
         "threads": args.threads,
         "repeats": repeats,
         "quick": args.quick,
         "targets": TARGETS,
-        "deploy": measure_deploy(repeats, args.threads),
-        "train_step": measure_train_step(repeats),
-        "train_memory": measure_memory(args.threads),
     }
+    if "deploy" in args.rows:
+        result["deploy"] = measure_deploy(repeats, args.threads)
+    if "train_step" in args.rows:
+        result["train_step"] = measure_train_step(repeats)
+    if "train_memory" in args.rows:
+        result["train_memory"] = measure_memory(args.threads)
     payload = {"environment": describe_environment(torch.device("cpu")), "result": result}
     write_json(args.out / "targets.json", payload)
     plot(result, args.out / "targets.png")
