@@ -10,7 +10,7 @@ On a CUDA device, in a few minutes:
    224 px, batch ``--batch`` (64), in fp32 and under bf16 autocast, with peak memory
    (``torch.cuda.max_memory_allocated`` over the memory held before the call);
 3. writes ``gpu_check.json`` and ``gpu_check.png`` into ``--out`` and prints the CUDA rule for
-   :func:`shiftwise.layers.sw_strategies.choose_strategy` that the strategy timings support.
+   :func:`shiftwise.layers.shiftwise_conv.resolve_strategy` that the strategy timings support.
 
 Without a CUDA device it says so and exits 0 having measured nothing (the CPU dry run).
 
@@ -70,7 +70,7 @@ def time_strategies(device: torch.device, batch: int, repeats: int) -> list[dict
 
 def cuda_rule(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Per mode, the strategy with the smallest geometric-mean time over the stages, and the
-    per-stage winners (the rule ``choose_strategy`` should follow on CUDA)."""
+    per-stage winners (the rule ``resolve_strategy`` should follow on CUDA)."""
     rule: dict[str, Any] = {}
     for mode in OP_MODES:
         mode_rows = [row for row in rows if row["mode"] == mode]
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         {"environment": describe_environment(device), "result": result},
     )
     plot(result, args.out / "gpu_check.png")
-    print("CUDA rule for choose_strategy (fastest by geometric mean over the SW-T stages):")
+    print("CUDA rule for resolve_strategy (fastest by geometric mean over the SW-T stages):")
     for mode, entry in rule.items():
         print(f"  {mode}: {entry['best']} (per stage: {', '.join(entry['per_stage'])})")
     print(f"-> {args.out / 'gpu_check.json'}, {args.out / 'gpu_check.png'}")

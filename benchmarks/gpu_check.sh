@@ -4,7 +4,7 @@
 #      the GPU instead of being interpreted on CPU);
 #   2. benchmarks/gpu_check.py: SW strategies at the SW-T stage shapes (fwd, fwd+bwd, deploy),
 #      train/deploy throughput and peak memory of the *_tiny models at 224 px, batch 64, fp32
-#      and bf16 autocast; JSON + PNG; prints the CUDA rule for choose_strategy.
+#      and bf16 autocast; JSON + PNG; prints the CUDA rule for resolve_strategy.
 # Without a CUDA GPU it says so and exits 0 (dry run).
 # Usage: benchmarks/gpu_check.sh [OUT_DIR]   (python: $PYTHON, default python)
 set -uo pipefail

@@ -1,8 +1,9 @@
 """``shiftwise export``: re-parameterise a model, export it to ONNX and check it in onnxruntime.
 
 Steps: build the model (weights from ``--checkpoint`` if given), :func:`shiftwise.reparameterize`
-it, run every ShiftWiseConv2d with the ``strips`` strategy (plain depthwise convolutions, so
-the graph holds standard ONNX operators only — no custom op), export with
+it (on CPU its ShiftWiseConv2d operators run their ``auto`` strategy, ``strips``: plain
+depthwise convolutions, so the graph holds standard ONNX operators only — no custom op; the
+check below rejects any other), export with
 ``torch.onnx.export(dynamo=True)`` (batch axis dynamic, height and width fixed to
 ``--img-size``), fold every computation on weights into initializers, then run the ONNX model
 in onnxruntime at batch 1 and 4 from the one file and compare with PyTorch (max abs error must
@@ -25,7 +26,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from shiftwise.layers.sw_strategies import set_strategy
 from shiftwise.models import create_model, reparameterize
 from shiftwise.tools.benchmarking.timing import measure_interleaved
 from shiftwise.tools.checkpoint import model_from_weights
@@ -230,11 +230,9 @@ def verify_onnx(
 
 
 def deploy_form(model: nn.Module) -> nn.Module:
-    """``model`` (in place) in the form that is exported: re-parameterised, eval mode, every
-    ShiftWiseConv2d on the ``strips`` strategy (standard ONNX operators only)."""
-    model = reparameterize(model.eval())
-    set_strategy(model, "strips")
-    return model
+    """``model`` (in place) in the form that is exported: re-parameterised, eval mode (on CPU
+    a ShiftWiseConv2d's ``auto`` strategy is ``strips``: standard ONNX operators only)."""
+    return reparameterize(model.eval())
 
 
 def build_model(args: argparse.Namespace) -> tuple[nn.Module, int, int]:
