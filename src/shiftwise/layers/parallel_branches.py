@@ -19,6 +19,9 @@ from shiftwise.layers.conv_bn import DepthwiseConvBN, center_pad_kernel
 from shiftwise.ops.oriented_conv import depthwise_conv2d
 from shiftwise.ops.validation import check_depthwise_input
 
+# Leaf of torch.fx symbolic tracing: its layout and tap-cropping choices read shapes and flags.
+torch.fx.wrap("depthwise_conv2d")
+
 __all__ = ["DEPLOY_FORMS", "DepthwiseConvSum", "ParallelBranchConv2d", "oriented_conv"]
 
 DEPLOY_FORMS = ("auto", "dense", "strips")

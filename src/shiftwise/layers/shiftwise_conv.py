@@ -25,6 +25,10 @@ from shiftwise.ops.validation import check_depthwise_input, check_odd_positive, 
 
 __all__ = ["PermutedDepthwiseConv2d", "ShiftWiseConv2d"]
 
+# Leaves of torch.fx symbolic tracing: their layout and tap-cropping choices read shapes and flags.
+torch.fx.wrap("depthwise_conv2d")
+torch.fx.wrap("select_channels")
+
 
 class ShiftWiseConv2d(nn.Module):
     """The shift-wise operator "SW v2" of the official ShiftwiseConv release.
@@ -60,6 +64,9 @@ class ShiftWiseConv2d(nn.Module):
         strategy: how the branches are executed, one of ``"auto"``, ``"reference"``,
             ``"strips"``, ``"fused"`` (all exact; see :mod:`shiftwise.layers.sw_strategies`).
             The attribute ``strategy`` may be changed at any time.
+        ghost_rule: how ``Cr`` follows from ``ghost_ratio``: ``"v2"`` (above, the released
+            SW v2 networks) or ``"v1"``, ``Cr = C - floor(C * ghost_ratio)`` (not forced even),
+            the rule of the official ``SW_v1_slak.py`` (``sw_v1_*`` models).
 
     Shapes: input ``[B, C, H, W]`` (any ``H, W >= 1``), output ``[B, C, H, W]``.
     """
@@ -76,6 +83,7 @@ class ShiftWiseConv2d(nn.Module):
         seed: int = 123,
         keep_channel_order: bool = False,
         strategy: str = "auto",
+        ghost_rule: str = "v2",
     ) -> None:
         super().__init__()
         check_positive_int(channels, "channels")
@@ -91,7 +99,7 @@ class ShiftWiseConv2d(nn.Module):
             raise ValueError(f"ghost_ratio: expected a value in [0, 1), got {ghost_ratio}")
         check_positive_int(n_paths, "n_paths")
         check_positive_int(n_shuffles, "n_shuffles")
-        n_rep = rep_channel_count(channels, ghost_ratio)
+        n_rep = rep_channel_count(channels, ghost_ratio, ghost_rule)
         if n_rep == 0:
             raise ValueError(
                 f"ghost_ratio: {ghost_ratio} leaves no rep channel for channels={channels} "
@@ -102,6 +110,7 @@ class ShiftWiseConv2d(nn.Module):
         self.kernel_size = kernel_size
         self.small_kernel = small_kernel
         self.ghost_ratio = float(ghost_ratio)
+        self.ghost_rule = ghost_rule
         self.n_shuffles = n_shuffles
         self.n_rep = n_rep
         self.keep_channel_order = keep_channel_order
@@ -109,7 +118,7 @@ class ShiftWiseConv2d(nn.Module):
         self.geometry = sw_geometry(kernel_size, small_kernel)
         nk = self.geometry.n_pieces
 
-        rep_index, ghost_index = ghost_split(channels, ghost_ratio, seed)
+        rep_index, ghost_index = ghost_split(channels, ghost_ratio, seed, ghost_rule)
         tables = shift_tables(n_rep, nk, n_shuffles, seed)
         self.register_buffer("rep_index", rep_index)
         self.register_buffer("ghost_index", ghost_index)

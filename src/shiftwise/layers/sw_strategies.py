@@ -38,6 +38,9 @@ from shiftwise.layers.sparse_deploy import CompactShiftAdd
 from shiftwise.ops.oriented_conv import depthwise_conv2d
 from shiftwise.ops.shift_add import shift_add, shift_add_reference
 
+# Leaf of torch.fx symbolic tracing: its layout and tap-cropping choices read shapes and flags.
+torch.fx.wrap("depthwise_conv2d")
+
 if TYPE_CHECKING:
     from shiftwise.layers.shiftwise_conv import ShiftWiseConv2d
 
