@@ -23,25 +23,41 @@ class FeatureInfo:
 
     ``info`` holds one dict per selected stage (``num_chs``, ``reduction``, ``module``,
     ``index``); ``channels()``, ``reduction()`` and ``module_name()`` return lists, or one
-    value for ``idx``.
+    value for an int ``idx`` (a list of positions selects several), as timm's ``FeatureInfo``.
     """
 
     def __init__(self, info: Sequence[dict], out_indices: Sequence[int]) -> None:
         self.out_indices = tuple(out_indices)
         self.info = [{**info[i], "index": i} for i in self.out_indices]
 
-    def get(self, key: str, idx: int | None = None) -> list | object:
+    def get(self, key: str, idx: int | Sequence[int] | None = None) -> list | object:
         if idx is None:
             return [entry[key] for entry in self.info]
+        if isinstance(idx, Sequence):
+            return [self.info[i][key] for i in idx]
         return self.info[idx][key]
 
-    def channels(self, idx: int | None = None) -> list[int] | int:
+    def get_dicts(
+        self, keys: Sequence[str] | None = None, idx: int | Sequence[int] | None = None
+    ) -> list[dict] | dict:
+        """The info dicts (restricted to ``keys``) of all entries, or of ``idx``."""
+
+        def select(entry: dict) -> dict:
+            return dict(entry) if keys is None else {key: entry[key] for key in keys}
+
+        if idx is None:
+            return [select(entry) for entry in self.info]
+        if isinstance(idx, Sequence):
+            return [select(self.info[i]) for i in idx]
+        return select(self.info[idx])
+
+    def channels(self, idx: int | Sequence[int] | None = None) -> list[int] | int:
         return self.get("num_chs", idx)
 
-    def reduction(self, idx: int | None = None) -> list[int] | int:
+    def reduction(self, idx: int | Sequence[int] | None = None) -> list[int] | int:
         return self.get("reduction", idx)
 
-    def module_name(self, idx: int | None = None) -> list[str] | str:
+    def module_name(self, idx: int | Sequence[int] | None = None) -> list[str] | str:
         return self.get("module", idx)
 
     def __getitem__(self, idx: int) -> dict:

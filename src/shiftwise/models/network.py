@@ -19,12 +19,14 @@ with the operator at ``conv_dw``, ``head.norm`` and ``head.fc``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
-from torch.fx._symbolic_trace import is_fx_tracing
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 from torch.utils.checkpoint import checkpoint
 
 from shiftwise.models.blocks import GRN, ConvNeXtBlock, LayerNorm2d, ShiftWiseBlock
@@ -41,7 +43,8 @@ class Stage(nn.Module):
 
     With ``grad_checkpointing`` set (:meth:`LargeKernelNet.set_grad_checkpointing`) and
     gradients enabled, each block is run under non-reentrant activation checkpointing: only its
-    input is kept, the block is recomputed in the backward pass.
+    input is kept, the block is recomputed in the backward pass (same RNG state, and BatchNorm
+    running statistics left alone during the recomputation, so training is unchanged).
     """
 
     def __init__(self, downsample: nn.Module, blocks: Sequence[nn.Module]) -> None:
@@ -52,11 +55,38 @@ class Stage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)
-        if self.grad_checkpointing and torch.is_grad_enabled() and not is_fx_tracing():
+        if self.grad_checkpointing and torch.is_grad_enabled() and not is_fx_symbolic_tracing():
             for block in self.blocks:
-                x = checkpoint(block, x, use_reentrant=False)
+                contexts = partial(_checkpoint_contexts, block)
+                x = checkpoint(block, x, use_reentrant=False, context_fn=contexts)
             return x
         return self.blocks(x)
+
+
+def _checkpoint_contexts(block: nn.Module) -> tuple[AbstractContextManager, AbstractContextManager]:
+    """Forward and recomputation contexts of a checkpointed ``block``: nothing, then
+    :func:`frozen_batchnorm_statistics` (the forward already updated them once)."""
+    return nullcontext(), frozen_batchnorm_statistics(block)
+
+
+@contextmanager
+def frozen_batchnorm_statistics(module: nn.Module) -> Iterator[None]:
+    """Within this context the BatchNorms of ``module`` normalise as usual but do not update
+    their running statistics (momentum 0; ``num_batches_tracked`` restored on exit)."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [
+        (m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone())
+        for m in norms
+    ]
+    try:
+        for m in norms:
+            m.momentum = 0.0
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(norms, saved, strict=True):
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
 
 
 POOL_TYPES = ("", "avg", "max", "avgmax")

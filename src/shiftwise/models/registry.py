@@ -180,7 +180,6 @@ def pretrained_cfg(name: str, num_classes: int = 1000) -> dict[str, Any]:
 
 def resolve_pretrained_cfg(
     name: str,
-    num_classes: int,
     base: object = None,
     overlay: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -188,9 +187,10 @@ def resolve_pretrained_cfg(
 
     ``base`` is what timm's ``create_model`` passes as ``pretrained_cfg``: ``None`` or ``""``
     (the default), a mapping, or a dataclass such as timm's ``PretrainedCfg``; ``None``
-    fields are left out. ``num_classes`` is the model's.
+    fields are left out. As in timm, the cfg describes the weights and input pipeline, not the
+    built model: its ``num_classes`` stays the cfg's whatever the model's.
     """
-    cfg = pretrained_cfg(name, num_classes)
+    cfg = pretrained_cfg(name)
     if dataclasses.is_dataclass(base) and not isinstance(base, type):
         base = dataclasses.asdict(base)
     if isinstance(base, Mapping):
@@ -203,7 +203,6 @@ def resolve_pretrained_cfg(
     if overlay is not None and not isinstance(overlay, Mapping):
         raise TypeError(f"pretrained_cfg_overlay: expected a dict, got {type(overlay).__name__}")
     cfg.update(overlay or {})
-    cfg["num_classes"] = num_classes
     return cfg
 
 
@@ -255,7 +254,7 @@ def create_model(
     config = get_config(name)
     del cache_dir  # timm passes it to every entry point; nothing is ever downloaded
     kwargs.pop("pretrained_model_args", None)  # timm's record of hub arguments, already merged
-    cfg = resolve_pretrained_cfg(name, num_classes, pretrained_cfg, pretrained_cfg_overlay)
+    cfg = resolve_pretrained_cfg(name, pretrained_cfg, pretrained_cfg_overlay)
     if pretrained and not cfg.get("file"):
         raise ValueError(
             f"pretrained: no weights are shipped for {name!r}; pass the file to load as "
