@@ -165,17 +165,22 @@ def features_cfg(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_features(
-    model: nn.Module, out_indices: int | Sequence[int], feature_cls: str | None = None
+    model: nn.Module, out_indices: int | Sequence[int], feature_cls: str | type | None = None
 ) -> nn.Module:
     """The ``features_only`` form of ``model``, giving the stages of ``out_indices``.
 
     ``feature_cls=None`` gives our :class:`FeatureNet`; one of :data:`TIMM_FEATURE_CLASSES`
     (timm's ``create_model(..., feature_cls=...)``) wraps ``model`` in that timm class
     (``list``/``dict``: module graph, ``hook``: forward hooks, ``fx``: torch.fx graph,
-    ``getter``: ``forward_intermediates``), which needs timm.
+    ``getter``: ``forward_intermediates``), which needs timm; a class is called as
+    ``feature_cls(model, out_indices)``.
     """
     if feature_cls is None:
         return FeatureNet(model, out_indices)
+    if isinstance(feature_cls, type):
+        wrapped = feature_cls(model, check_out_indices(out_indices, len(model.stages)))
+        wrapped.pretrained_cfg = wrapped.default_cfg = features_cfg(model.pretrained_cfg)
+        return wrapped
     if feature_cls not in TIMM_FEATURE_CLASSES:
         raise ValueError(
             f"feature_cls: expected None or one of {TIMM_FEATURE_CLASSES}, got {feature_cls!r}"

@@ -209,12 +209,12 @@ def resolve_pretrained_cfg(
 def create_model(
     name: str,
     pretrained: bool = False,
-    num_classes: int = 1000,
+    num_classes: int | None = None,
     drop_path_rate: float = 0.0,
     width_factor: float | None = None,
     features_only: bool = False,
     out_indices: int | tuple[int, ...] = (0, 1, 2, 3),
-    feature_cls: str | None = None,
+    feature_cls: str | type | None = None,
     checkpoint_path: str | os.PathLike | None = None,
     pretrained_cfg: object = None,
     pretrained_cfg_overlay: Mapping[str, Any] | None = None,
@@ -229,21 +229,23 @@ def create_model(
             (e.g. ``pretrained_cfg_overlay=dict(file=path)``) with
             :func:`~shiftwise.models.load_checkpoint`. No weights are shipped, so without a
             ``file`` this is an error.
-        num_classes: classifier outputs (0: pooled features).
+        num_classes: classifier outputs (0: pooled features); ``None`` takes the
+            ``pretrained_cfg``'s (1000 unless overlaid, as in timm).
         drop_path_rate: stochastic depth of the last block.
         width_factor: multiplies every stage width; ``None`` keeps the config's (1.3 for SLaK).
         features_only: return a backbone giving the stage outputs instead
             (:func:`~shiftwise.models.features.build_features`).
         out_indices: stages returned when ``features_only``.
-        feature_cls: with ``features_only``: ``None`` or ``"getter"`` for our
-            :class:`~shiftwise.models.FeatureNet`; timm's ``"list"``, ``"dict"``, ``"hook"``,
-            ``"fx"`` wrap the model in timm's feature classes (timm needed).
+        feature_cls: with ``features_only``: ``None`` for our
+            :class:`~shiftwise.models.FeatureNet`; timm's ``"getter"``, ``"list"``, ``"dict"``,
+            ``"hook"``, ``"fx"`` (or a class) wrap the model in timm's feature classes.
         checkpoint_path: weights to load after building (``load_checkpoint``, strict).
         pretrained_cfg: base of ``model.pretrained_cfg`` (timm passes it; see
             :func:`resolve_pretrained_cfg`).
         pretrained_cfg_overlay: entries that override the ``pretrained_cfg`` (kept in it).
         cache_dir: accepted for timm's ``create_model``; unused (nothing is downloaded).
-        **kwargs: any other :class:`LargeKernelNet` argument (``in_chans``, ``drop_rate``,
+        **kwargs: any other :class:`LargeKernelNet` argument (``in_chans``, which defaults to
+            the cfg's ``input_size[0]``, ``drop_rate``,
             ``global_pool``, ``kernel_sizes``, ``operator``, ``operator_kwargs`` (merged into
             the config's when the operator is unchanged), ``depths``, ``dims``, ``block``, ...).
 
@@ -254,7 +256,15 @@ def create_model(
     config = get_config(name)
     del cache_dir  # timm passes it to every entry point; nothing is ever downloaded
     kwargs.pop("pretrained_model_args", None)  # timm's record of hub arguments, already merged
+    output_stride = kwargs.pop("output_stride", None)
+    if output_stride not in (None, 32):
+        raise ValueError(
+            f"output_stride: only 32 is supported (no dilated stages), got {output_stride!r}"
+        )
     cfg = resolve_pretrained_cfg(name, pretrained_cfg, pretrained_cfg_overlay)
+    if num_classes is None:
+        num_classes = cfg["num_classes"]
+    kwargs.setdefault("in_chans", cfg["input_size"][0])
     if pretrained and not cfg.get("file"):
         raise ValueError(
             f"pretrained: no weights are shipped for {name!r}; pass the file to load as "
