@@ -8,7 +8,7 @@ The macro design follows the block type, as in the two papers:
   GELU + Conv 3x3 s2 + LN; downsample Conv 3x3 s2 + LN;
   :class:`~shiftwise.models.blocks.ShiftWiseBlock`.
 
-Both end with global average pooling, LayerNorm and a Linear classifier. The depthwise
+Both end with global pooling (average by default), LayerNorm and a Linear classifier. The depthwise
 operator of every block is chosen separately (``operator``, see
 :mod:`shiftwise.models.operators`), with one kernel size per stage.
 
@@ -142,7 +142,7 @@ def take_indices(n_stages: int, indices: int | Sequence[int] | None) -> tuple[li
     """timm's ``feature_take_indices``: the stages to return and the last one to run.
 
     ``None`` takes all ``n_stages``, an int ``n`` the last ``n``, a sequence the listed stages
-    (negative counts from the end). Returns ``(sorted absolute indices, max index)``.
+    (negative counts from the end). Returns ``(absolute indices, max index)``.
     """
     if indices is None:
         indices = n_stages
