@@ -36,7 +36,14 @@ from shiftwise.models.checkpoint import load_checkpoint
 from shiftwise.models.features import build_features
 from shiftwise.models.network import LargeKernelNet
 
-__all__ = ["MODEL_CONFIGS", "ModelConfig", "create_model", "list_models", "pretrained_cfg"]
+__all__ = [
+    "MODEL_CONFIGS",
+    "ModelConfig",
+    "create_model",
+    "list_models",
+    "pretrained_cfg",
+    "resolve_pretrained_cfg",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
