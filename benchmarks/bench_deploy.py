@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from shiftwise.layers import SLaKConv2d
-from shiftwise.layers.sw_strategies import set_strategy
+from shiftwise.layers.shiftwise_conv import with_strategy
 from shiftwise.models import create_model, reparameterize
 from shiftwise.tools.benchmarking.environment import describe_environment, write_json
 from shiftwise.tools.benchmarking.timing import measure_interleaved, paired_ratio
@@ -48,8 +48,7 @@ def deployed(name: str, slak_form: str = "auto", strategy: str = "auto") -> nn.M
     for module in model.modules():
         if isinstance(module, SLaKConv2d):
             module.reparameterize(slak_form)
-    reparameterize(model)
-    set_strategy(model, strategy)
+    model = with_strategy(reparameterize(model), strategy)
     return model.to(memory_format=torch.channels_last)
 
 

@@ -3,13 +3,12 @@
 One SW-T stage-1 operator (C=80, K=51, k=3, 56x56 by default). Its small-conv pieces are
 magnitude-pruned by group (summed ``|w|`` over the ``k x k`` filter and both paths, the
 lowest fraction ``s`` zeroed), then :meth:`ShiftWiseConv2d.reparameterize` deploys it, which
-removes the pruned pieces (``CompactShiftAdd``). All variants run the piece form
-(``strategy="fused"``: small convs to pieces, then the shift-add), timed side by side in one
-run, interleaved repeat by repeat, median of the repeats:
+removes the pruned pieces (``weight`` keeps the active ones, ``active_index`` says which).
+All variants but the last run the piece form (``strategy="fused"``: small convs of the active
+pieces, then the shift-add op), timed side by side in one run, interleaved repeat by repeat,
+median of the repeats:
 
-- ``dense``: the unpruned operator in its plain deploy form (all pieces, fused shift-add op);
-- ``compact 0%``: the same weights through the compact form (no piece pruned), which
-  separates the effect of sparsity from the different organisation of the computation;
+- ``dense``: the unpruned operator, deployed (all pieces);
 - ``compact s``: the pruned operator, deployed, for each sparsity ``s``;
 - ``strips``: for reference, the unpruned operator with ``strategy="strips"`` (three strip
   convolutions, ``auto``'s default on CPU), whose cost does not depend on group sparsity.
@@ -32,7 +31,7 @@ from pathlib import Path
 import torch
 
 from shiftwise.layers import ShiftWiseConv2d
-from shiftwise.layers.sparse_deploy import CompactShiftAdd
+from shiftwise.layers.shiftwise_conv import with_strategy
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -59,22 +58,6 @@ def prune_groups(op: ShiftWiseConv2d, sparsity: float) -> ShiftWiseConv2d:
         for path in pruned.paths:
             path.weight[drop] = 0.0
     return pruned
-
-
-def compact_copy(deployed: ShiftWiseConv2d) -> ShiftWiseConv2d:
-    """A copy of a densely deployed ``op`` that runs the compact form on all its pieces."""
-    compact = copy.deepcopy(deployed)
-    compact.merged = CompactShiftAdd(
-        deployed.merged.weight,
-        deployed.geometry.n_pieces,
-        deployed.geometry.conv_padding,
-        {
-            "horizontal": (deployed.horizontal_index, deployed.horizontal_offsets),
-            "vertical": (deployed.vertical_index, deployed.vertical_offsets),
-            "identity": (deployed.identity_index, deployed.identity_offsets),
-        },
-    )
-    return compact
 
 
 def max_error(module: ShiftWiseConv2d, x: torch.Tensor, expected: torch.Tensor) -> float:
@@ -119,23 +102,19 @@ def main() -> None:
     variants: dict[str, ShiftWiseConv2d] = {}
     errors: dict[str, float] = {}
     with torch.inference_mode():
-        dense = copy.deepcopy(op)
+        dense = with_strategy(op, "fused")
         dense.reparameterize()
         variants["dense"] = dense
-        variants["compact 0%"] = compact_copy(dense)
         for sparsity in args.sparsities:
-            pruned = prune_groups(op, sparsity)
+            pruned = with_strategy(prune_groups(op, sparsity), "fused")
             expected = pruned(x)
             pruned.reparameterize()
             variants[f"compact {sparsity:.0%}"] = pruned
             errors[f"compact {sparsity:.0%}"] = max_error(pruned, x, expected)
-        strips = copy.deepcopy(dense)
-        for module in variants.values():
-            module.strategy = "fused"
-        strips.strategy = "strips"
+        strips = with_strategy(op, "strips")
+        strips.reparameterize()
         variants["strips"] = strips
-        errors["compact 0%"] = max_error(variants["compact 0%"], x, dense(x))
-        errors["strips"] = max_error(strips, x, dense(x))
+        errors["strips"] = max_error(strips, x, variants["dense"](x))
         x = x.to(device)
         modules = {name: module.to(device) for name, module in variants.items()}
         fns = {name: (lambda m=m: m(x)) for name, m in modules.items()}
@@ -144,32 +123,27 @@ def main() -> None:
     median = {name: statistics.median(t) for name, t in times.items()}
     rows = []
     for name, module in variants.items():
-        merged = module.merged
-        compact = isinstance(merged, CompactShiftAdd)
-        active = merged.n_active if compact else merged.weight.shape[0]
+        active = module.deployed_pieces
         total = module.n_rep * module.geometry.n_pieces
         rows.append(
             {
                 "variant": name,
                 "group_sparsity": 1.0 - active / total,
                 "active_pieces": active,
-                "layout": merged.layout if compact and module.strategy == "fused" else "-",
                 "total_pieces": total,
                 "median_ms": 1e3 * median[name],
                 "ratio_vs_dense": median[name] / median["dense"],
-                "ratio_vs_compact_0": median[name] / median["compact 0%"],
                 "max_abs_error": errors.get(name, 0.0),
                 "times_ms": [1e3 * t for t in times[name]],
             }
         )
-    header = f"{'variant':<12} {'pieces':>10} {'layout':>7} {'median ms':>10} {'vs dense':>9}"
-    print(f"{header} {'vs 0%':>7}  max err")
+    header = f"{'variant':<12} {'pieces':>10} {'median ms':>10} {'vs dense':>9}"
+    print(f"{header}  max err")
     for row in rows:
         print(
             f"{row['variant']:<12} {row['active_pieces']:>5}/{row['total_pieces']:<4} "
-            f"{row['layout']:>7} "
             f"{row['median_ms']:>10.1f} {row['ratio_vs_dense']:>9.3f} "
-            f"{row['ratio_vs_compact_0']:>7.3f}  {row['max_abs_error']:.1e}"
+            f"{row['max_abs_error']:.1e}"
         )
     RESULTS.mkdir(exist_ok=True)
     setup = vars(args) | {

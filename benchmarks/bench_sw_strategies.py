@@ -1,7 +1,7 @@
 """Execution strategies of ShiftWiseConv2d at the SW-T stage shapes, against SLaK operators.
 
 For each SW-T stage (C = 80/160/320/640 at 56/28/14/7 px, K = 51/49/47/13, k = 3, batch 8 by
-default) every exact strategy of :mod:`shiftwise.layers.sw_strategies` is timed
+default) every exact strategy of :class:`~shiftwise.layers.ShiftWiseConv2d` is timed
 
 - ``fwd``: eval mode, no grad (the training form, not re-parameterised);
 - ``fwd+bwd``: training mode (BN batch statistics), forward + backward of ``out.sum()``;
@@ -15,8 +15,9 @@ side by side with the SLaK operators of the same stage:
 - ``slak ours``: :class:`~shiftwise.layers.SLaKConv2d` (channels-last on CPU, and in
   training the wide branch run tall on transposed data) at ``1.3 C``.
 
-SW variants: ``strips`` (``auto``'s choice), ``strips untransposed`` (the wide strip never
-run tall, to show the orientation trick in training), ``fused`` (small convs + the shift-add
+SW variants: ``strips`` (``auto``'s choice), ``strips untransposed`` (the same forward written
+out with ``transposed=False``: the wide strip never run tall, to show the orientation trick in
+training), ``fused`` (small convs + the shift-add
 custom op) and ``reference`` (small convs + the reference shift-add; slow, so it is timed
 once, not interleaved, and only its forward at stage 1 unless ``--full-reference``).
 
@@ -33,7 +34,6 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
-from unittest import mock
 
 import matplotlib
 
@@ -43,7 +43,9 @@ import torch
 from torch import nn
 
 from shiftwise.layers import ShiftWiseConv2d, SLaKConv2d
-from shiftwise.layers.sw_strategies import use_strategy
+from shiftwise.layers.shiftwise_conv import with_strategy
+from shiftwise.ops.oriented_conv import depthwise_conv2d
+from shiftwise.ops.sw_geometry import strip_padding
 from shiftwise.tools.benchmarking.environment import describe_environment, write_json
 from shiftwise.tools.benchmarking.timing import measure_interleaved
 
@@ -94,20 +96,24 @@ def train_call(module: nn.Module, x: torch.Tensor) -> Callable[[], object]:
     return call
 
 
-def with_strategy(module: ShiftWiseConv2d, strategy: str, call: Callable) -> Callable:
-    def run() -> object:
-        with use_strategy(module, strategy):
-            return call()
+class UntransposedStrips(nn.Module):
+    """``op``'s ``strips`` training forward, written out with the wide strip never transposed."""
 
-    return run
+    def __init__(self, op: ShiftWiseConv2d) -> None:
+        super().__init__()
+        self.op = op
 
-
-def untransposed(call: Callable) -> Callable:
-    def run() -> object:
-        with mock.patch("shiftwise.ops.oriented_conv.runs_transposed", return_value=False):
-            return call()
-
-    return run
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        op = self.op
+        x_rep = x.index_select(1, op.rep_index)
+        horizontal, vertical, identity = op.strip_kernels()
+        pad_h, pad_v = strip_padding(op.geometry)
+        half = op.small_kernel // 2
+        h = depthwise_conv2d(x_rep, horizontal.unsqueeze(1), padding=pad_h, transposed=False)
+        v = depthwise_conv2d(x_rep, vertical.unsqueeze(1), padding=pad_v)
+        i = depthwise_conv2d(x_rep, identity.unsqueeze(1), padding=(half,) * 4)
+        out = op.bn_h(h) + op.bn_v(v) + op.bn_identity(i) + x_rep
+        return torch.cat([out, x.index_select(1, op.ghost_index)], dim=1)
 
 
 def stage_variants(
@@ -120,16 +126,16 @@ def stage_variants(
     x = torch.randn(batch, channels, size, size)
     slak_channels = int(channels * SLAK_WIDTH)
     x_slak = torch.randn(batch, slak_channels, size, size)
-    sw_call = make(sw, x)
+    strips = with_strategy(sw, "strips")
     variants = {
-        "sw strips": with_strategy(sw, "strips", sw_call),
-        "sw strips untransposed": untransposed(with_strategy(sw, "strips", sw_call)),
-        "sw fused": with_strategy(sw, "fused", sw_call),
+        "sw strips": make(strips, x),
+        "sw strips untransposed": make(UntransposedStrips(strips), x),
+        "sw fused": make(with_strategy(sw, "fused"), x),
         "slak plain (1.3x C)": make(PlainSLaK(slak_channels, kernel), x_slak),
         "slak plain (same C)": make(PlainSLaK(channels, kernel), x),
         "slak ours (1.3x C)": make(SLaKConv2d(slak_channels, kernel), x_slak),
     }
-    once = {"sw reference": with_strategy(sw, "reference", sw_call)}
+    once = {"sw reference": make(with_strategy(sw, "reference"), x)}
     return variants, once
 
 

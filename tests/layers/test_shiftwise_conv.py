@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from testing_utils import randomize_batchnorm
 
 from shiftwise.layers import ShiftWiseConv2d
-from shiftwise.layers.shift_tables import ghost_split, shift_tables
+from shiftwise.ops.sw_geometry import ghost_split, shift_tables
 
 
 def test_official_ghost_split_check_vectors():
@@ -84,7 +84,8 @@ def official_forward(op: ShiftWiseConv2d, x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("training", [False, True])
 def test_matches_official_scatter_formula(kernel_size, small_kernel, height, width, training):
     torch.manual_seed(0)
-    op = ShiftWiseConv2d(6, kernel_size, small_kernel, n_shuffles=2).double()
+    op = ShiftWiseConv2d(6, kernel_size, small_kernel, n_shuffles=2, channel_order="official")
+    op = op.double()
     randomize_batchnorm(op)
     op.train(training)
     x = torch.randn(2, 6, height, width, dtype=torch.float64)
@@ -93,8 +94,8 @@ def test_matches_official_scatter_formula(kernel_size, small_kernel, height, wid
 
 def dense_reference(op: ShiftWiseConv2d, x: torch.Tensor) -> torch.Tensor:
     weight, bias = op.equivalent_kernel()
-    x = x.index_select(1, op.channel_order)
-    return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=x.shape[1])
+    out = F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=x.shape[1])
+    return out.index_select(1, op.output_order)
 
 
 @st.composite
@@ -102,13 +103,13 @@ def sw_case(draw):
     small = draw(st.sampled_from([1, 3, 5]))
     return {
         "channels": draw(st.integers(4, 9)),
-        "kernel_size": draw(st.integers(small, 17)),
+        "kernel_size": draw(st.integers(small // 2, 8)) * 2 + 1,
         "small_kernel": small,
         "ghost_ratio": draw(st.sampled_from([0.0, 0.23, 0.5])),
         "n_paths": draw(st.integers(1, 3)),
         "n_shuffles": draw(st.integers(1, 4)),
         "seed": draw(st.integers(0, 1000)),
-        "keep_channel_order": draw(st.booleans()),
+        "channel_order": draw(st.sampled_from(["input", "official"])),
     }
 
 
@@ -190,13 +191,14 @@ def test_state_dict_round_trip_is_bit_identical():
 def test_seed_changes_tables_and_official_order():
     a, b = ShiftWiseConv2d(16, 13, 3, seed=1), ShiftWiseConv2d(16, 13, 3, seed=2)
     assert not torch.equal(a.horizontal_index, b.horizontal_index)
-    op = ShiftWiseConv2d(80, 13, 3)
-    assert op.channel_order.tolist() == op.rep_index.tolist() + op.ghost_index.tolist()
+    op = ShiftWiseConv2d(80, 13, 3, channel_order="official")
+    assert op.output_order.tolist() == op.rep_index.tolist() + op.ghost_index.tolist()
+    assert ShiftWiseConv2d(80, 13, 3).output_order.tolist() == list(range(80))
     assert "rep_channels=60" in repr(op) and "pieces=5" in repr(op)
 
 
 def test_ghost_channels_pass_unchanged():
-    op = ShiftWiseConv2d(10, 9, 3, ghost_ratio=0.5, keep_channel_order=True).eval()
+    op = ShiftWiseConv2d(10, 9, 3, ghost_ratio=0.5).eval()
     x = torch.randn(1, 10, 6, 6)
     assert torch.equal(op(x)[:, op.ghost_index], x[:, op.ghost_index])
 
@@ -207,6 +209,9 @@ def test_ghost_channels_pass_unchanged():
         ({"channels": 0}, ValueError, "channels"),
         ({"channels": 2.5}, TypeError, "channels"),
         ({"kernel_size": 0}, ValueError, "kernel_size"),
+        ({"kernel_size": 12}, ValueError, "kernel_size"),
+        ({"channel_order": "rep_first"}, ValueError, "channel_order"),
+        ({"strategy": "fast"}, ValueError, "strategy"),
         ({"small_kernel": 4}, ValueError, "small_kernel"),
         ({"small_kernel": 0}, ValueError, "small_kernel"),
         ({"kernel_size": 3, "small_kernel": 5}, ValueError, "small_kernel"),

@@ -35,6 +35,7 @@ def check_equivalence(op, x):
 )
 def test_slak_eval_equals_equivalent_kernel(kernel, short, small, bn, height, width):
     short = min(short, kernel)
+    small = None if small is None else min(small, kernel)
     op = SLaKConv2d(3, kernel, short, small, bn=bn).double().eval()
     randomize_batchnorm(op)
     check_equivalence(op, torch.randn(2, 3, height, width, dtype=torch.float64))
@@ -43,6 +44,7 @@ def test_slak_eval_equals_equivalent_kernel(kernel, short, small, bn, height, wi
 @settings(max_examples=20, deadline=None)
 @given(kernel=odd, small=st.one_of(st.none(), odd), height=st.integers(1, 10))
 def test_large_kernel_eval_equals_equivalent_kernel(kernel, small, height):
+    small = None if small is None else min(small, kernel)
     op = LargeKernelConv2d(3, kernel, small).double().eval()
     randomize_batchnorm(op)
     check_equivalence(op, torch.randn(2, 3, height, 7, dtype=torch.float64))
@@ -53,7 +55,7 @@ def test_slak_branches_have_official_shapes():
     assert op.tall.conv.weight.shape == (124, 1, 51, 5)
     assert op.wide.conv.weight.shape == (124, 1, 5, 51)
     assert op.small.conv.weight.shape == (124, 1, 5, 5)
-    assert SLaKConv2d(8, 5, 5, 7).small_kernel is None  # small >= big: no small branch
+    assert SLaKConv2d(8, 5, 5, 5).small_kernel is None  # small == big: no small branch
 
 
 def test_reparameterize_float32_paper_size():
@@ -76,6 +78,8 @@ def test_reparameterize_float32_paper_size():
         (lambda: SLaKConv2d(4, 13, 5, 2), ValueError, "small_kernel"),
         (lambda: LargeKernelConv2d(4, -3), ValueError, "kernel_size"),
         (lambda: LargeKernelConv2d(4, 31, 6), ValueError, "small_kernel"),
+        (lambda: SLaKConv2d(8, 5, 5, 7), ValueError, "small_kernel"),
+        (lambda: LargeKernelConv2d(4, 5, 7), ValueError, "small_kernel"),
     ],
 )
 def test_bad_arguments(factory, error, name):

@@ -6,7 +6,6 @@ import pytest
 import torch
 import torch._dynamo
 
-from shiftwise.layers.sw_strategies import use_strategy
 from shiftwise.models import create_model, reparameterize
 
 
@@ -28,6 +27,5 @@ def test_sw_tiny_has_no_graph_breaks():
 def test_fused_strategy_custom_op_has_no_graph_breaks():
     """The shift-add custom op path (small convs + shiftwise::shift_add) traces in one graph."""
     torch.manual_seed(0)
-    model = create_model("sw_atto", num_classes=4).train()
-    with use_strategy(model, "fused"):
-        assert graph_breaks(model, torch.randn(2, 3, 64, 64)) == 0
+    model = create_model("sw_atto", num_classes=4, operator_kwargs={"strategy": "fused"})
+    assert graph_breaks(model.train(), torch.randn(2, 3, 64, 64)) == 0

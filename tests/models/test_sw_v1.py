@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from shiftwise.layers import ShiftWiseConv2d
-from shiftwise.layers.shift_tables import ghost_split, rep_channel_count
 from shiftwise.models import create_model, reparameterize
 from shiftwise.models.blocks import GRN, ConvNeXtBlock, SqueezeExcite
+from shiftwise.ops.sw_geometry import ghost_split, rep_channel_count
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from shiftwise.layers import ShiftWiseConv2d
 from shiftwise.ops.shift_add import shift_add_reference
 from shiftwise.ops.shift_add_torch import shift_add_adjoint_torch, shift_add_torch
 from shiftwise.ops.shift_add_triton import triton_available
+from shiftwise.ops.sw_geometry import term_offsets
 
 
 @st.composite
@@ -78,8 +79,9 @@ def test_torch_kernel_on_the_official_tables():
     y = torch.nn.functional.conv2d(
         x, module.piece_weight().double(), padding=module.geometry.conv_padding, groups=module.n_rep
     )
-    for name in ("horizontal", "vertical", "identity"):
-        index, offsets = getattr(module, f"{name}_index"), getattr(module, f"{name}_offsets")
+    tables = module.tables
+    indices = (tables.horizontal, tables.vertical, tables.identity)
+    for index, offsets in zip(indices, term_offsets(module.geometry, 4), strict=True):
         torch.testing.assert_close(
             shift_add_torch(y, index, offsets, (9, 7)),
             shift_add_reference(y, index, offsets, (9, 7)),

@@ -7,18 +7,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from shiftwise.ops.oriented_conv import depthwise_conv2d, runs_transposed
+from shiftwise.ops.oriented_conv import depthwise_conv2d, grad_needed, transpose_pays
 
 
 def test_wide_kernels_run_transposed_only_when_gradients_are_needed():
     x = torch.randn(1, 2, 6, 6)
     wide, tall = torch.randn(2, 1, 3, 7), torch.randn(2, 1, 7, 3)
-    assert not runs_transposed(x, wide)
-    assert runs_transposed(x.requires_grad_(), wide)
-    assert runs_transposed(x.detach(), wide.requires_grad_())
-    assert not runs_transposed(x, tall)
+    assert not grad_needed(x, wide) and not transpose_pays(x, wide, needs_grad=False)
+    assert grad_needed(x.requires_grad_(), wide) and transpose_pays(x, wide, needs_grad=True)
+    assert grad_needed(x.detach(), wide.requires_grad_())
+    assert not transpose_pays(x, tall, needs_grad=True)
+    assert not transpose_pays(x.to("meta"), wide, needs_grad=True)  # measured on CPU only
     with torch.no_grad():
-        assert not runs_transposed(x, wide)
+        assert not grad_needed(x, wide)
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -32,7 +33,7 @@ def test_every_plan_matches_plain_conv(channels_last, shape):
     padding = (shape[0] // 2, shape[0] // 2, shape[1] // 2 + 1, shape[1] // 2 - 1)
     plain = F.conv2d(F.pad(x, (padding[2], padding[3], padding[0], padding[1])), weight, groups=3)
     want = torch.autograd.grad(plain.square().sum(), [x, weight])
-    for transposed in (None, False, True):
+    for transposed in (False, True):
         out = depthwise_conv2d(x, weight, None, padding, transposed=transposed)
         torch.testing.assert_close(out, plain, atol=1e-12, rtol=0)
         got = torch.autograd.grad(out.square().sum(), [x, weight])
@@ -42,3 +43,5 @@ def test_every_plan_matches_plain_conv(channels_last, shape):
         out = depthwise_conv2d(x, weight, None, padding)
     assert out.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(out, plain, atol=1e-12, rtol=0)
+    uncropped = depthwise_conv2d(x, weight, None, padding, crop=False)
+    torch.testing.assert_close(uncropped, plain, atol=1e-12, rtol=0)

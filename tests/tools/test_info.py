@@ -45,8 +45,12 @@ def test_sw_tiny_counts_match_official(sw_tiny_report: dict) -> None:
     assert parts["stages.0"]["params"] == 223_740  # official stage 0 (no downsample)
     assert _within(parts["total"]["macs"], 5.34e9)  # training graph, 2 paths
     assert _within(parts["total"]["deploy_macs"], 5.02e9)  # paths merged
-    # Deploy: paths summed (official 31,002,670) and the three BNs folded (-2 Cr per block).
-    assert parts["total"]["deploy_params"] < 31_002_670
+    # Deploy (strips form): each operator's 2 paths and 3 BNs become two folded strip kernels
+    # [Cr, k, nk*k] and a bias (5 Cr fewer); blocks fold their norms and layer scales too.
+    assert parts["total"]["deploy_params"] < parts["total"]["params"]
+    op = ShiftWiseConv2d(80, 51).eval()
+    op.reparameterize()
+    assert sum(p.numel() for p in op.parameters()) == 2 * 60 * 17 * 3 * 3 + 60
     assert sum(parts[f"stages.{i}"]["macs"] for i in range(4)) < parts["total"]["macs"]
 
 
@@ -85,7 +89,7 @@ def test_nonzero_counts_follow_actual_zeros() -> None:
 
 def test_pruned_sw_pieces_leave_the_deploy_count() -> None:
     torch.manual_seed(0)
-    model = create_model("sw_atto").eval()
+    model = create_model("sw_atto", operator_kwargs={"strategy": "fused"}).eval()
     dense_deploy = model_complexity(reparameterize(copy.deepcopy(model)), (64, 64))[-1]
     pieces = 0
     for module in model.modules():
@@ -98,7 +102,7 @@ def test_pruned_sw_pieces_leave_the_deploy_count() -> None:
     assert model_complexity(model, (64, 64))[-1].params - sparse.params == 2 * pieces
     deploy = model_complexity(reparameterize(model), (64, 64))[-1]
     assert deploy.macs < dense_deploy.macs  # pruned pieces are removed physically
-    assert deploy.params < dense_deploy.params
+    assert dense_deploy.params - deploy.params == pieces  # one merged path, pruned ones gone
 
 
 def test_density_scope_is_conv_and_linear_weights() -> None:

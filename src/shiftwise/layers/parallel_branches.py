@@ -1,13 +1,10 @@
 """Base class of operators made of parallel depthwise conv+BN branches (SLaK, RepLKNet).
 
-Speed (measured on CPU, see ``benchmarks/README.md``): PyTorch's CPU depthwise convolution is
-much faster on channels-last data, and a wide ``N x M`` kernel is slow to differentiate, so
-the branches run channels-last and, in training, wide ones as tall convs on transposed data
-(:mod:`shiftwise.ops.oriented_conv`). A dense ``M x M`` kernel is slower than two ``M x N``
-strips (inference, channels-last, ``[2, 104, 56, 56]``: 51x51 25 ms against 4.4 + 4.7 ms for
-51x5 + 5x51, one CPU thread; also on the official A100 figures with plain ``nn.Conv2d``:
-SLaK-T 171 img/s merged against 364 unmerged), so the default deploy form of an operator
-made of strips keeps the strips, with the BNs and the small kernel folded in.
+The branches run through :func:`shiftwise.ops.oriented_conv.depthwise_conv2d`: channels-last
+on CPU and, when autograd will differentiate a wide kernel, as a tall conv on transposed data.
+An operator made of strips deploys by default as strips (BNs and the small kernel folded in)
+rather than one dense ``K x K`` kernel, which measured slower (``benchmarks/README.md``,
+section "Deploy form of strip operators").
 """
 
 from __future__ import annotations
@@ -16,11 +13,14 @@ import torch
 from torch import nn
 
 from shiftwise.layers.conv_bn import DepthwiseConvBN, center_pad_kernel
-from shiftwise.ops.oriented_conv import depthwise_conv2d
+from shiftwise.layers.interface import KernelWeights, LargeKernelOperator
+from shiftwise.ops.oriented_conv import depthwise_conv2d, grad_needed, transpose_pays
 from shiftwise.ops.validation import check_depthwise_input
 
-# Leaf of torch.fx symbolic tracing: its layout and tap-cropping choices read shapes and flags.
+# Leaves of torch.fx symbolic tracing: they choose layouts from shapes, devices and grad flags.
 torch.fx.wrap("depthwise_conv2d")
+torch.fx.wrap("transpose_pays")
+torch.fx.wrap("grad_needed")
 
 __all__ = ["DEPLOY_FORMS", "DepthwiseConvSum", "ParallelBranchConv2d", "oriented_conv"]
 
@@ -30,7 +30,9 @@ DEPLOY_FORMS = ("auto", "dense", "strips")
 def oriented_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     """``conv(x)`` for a depthwise "same" conv, in the fastest layout and orientation."""
     pad_rows, pad_cols = conv.padding
-    return depthwise_conv2d(x, conv.weight, conv.bias, (pad_rows, pad_rows, pad_cols, pad_cols))
+    transposed = transpose_pays(x, conv.weight, grad_needed(x, conv.weight))
+    padding = (pad_rows, pad_rows, pad_cols, pad_cols)
+    return depthwise_conv2d(x, conv.weight, conv.bias, padding, transposed)
 
 
 class DepthwiseConvSum(nn.Module):
@@ -74,16 +76,18 @@ class DepthwiseConvSum(nn.Module):
         return weight, self.convs[0].bias
 
 
-class ParallelBranchConv2d(nn.Module):
+class ParallelBranchConv2d(LargeKernelOperator):
     """Sum of depthwise conv+BN branches whose kernels all fit, centred, in ``K x K``.
 
     Subclasses create their branches as :class:`DepthwiseConvBN` attributes and list their
-    names in ``branch_names``. In eval mode the sum is one depthwise ``K x K`` convolution with
+    names in ``branch_names`` (those whose weights sparse training masks by default in
+    ``large_kernel_branches``). In eval mode the sum is one depthwise ``K x K`` convolution with
     bias (:meth:`equivalent_kernel`). :meth:`reparameterize` installs as ``reparam`` either
     that conv or, for strips, a :class:`DepthwiseConvSum` of the BN-folded branches.
     """
 
     branch_names: tuple[str, ...] = ()
+    large_kernel_branches: tuple[str, ...] = ()
 
     def __init__(self, channels: int, kernel_size: int) -> None:
         super().__init__()
@@ -162,6 +166,24 @@ class ParallelBranchConv2d(nn.Module):
         conv.weight.copy_(weight)
         conv.bias.copy_(bias)
         self._install(conv)
+
+    def large_kernel_parameters(self) -> list[KernelWeights]:
+        """The weights of the ``large_kernel_branches``, each with its own element-wise mask."""
+        if self.deployed:
+            return []
+        names = [f"{branch}.conv.weight" for branch in self.large_kernel_branches]
+        return [KernelWeights(name, (name,)) for name in names]
+
+    def macs(self, input_size: tuple[int, int]) -> int:
+        """``C * kh * kw`` per output pixel for each convolution of the current form."""
+        if isinstance(self.reparam, DepthwiseConvSum):
+            convs = list(self.reparam.convs)
+        elif self.reparam is not None:
+            convs = [self.reparam]
+        else:
+            convs = [branch.conv for branch in self.branches()]
+        taps = sum(conv.weight.shape[-2] * conv.weight.shape[-1] for conv in convs)
+        return self.channels * taps * input_size[0] * input_size[1]
 
     def _install(self, reparam: nn.Module) -> None:
         for name in self.branch_names:

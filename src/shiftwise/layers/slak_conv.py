@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from shiftwise.layers.conv_bn import DepthwiseConvBN
 from shiftwise.layers.parallel_branches import ParallelBranchConv2d
-from shiftwise.ops.validation import check_odd_positive, check_positive_int
+from shiftwise.ops.validation import check_kernel_sizes, check_odd_positive
 
 __all__ = ["LargeKernelConv2d", "SLaKConv2d"]
 
@@ -16,8 +16,8 @@ class SLaKConv2d(ParallelBranchConv2d):
         channels: input = output channels ``C``.
         kernel_size: long side ``M`` (odd).
         short_side: short side ``N`` of the two rectangles (odd, ``<= M``).
-        small_kernel: side of the small square branch (odd); ``None`` or ``>= M`` drops it,
-            as the official code does when the small kernel is not smaller than the big one.
+        small_kernel: side of the small square branch (odd, ``<= M``); ``None`` or ``M``
+            drops it, as the official code does when it is not smaller than the big one.
         bn: BatchNorm after each branch (else the convolutions carry biases).
 
     Branch names follow the official ``LoRA1`` (tall, ``M x N``), ``LoRA2`` (wide) and
@@ -27,6 +27,7 @@ class SLaKConv2d(ParallelBranchConv2d):
     """
 
     branch_names = ("tall", "wide", "small")
+    large_kernel_branches = ("tall", "wide")
 
     def __init__(
         self,
@@ -36,15 +37,12 @@ class SLaKConv2d(ParallelBranchConv2d):
         small_kernel: int | None = 5,
         bn: bool = True,
     ) -> None:
-        check_positive_int(channels, "channels")
-        check_odd_positive(kernel_size, "kernel_size")
+        check_kernel_sizes(channels, kernel_size, small_kernel)
         check_odd_positive(short_side, "short_side")
         if short_side > kernel_size:
             raise ValueError(
                 f"short_side: expected <= kernel_size ({kernel_size}), got {short_side}"
             )
-        if small_kernel is not None:
-            check_odd_positive(small_kernel, "small_kernel")
         super().__init__(channels, kernel_size)
         self.short_side = short_side
         self.small_kernel = small_kernel if small_kernel and small_kernel < kernel_size else None
@@ -66,11 +64,12 @@ class LargeKernelConv2d(ParallelBranchConv2d):
     Args:
         channels: input = output channels ``C``.
         kernel_size: large kernel side ``K`` (odd).
-        small_kernel: small branch side (odd); ``None`` or ``>= K`` drops it.
+        small_kernel: small branch side (odd, ``<= K``); ``None`` or ``K`` drops it.
         bn: BatchNorm after each branch (else the convolutions carry biases).
     """
 
     branch_names = ("large", "small")
+    large_kernel_branches = ("large",)
 
     def __init__(
         self,
@@ -79,10 +78,7 @@ class LargeKernelConv2d(ParallelBranchConv2d):
         small_kernel: int | None = 5,
         bn: bool = True,
     ) -> None:
-        check_positive_int(channels, "channels")
-        check_odd_positive(kernel_size, "kernel_size")
-        if small_kernel is not None:
-            check_odd_positive(small_kernel, "small_kernel")
+        check_kernel_sizes(channels, kernel_size, small_kernel)
         super().__init__(channels, kernel_size)
         self.small_kernel = small_kernel if small_kernel and small_kernel < kernel_size else None
         self.large = DepthwiseConvBN(channels, (kernel_size, kernel_size), bn)

@@ -48,11 +48,18 @@ __all__ = [
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PAPER_KERNELS = (51, 49, 47, 13)
-SW_KWARGS = {"small_kernel": 3, "ghost_ratio": 0.23, "n_paths": 2, "n_shuffles": 4}
+SW_KWARGS = {
+    "small_kernel": 3,
+    "ghost_ratio": 0.23,
+    "n_paths": 2,
+    "n_shuffles": 4,
+    "channel_order": "official",  # the order of the official checkpoints
+}
 SLAK_KWARGS = {"short_side": 5, "small_kernel": 5}
 SW_V1_KERNELS = (51, 49, 45, 13)
 SW_V1_KWARGS = {
     "small_kernel": 5, "ghost_ratio": 0.23, "ghost_rule": "v1", "n_paths": 2, "n_shuffles": 4,
+    "channel_order": "official",  # as the official SW_v1_slak.py
 }  # fmt: skip
 ATTO_DEPTHS, ATTO_DIMS, ATTO_KERNELS = (2, 2, 4, 2), (32, 64, 128, 256), (31, 15, 7, 7)
 

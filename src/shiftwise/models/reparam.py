@@ -4,20 +4,28 @@ from __future__ import annotations
 
 from torch import nn
 
+from shiftwise.layers.interface import LargeKernelOperator
+
 __all__ = ["reparameterize"]
 
 
 def reparameterize(model: nn.Module) -> nn.Module:
     """Call ``reparameterize()`` on every sub-module that has one, in place; returns ``model``.
 
-    Operators (ShiftWiseConv2d, SLaKConv2d, LargeKernelConv2d) fold their BNs and parallel
-    branches; the eval-mode output of the model is unchanged. Calling it twice is harmless.
+    Large-kernel operators (any :class:`~shiftwise.layers.LargeKernelOperator`) fold their BNs
+    and parallel branches, then blocks fold what they can (e.g. ``gamma`` into ``fc2``); the
+    eval-mode output of the model is unchanged. Calling it twice is harmless.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
-    targets = [
-        module for module in model.modules() if callable(getattr(module, "reparameterize", None))
+    modules = list(model.modules())
+    operators = [module for module in modules if isinstance(module, LargeKernelOperator)]
+    others = [
+        module
+        for module in modules
+        if not isinstance(module, LargeKernelOperator)
+        and callable(getattr(module, "reparameterize", None))
     ]
-    for module in targets:
+    for module in operators + others:
         module.reparameterize()
     return model

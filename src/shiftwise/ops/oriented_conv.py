@@ -6,60 +6,30 @@ obtained from the other orientation on transposed data::
 
     conv(x, W) == conv(x^T, W^T)^T      (^T swaps the last two dims)
 
-Measured on 2 CPU cores, one thread, batch 8 (``[8, C, 56, 56]`` unless noted), ms:
-
-================  ===================  ===================  ===================
-kernel (C)        inference NCHW / CL  fwd+bwd NCHW / CL    fwd+bwd tall on CL
-================  ===================  ===================  ===================
-3 x 51 (60)       153.9 / 6.9          389.1 / 272.7        29.2
-51 x 3 (60)       8.3 / 8.5            36.4 / 32.9          (is tall)
-5 x 51 (104)      400.5 / 16.4         1013.9 / 671.8       275.7
-51 x 5 (104)      27.9 / 19.2          507.7 / 213.2        (is tall)
-3 x 27 (246, 14)  19.8 / 0.8           41.4 / 17.3          15.5
-================  ===================  ===================  ===================
-
-So on CPU :func:`depthwise_conv2d` always runs on channels-last data, and turns a wide kernel
-tall on transposed data only when gradients are needed (:func:`runs_transposed`). On other
-devices it leaves the layout alone and does not transpose (unmeasured).
+On CPU (oneDNN) channels-last is much faster in every case, and for a wide kernel in training
+the tall orientation on transposed data is faster again (figures: ``benchmarks/README.md``,
+section "Depthwise convolution layout and orientation"). So on CPU :func:`depthwise_conv2d`
+always runs on channels-last data; whether to transpose is the caller's explicit choice
+(``transposed=``), for which :func:`transpose_pays` gives the measured rule. On other devices
+the layout is left alone (unmeasured).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
 import torch.nn.functional as F
 
-__all__ = ["depthwise_conv2d", "full_kernel_taps", "runs_transposed"]
-
-# A plain module flag rather than a ContextVar: torch.compile guards on it without graph breaks.
-_crop_unreachable_taps = True
+__all__ = ["depthwise_conv2d", "grad_needed", "transpose_pays"]
 
 
-@contextmanager
-def full_kernel_taps() -> Iterator[None]:
-    """Within this context, run every kernel at its full size (no cropping of taps that only
-    meet padding). Results are identical; complexity counting uses it to report the MACs of
-    the nominal kernels, as the papers do.
-    """
-    global _crop_unreachable_taps
-    previous, _crop_unreachable_taps = _crop_unreachable_taps, False
-    try:
-        yield
-    finally:
-        _crop_unreachable_taps = previous
+def transpose_pays(x: torch.Tensor, weight: torch.Tensor, needs_grad: bool) -> bool:
+    """Whether ``conv(x, weight)`` is faster as ``conv(x^T, weight^T)^T``: the measured rule.
 
-
-def runs_transposed(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether :func:`depthwise_conv2d` computes ``conv(x, weight)`` as ``conv(x^T, weight^T)^T``.
-
-    True on CPU for a wide kernel (fewer rows than columns) when autograd will need its
-    backward; see the module docstring for the measurements.
+    True on CPU for a wide kernel (fewer rows than columns) when ``needs_grad`` (autograd will
+    run the backward); see the module docstring.
     """
     rows, cols = weight.shape[-2:]
-    needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
-    return x.device.type == "cpu" and rows < cols and needs_grad
+    return needs_grad and x.device.type == "cpu" and rows < cols
 
 
 def depthwise_conv2d(
@@ -67,7 +37,8 @@ def depthwise_conv2d(
     weight: torch.Tensor,
     bias: torch.Tensor | None = None,
     padding: tuple[int, int, int, int] = (0, 0, 0, 0),
-    transposed: bool | None = None,
+    transposed: bool = False,
+    crop: bool = True,
 ) -> torch.Tensor:
     """Depthwise cross-correlation of zero-padded ``x`` with ``weight``.
 
@@ -76,18 +47,17 @@ def depthwise_conv2d(
         weight: ``[C, 1, kh, kw]``.
         bias: ``[C]`` or ``None``.
         padding: ``(top, bottom, left, right)`` zeros added around ``x`` (non-negative).
-        transposed: compute it as ``conv(x^T, weight^T)^T`` (same result, other orientation);
-            ``None`` decides by :func:`runs_transposed`.
+        transposed: compute it as ``conv(x^T, weight^T)^T`` (same result, other orientation;
+            :func:`transpose_pays` says when it is faster).
+        crop: first cut away the kernel taps that can only ever meet the zero padding (a
+            kernel larger than the feature map, as at SW-T/SLaK-T stage 3: 47 taps on 14
+            pixels), which changes nothing but the cost.
 
     Returns ``[B, C, H + top + bottom - kh + 1, W + left + right - kw + 1]``, channels-last on
-    CPU (a transposed view of channels-last data when ``transposed``). Kernel taps that can
-    only ever meet the zero padding (a kernel larger than the feature map, as at SW-T/SLaK-T
-    stage 3: 47 taps on 14 pixels) are cut away first, which changes nothing but the cost.
+    CPU (a transposed view of channels-last data when ``transposed``).
     """
-    if _crop_unreachable_taps:
+    if crop:
         weight, padding = _reachable_taps(weight, padding, (x.shape[-2], x.shape[-1]))
-    if transposed is None:
-        transposed = runs_transposed(x, weight)
     if transposed:
         top, bottom, left, right = padding
         out = _padded_conv(
@@ -122,10 +92,8 @@ def _padded_conv(
     """Depthwise conv of ``x`` zero-padded by ``(top, bottom, left, right)``.
 
     Uneven padding becomes even by zero taps added to the kernel's short side rather than by
-    padding ``x``: the conv's own padding is faster than a padded copy even at twice the taps
-    (CPU, channels-last, 3x51 on ``[2, 122, 28, 28]`` padded 10/40: 2.00 ms against 0.83 ms).
-    In training the backward favours either form depending on the shape; over a whole
-    network they measured alike (sw_tiny fwd+bwd, batch 4, 160 px: 1.69 s against 1.85 s).
+    padding ``x``: the conv's own padding measured faster than a padded copy on CPU, even at
+    twice the taps (``benchmarks/README.md``, same section).
     """
     top, bottom, left, right = padding
     rows, cols = max(top, bottom), max(left, right)
@@ -134,3 +102,8 @@ def _padded_conv(
     if (top, left) != (bottom, right):
         weight = F.pad(weight, (cols - left, cols - right, rows - top, rows - bottom))
     return F.conv2d(x, weight, bias, padding=(rows, cols), groups=x.shape[1])
+
+
+def grad_needed(*tensors: torch.Tensor) -> bool:
+    """Whether autograd records a backward for an op on ``tensors`` (grad mode and a grad input)."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)

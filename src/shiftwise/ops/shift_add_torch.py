@@ -14,9 +14,8 @@ but organised for speed, with no per-term temporaries:
 * adjoint (the backward): ``index_add_`` of each term's output-gradient window into the
   piece gradient, in place (a scatter; repeated pieces accumulate).
 
-Measured on 2 CPU cores at ShiftwiseConv's stage-1 shape (``y [8, 1020, 58, 58]``, 68 terms):
-forward ~0.17-0.5 s against ~12 s for the reference (``index_select`` on a cropped view is
-slow on CPU), adjoint ~0.25 s. Inputs are assumed valid (the public
+It is far faster than the reference on CPU (figures: ``benchmarks/README.md``, section
+"Shift-add kernels"). Inputs are assumed valid (the public
 :func:`shiftwise.ops.shift_add` checks them).
 """
 
@@ -52,7 +51,7 @@ def shift_add_torch(
     channels = index.shape[0]
     out = y.new_zeros(batch, channels, height, width)
     # Channel-major pieces: row p of the table is piece p over (b, h, w). For channels-last y
-    # the reshape is a column-major view, and gathering rows from it would be ~5x slower.
+    # the reshape is a column-major view, and gathering rows from it is much slower.
     table = y.transpose(0, 1).reshape(pieces, batch * y_height * y_width).contiguous()
     out_t = out.transpose(0, 1)
     index = index.long()

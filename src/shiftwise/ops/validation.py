@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["check_depthwise_input", "check_odd_positive", "check_positive_int"]
+__all__ = [
+    "check_depthwise_input",
+    "check_kernel_sizes",
+    "check_odd_positive",
+    "check_positive_int",
+]
 
 
 def check_depthwise_input(x: object, channels: int, name: str = "x") -> None:
@@ -43,3 +48,20 @@ def check_odd_positive(value: object, name: str) -> int:
     if value % 2 == 0:
         raise ValueError(f"{name}: expected an odd kernel size, got {value}")
     return value
+
+
+def check_kernel_sizes(channels: object, kernel_size: object, small_kernel: object) -> None:
+    """The rules shared by every large-kernel operator, each error naming its argument.
+
+    ``channels`` a positive int; ``kernel_size`` an odd positive int; ``small_kernel`` an odd
+    positive int not larger than ``kernel_size`` (``None`` allowed: the operator has none).
+    """
+    check_positive_int(channels, "channels")
+    check_odd_positive(kernel_size, "kernel_size")
+    if small_kernel is None:
+        return
+    check_odd_positive(small_kernel, "small_kernel")
+    if small_kernel > kernel_size:
+        raise ValueError(
+            f"small_kernel: expected <= kernel_size ({kernel_size}), got {small_kernel}"
+        )

@@ -16,13 +16,15 @@ load the model, optimizer and ``masking.load_state_dict(...)`` states. The masks
 counter (hence the prune-rate schedule and the update phase) and the random generator are
 restored, so the run continues exactly as if it had not stopped.
 
-Differences from the official code, on purpose (``reference/facts.md``, "Official bugs"):
-masks are saved; ``step()`` is called by the user after the optimizer step, so it works under
-AMP; everything runs on CPU; SW paths share one mask at every update; regrowth adds back
-exactly as many units as were pruned, so the density is constant (the official random
-growth restores the count only in expectation); optimizer state (SGD momentum, Adam
-moments, any state shaped like the parameter) is masked too, so regrown weights start at
-exactly zero with clean optimizer state; under DDP the masks are broadcast from rank 0 at
+Differences from the official SLaK/ShiftwiseConv code, on purpose (each fixes a problem of
+theirs: masks lost on resume, AMP runs silently turning dense, regrowth failing off CUDA, SW
+path masks drifting apart): masks are saved; ``step()`` is called by the user after the
+optimizer step, so it works under AMP; everything runs on CPU; SW paths share one mask at
+every update; regrowth adds back exactly as many units as were pruned, so the density is
+constant (the official random growth restores the count only in expectation); optimizer
+state (SGD momentum, Adam moments, any state shaped like the parameter) is masked too, so
+regrown weights start at exactly zero with clean optimizer state; under DDP the masks are
+broadcast from rank 0 at
 initialisation and after each update (the official code broadcasts every step).
 """
 

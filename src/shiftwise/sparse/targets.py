@@ -1,20 +1,23 @@
 """Which parameters a sparse-training run masks, and at which granularity.
 
 A :class:`MaskTarget` is one mask and the parameters that share it. Most targets are one
-weight tensor with an element-wise mask ("fine"). The small-conv paths of a
-:class:`~shiftwise.layers.ShiftWiseConv2d` are summed into one kernel at deploy, so their
-``n_paths`` weights ``[Cr*nk, 1, k, k]`` always share one mask: element-wise
-(``[Cr*nk, 1, k, k]``) for granularity ``"fine"``, or one bit per piece (``[Cr*nk, 1, 1, 1]``,
-a whole ``k x k`` small-conv filter, the SW paper's "rep_coarse") for ``"group"``. Sharing the
-mask across paths always is deliberate: the official code lets the path masks drift apart
-between "aligned" updates, so the merged kernel is denser than the target.
+weight tensor with an element-wise mask ("fine"). Each large-kernel operator says through
+:meth:`~shiftwise.layers.LargeKernelOperator.large_kernel_parameters` which of its weights are
+its large-kernel weights and which of them share one mask (:class:`~shiftwise.layers.
+KernelWeights`): e.g. the small-conv paths of a ShiftWiseConv2d are summed into one kernel at
+deploy, so their ``n_paths`` weights ``[Cr*nk, 1, k, k]`` always share one mask: element-wise
+for granularity ``"fine"``, or one bit per piece (``[Cr*nk, 1, 1, 1]``, a whole ``k x k``
+small-conv filter, the SW paper's "rep_coarse") for ``"group"`` (weights marked
+``groupable``). Sharing the mask across paths always is deliberate: the official code lets the
+path masks drift apart between "aligned" updates, so the merged kernel is denser than the
+target.
 
 Scopes (the ``targets`` argument of :func:`select_targets`):
 
-- ``"large_kernels"`` (default, each paper's large-kernel weights): SW path weights,
-  SLaK ``tall.conv.weight`` / ``wide.conv.weight``, RepLKNet ``large.conv.weight``;
+- ``"large_kernels"`` (default): every operator's ``large_kernel_parameters()`` (SW path
+  weights, SLaK ``tall``/``wide`` conv weights, RepLKNet ``large`` conv weight, ...);
 - ``"all"``: every 2-D or 4-D parameter (convs and linears), the scope of SLaK's released
-  models; SW paths still share one mask;
+  models; weights an operator groups still share one mask;
 - a sequence of ``fnmatch`` patterns matched against parameter names;
 - a callable ``(name, parameter) -> bool``.
 """
@@ -29,7 +32,7 @@ from fnmatch import fnmatchcase
 import torch
 from torch import nn
 
-from shiftwise.layers import LargeKernelConv2d, ShiftWiseConv2d, SLaKConv2d
+from shiftwise.layers import LargeKernelOperator
 
 __all__ = ["GRANULARITIES", "MaskTarget", "TargetSpec", "select_targets", "unwrap_model"]
 
@@ -43,11 +46,13 @@ class MaskTarget:
     """One mask and the parameters it multiplies.
 
     Attributes:
-        name: key of the mask (the parameter name, or ``"<module>.paths"`` for SW paths).
+        name: key of the mask (the parameter name, or ``"<operator>.<key>"`` for weights an
+            operator groups, e.g. ``"<module>.paths"`` for SW paths).
         param_names: names of the masked parameters (relative to the unwrapped model).
         params: the parameters, all of one shape ``S``.
         mask_shape: shape of the mask, broadcastable to ``S`` (``S`` itself when fine).
-        sw_module: name of the owning ShiftWiseConv2d for SW paths, else ``None``.
+        sw_module: name of the owning operator for ``groupable`` weights (whose mask units
+            are whole filters, e.g. SW pieces), else ``None``.
     """
 
     name: str
@@ -91,26 +96,28 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, wrappers) else model
 
 
-def _large_kernel_names(model: nn.Module) -> set[str]:
-    """Names of the large-kernel weights of the (not yet deployed) operators in ``model``."""
-    names = set()
+def _operator_groups(model: nn.Module) -> dict[str, tuple[str, str, bool, tuple[str, ...]]]:
+    """``{parameter name: (operator name, mask key, groupable, grouped names)}`` of the large-
+    kernel weights of every (not yet deployed) operator in ``model``."""
+    groups = {}
     for module_name, module in model.named_modules():
+        if not isinstance(module, LargeKernelOperator):
+            continue
         prefix = f"{module_name}." if module_name else ""
-        if isinstance(module, ShiftWiseConv2d) and not module.deployed:
-            names.update(f"{prefix}paths.{i}.weight" for i in range(len(module.paths)))
-        elif isinstance(module, SLaKConv2d) and not module.deployed:
-            names.update(f"{prefix}{branch}.conv.weight" for branch in ("tall", "wide"))
-        elif isinstance(module, LargeKernelConv2d) and not module.deployed:
-            names.add(f"{prefix}large.conv.weight")
-    return names
+        for weights in module.large_kernel_parameters():
+            names = tuple(prefix + name for name in weights.names)
+            for name in names:
+                groups[name] = (module_name, prefix + weights.key, weights.groupable, names)
+    return groups
 
 
-def _predicate(model: nn.Module, targets: TargetSpec) -> Callable[[str, nn.Parameter], bool]:
+def _predicate(
+    groups: dict[str, tuple[str, str, bool, tuple[str, ...]]], targets: TargetSpec
+) -> Callable[[str, nn.Parameter], bool]:
     """Turn a scope (see the module docstring) into a ``(name, parameter) -> bool`` test."""
     if isinstance(targets, str):
         if targets == "large_kernels":
-            names = _large_kernel_names(model)
-            return lambda name, _: name in names
+            return lambda name, _: name in groups
         if targets == "all":
             return lambda _, param: param.dim() in (2, 4)
         raise ValueError(
@@ -133,47 +140,45 @@ def select_targets(
 ) -> list[MaskTarget]:
     """The masks of a sparse-training run on ``model`` (DDP wrappers are looked through).
 
-    Selecting any path weight of a ShiftWiseConv2d masks all of its paths with one shared
-    mask. ``granularity="group"`` gives SW paths one bit per piece; other selected
-    parameters are always masked element-wise. Raises ``ValueError`` when nothing is selected,
-    or when ``"group"`` is asked for and no SW path weight is selected.
+    Selecting any weight an operator groups masks all of the group with one shared mask.
+    ``granularity="group"`` gives ``groupable`` weights (SW paths) one bit per filter; other
+    selected parameters are always masked element-wise. Raises ``ValueError`` when nothing is
+    selected, or when ``"group"`` is asked for and no groupable weight is selected.
     """
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity: expected one of {GRANULARITIES}, got {granularity!r}")
     model = unwrap_model(model)
-    selected = _predicate(model, targets)
-    sw_paths: dict[str, tuple[str, ShiftWiseConv2d]] = {}
-    for module_name, module in model.named_modules():
-        if isinstance(module, ShiftWiseConv2d) and not module.deployed:
-            prefix = f"{module_name}." if module_name else ""
-            for i in range(len(module.paths)):
-                sw_paths[f"{prefix}paths.{i}.weight"] = (module_name, module)
+    groups = _operator_groups(model)
+    selected = _predicate(groups, targets)
+    params = dict(model.named_parameters())
 
     result: list[MaskTarget] = []
-    grouped: set[str] = set()
-    for name, param in model.named_parameters():
+    seen: set[str] = set()
+    any_groupable = False
+    for name, param in params.items():
         if not selected(name, param):
             continue
         if not param.is_floating_point():
             raise TypeError(f"targets: parameter {name!r} is not floating point ({param.dtype})")
-        if name not in sw_paths:
+        if name not in groups:
             result.append(MaskTarget(name, (name,), (param,), tuple(param.shape)))
             continue
-        module_name, module = sw_paths[name]
-        if module_name in grouped:
+        module_name, key, groupable, names = groups[name]
+        if key in seen:
             continue
-        grouped.add(module_name)
-        prefix = f"{module_name}." if module_name else ""
-        names = tuple(f"{prefix}paths.{i}.weight" for i in range(len(module.paths)))
-        params = tuple(path.weight for path in module.paths)
+        seen.add(key)
         shape = tuple(param.shape)
-        mask_shape = (shape[0], 1, 1, 1) if granularity == "group" else shape
-        result.append(MaskTarget(f"{prefix}paths", names, params, mask_shape, module_name))
+        grouped = granularity == "group" and groupable
+        any_groupable |= groupable
+        mask_shape = (shape[0],) + (1,) * (len(shape) - 1) if grouped else shape
+        owner = module_name if groupable else None
+        members = tuple(params[n] for n in names)
+        result.append(MaskTarget(key, names, members, mask_shape, owner))
     if not result:
         raise ValueError(f"targets: {targets!r} selects no parameter of the model")
-    if granularity == "group" and not grouped:
+    if granularity == "group" and not any_groupable:
         raise ValueError(
-            "granularity: 'group' masks whole ShiftWiseConv2d pieces, but the selected "
-            f"parameters ({targets!r}) contain no ShiftWiseConv2d path weight"
+            "granularity: 'group' masks whole filters (ShiftWiseConv2d pieces), but the "
+            f"selected parameters ({targets!r}) contain no groupable weight"
         )
     return result

@@ -3,14 +3,13 @@
 MACs are forward multiply-accumulates at batch 1 (``FlopCounterMode`` FLOPs / 2, the unit the
 papers call "FLOPs"): convolutions and matrix products only (norms, activations and the
 shift-add, which has no multiplications, are not counted). Counting runs on the ``meta``
-device, so it is instant at any input size and needs no data. Kernels are counted at their
-full size, as the papers count them, even where some taps only ever meet the zero padding
-(a 47-wide kernel on a 14-pixel map); the operators skip those taps when they run.
-
-ShiftwiseConv operators are counted as the official graph computes them: ``n_paths`` small
-convolutions on the padded ``(H + 2e) x (W + 2e)`` map in the training form, one after
-:func:`shiftwise.reparameterize` (ours sums the path weights before one convolution, which
-is cheaper but equal in output).
+device, so it is instant at any input size and needs no data. Large-kernel operators (any
+:class:`~shiftwise.layers.LargeKernelOperator`) are not run: each reports its own count
+(:meth:`~shiftwise.layers.LargeKernelOperator.macs`), with kernels at their full size as the
+papers count them, even where some taps only ever meet the zero padding (a 47-wide kernel on
+a 14-pixel map; the operators skip those taps when they run). ShiftwiseConv counts as the
+official graph computes it: ``n_paths`` small convolutions on the padded map in the training
+form, one (of the active pieces) after :func:`shiftwise.reparameterize`.
 
 Sparsity (SLaK counts non-zero weights): with ``density=d`` every 2-D/4-D weight (convs and
 linears, the official masking scope; GRN's 4-D scales are not weights and stay dense) keeps
@@ -29,13 +28,11 @@ import logging
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from shiftwise.layers import ShiftWiseConv2d
+from shiftwise.layers import LargeKernelOperator
 from shiftwise.models.blocks import GRN
-from shiftwise.ops.oriented_conv import full_kernel_taps
 
 __all__ = [
     "PartCount",
@@ -115,26 +112,19 @@ def count_params(
     return [PartCount(p, totals[p], 0.0) for p in parts] + [PartCount("total", total, 0.0)]
 
 
-class _ShiftWiseMacProxy(nn.Module):
-    """Stand-in for a ShiftWiseConv2d that runs only its small convs (shapes for counting).
+class _OperatorMacs(nn.Module):
+    """Stand-in for a large-kernel operator: returns its input, adds up the operator's MACs.
 
-    Each small-conv weight ``[N, 1, k, k]`` (one per path; one after re-parameterisation, with
-    only the active pieces when pruned pieces were removed) costs ``N * k * k`` MACs per
-    pixel of the padded map, whatever its channel grouping: it is run as ``N`` single-channel
-    filters on the rep channels' map size.
+    The operator stays a sub-module (``op``) so its weights count for ``density``/``nonzero``.
     """
 
-    def __init__(self, op: ShiftWiseConv2d) -> None:
+    def __init__(self, op: LargeKernelOperator) -> None:
         super().__init__()
-        self.padding = op.geometry.conv_padding
-        self.weights = nn.ParameterList(
-            [op.merged.weight] if op.merged is not None else [p.weight for p in op.paths]
-        )
+        self.op = op
+        self.counted = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for weight in self.weights:
-            pieces = x[:, :1].expand(-1, weight.shape[0], -1, -1)
-            F.conv2d(pieces, weight, padding=self.padding, groups=weight.shape[0])
+        self.counted += x.shape[0] * self.op.macs((x.shape[-2], x.shape[-1]))
         return x
 
 
@@ -168,13 +158,13 @@ def count_macs(
     height, width = _check_img_size(img_size)
     clone = copy.deepcopy(model).eval()
     for name, module in list(clone.named_modules()):
-        if isinstance(module, ShiftWiseConv2d):
+        if isinstance(module, LargeKernelOperator):
             parent, _, attr = name.rpartition(".")
-            setattr(clone.get_submodule(parent), attr, _ShiftWiseMacProxy(module))
+            setattr(clone.get_submodule(parent), attr, _OperatorMacs(module))
     kept = _kept_entries(clone, density, nonzero)
     clone = clone.to("meta")
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), full_kernel_taps(), counter:
+    with torch.no_grad(), counter:
         clone(torch.empty(1, in_chans, height, width, device="meta"))
     counts = {key: sum(ops.values()) for key, ops in counter.get_flop_counts().items()}
     root = type(clone).__name__
@@ -186,6 +176,9 @@ def count_macs(
         name: flops(name) - sum(flops(_join(name, child)) for child, _ in module.named_children())
         for name, module in clone.named_modules()
     }
+    for name, module in clone.named_modules():
+        if isinstance(module, _OperatorMacs):
+            own[name] += 2 * module.counted  # FLOPs, as the counter reports them
     owners = [name for name, value in own.items() if value > 0]
     parts = _parts(model)
     macs = dict.fromkeys(parts, 0.0)

@@ -1,8 +1,9 @@
 """``shiftwise export``: re-parameterise a model, export it to ONNX and check it in onnxruntime.
 
 Steps: build the model (weights from ``--checkpoint`` if given), :func:`shiftwise.reparameterize`
-it, run every ShiftWiseConv2d with the ``strips`` strategy (plain depthwise convolutions, so
-the graph holds standard ONNX operators only — no custom op), export with
+it (on CPU its ShiftWiseConv2d operators run their ``auto`` strategy, ``strips``: plain
+depthwise convolutions, so the graph holds standard ONNX operators only — no custom op; the
+check below rejects any other), export with
 ``torch.onnx.export(dynamo=True)``, then run the ONNX model in onnxruntime on a random batch
 and compare with PyTorch (max abs error must stay within ``--atol``, default 1e-4) and time
 both side by side.
@@ -21,7 +22,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from shiftwise.layers.sw_strategies import set_strategy
 from shiftwise.models import create_model, reparameterize
 from shiftwise.tools.benchmarking.timing import measure_interleaved
 from shiftwise.tools.checkpoint import model_from_weights
@@ -173,7 +173,6 @@ def export_and_check(args: argparse.Namespace) -> ExportReport:
         raise ValueError(f"--output: expected a path ending in .onnx, got {str(output)!r}")
     model, in_chans, size = build_model(args)
     model = reparameterize(model.eval())
-    set_strategy(model, "strips")
     example = torch.randn(
         args.batch_size, in_chans, size, size, generator=torch.Generator().manual_seed(0)
     )

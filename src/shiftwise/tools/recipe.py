@@ -46,7 +46,7 @@ class Recipe:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
-# SLaK / ConvNeXt ImageNet recipe (reference/facts.md): 300 epochs, AdamW lr 4e-3 at an
+# SLaK / ConvNeXt ImageNet recipe (the papers' training settings): 300 epochs, AdamW lr 4e-3 at an
 # effective batch of 4096, weight decay 0.05, 20 warm-up epochs, mixup 0.8, cutmix 1.0,
 # label smoothing 0.1, RandAugment m9, random erasing 0.25, EMA; drop path 0.1 (0.2 for SW-T).
 PAPER = Recipe(

@@ -1,0 +1,191 @@
+"""What every large-kernel operator promises: drop-in semantics, one interface, one set of rules."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from testing_utils import randomize_batchnorm
+from torch import nn
+
+import shiftwise
+from shiftwise.layers import (
+    KernelWeights,
+    LargeKernelConv2d,
+    LargeKernelOperator,
+    ShiftWiseConv2d,
+    SLaKConv2d,
+)
+from shiftwise.layers.conv_bn import bn_scale_shift
+from shiftwise.sparse import Masking
+from shiftwise.tools.complexity import count_macs
+
+OPERATORS = [ShiftWiseConv2d, SLaKConv2d, LargeKernelConv2d]
+
+
+@pytest.mark.parametrize("operator", OPERATORS)
+def test_default_operator_equals_its_equivalent_kernel_as_a_plain_conv(operator):
+    """README-style use: no channel reordering with default arguments."""
+    torch.manual_seed(0)
+    op = operator(16).double()
+    randomize_batchnorm(op)
+    op.eval()
+    x = torch.randn(2, 16, 12, 15, dtype=torch.float64)
+    weight, bias = op.equivalent_kernel()
+    dense = F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=16)
+    torch.testing.assert_close(op(x), dense, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("operator", OPERATORS)
+@pytest.mark.parametrize(
+    ("kwargs", "error", "name"),
+    [
+        ({"kernel_size": 12}, ValueError, "kernel_size"),
+        ({"kernel_size": -3}, ValueError, "kernel_size"),
+        ({"kernel_size": 13.0}, TypeError, "kernel_size"),
+        ({"kernel_size": 5, "small_kernel": 7}, ValueError, "small_kernel"),
+        ({"small_kernel": 4}, ValueError, "small_kernel"),
+        ({"small_kernel": True}, TypeError, "small_kernel"),
+        ({"channels": 0}, ValueError, "channels"),
+        ({"channels": 2.5}, TypeError, "channels"),
+    ],
+)
+def test_operators_share_the_validation_rules(operator, kwargs, error, name):
+    args = {"channels": 8, "kernel_size": 13, "small_kernel": 3} | kwargs
+    with pytest.raises(error, match=name):
+        operator(**args)
+
+
+def test_operators_share_the_autocast_dtype():
+    x = torch.randn(1, 16, 10, 10)
+    dtypes = set()
+    for operator in OPERATORS:
+        op = operator(16, 13, small_kernel=3).eval()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            dtypes.add(op(x).dtype)
+    assert dtypes == {torch.bfloat16}
+
+
+def _deployed_sw(pruned: bool, strategy: str = "auto") -> tuple[ShiftWiseConv2d, torch.Tensor]:
+    torch.manual_seed(0)
+    op = ShiftWiseConv2d(12, 9, 3, strategy=strategy).double()
+    randomize_batchnorm(op)
+    if pruned:
+        with torch.no_grad():
+            for path in op.paths:
+                path.weight[::3] = 0.0
+    op.eval().reparameterize()
+    return op, torch.randn(2, 12, 8, 11, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("pruned", [False, True])
+@pytest.mark.parametrize("strategy", ["strips", "fused"])
+def test_deployed_sw_has_no_dead_parameter(pruned, strategy):
+    """Every entry of every parameter and every whole parameter shapes the deployed output."""
+    op, x = _deployed_sw(pruned, strategy)
+    names = [name for name, _ in op.named_parameters()]
+    if strategy == "strips":
+        assert sorted(names) == ["bias", "horizontal", "vertical"]
+    else:
+        assert sorted(names) == ["branch_bias", "branch_scale", "weight"]
+        assert (op.active_index is not None) == pruned
+    with torch.no_grad():
+        expected = op(x)
+        for name, param in op.named_parameters():
+            param.mul_(2.0)
+            assert not torch.allclose(op(x), expected), f"doubling {name} changes nothing"
+            param.div_(2.0)
+    # Entry by entry: the gradient of a generic weighted sum reaches every parameter entry.
+    weights = torch.randn(expected.shape, dtype=torch.float64)
+    grads = torch.autograd.grad((op(x) * weights).sum(), list(op.parameters()))
+    for name, grad in zip(names, grads, strict=True):
+        assert bool((grad != 0).all()), f"{name} has entries the output does not depend on"
+
+
+def test_deployed_sw_buffers_are_what_its_form_reads():
+    op, _ = _deployed_sw(pruned=True)
+    assert sorted(op.state_dict()) == [
+        "bias", "ghost_index", "horizontal", "rep_index", "vertical",
+    ]  # fmt: skip
+    op, _ = _deployed_sw(pruned=True, strategy="fused")
+    persistent = sorted(op.state_dict())
+    assert persistent == sorted(
+        [
+            "active_index",
+            "branch_bias",
+            "branch_scale",
+            "ghost_index",
+            "horizontal_index",
+            "identity_index",
+            "rep_index",
+            "vertical_index",
+            "weight",
+        ]
+    )
+    assert sorted(name for name, _ in op.named_buffers()) == sorted(
+        set(persistent) - {"branch_bias", "branch_scale", "weight"}
+    )
+
+
+class ToyOperator(LargeKernelOperator):
+    """A plain depthwise ``K x K`` conv + BN, written against the interface only."""
+
+    def __init__(self, channels: int, kernel_size: int) -> None:
+        super().__init__()
+        self.channels = channels
+        self.conv = nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2,
+                              groups=channels, bias=False)  # fmt: skip
+        self.bn: nn.BatchNorm2d | None = nn.BatchNorm2d(channels)
+        self.bias: nn.Parameter | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (
+            self.bn(self.conv(x))
+            if self.bn is not None
+            else self.conv(x) + self.bias[:, None, None]
+        )
+
+    def equivalent_kernel(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.bn is None:
+            return self.conv.weight, self.bias
+        scale, shift = bn_scale_shift(self.bn)
+        return self.conv.weight * scale[:, None, None, None], shift
+
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        if self.bn is None:
+            return
+        weight, bias = self.equivalent_kernel()
+        self.conv.weight.copy_(weight)
+        self.bias = nn.Parameter(bias.clone())
+        self.bn = None
+
+    @property
+    def deployed(self) -> bool:
+        return self.bn is None
+
+    def large_kernel_parameters(self) -> list[KernelWeights]:
+        return [] if self.deployed else [KernelWeights("conv.weight", ("conv.weight",))]
+
+    def macs(self, input_size: tuple[int, int]) -> int:
+        return self.conv.weight[0].numel() * self.channels * input_size[0] * input_size[1]
+
+
+def test_a_new_operator_gets_sparse_training_counting_and_deploy_from_the_interface():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), ToyOperator(8, 7), nn.Conv2d(8, 4, 1))
+    randomize_batchnorm(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    masking = Masking(model, optimizer, density=0.5, init="uniform", total_steps=1)
+    assert [t.name for t in masking.targets] == ["1.conv.weight"]
+    assert int(model[1].conv.weight.ne(0).sum()) == 8 * 49 // 2
+    macs = count_macs(model, (32, 32))
+    assert [p.macs for p in macs] == [3 * 8 * 1024, 8 * 49 * 1024, 8 * 4 * 1024, 448 * 1024]
+    model.eval()
+    x = torch.randn(2, 3, 16, 16)
+    expected = model(x)
+    deployed = shiftwise.reparameterize(copy.deepcopy(model))
+    assert deployed[1].deployed and deployed[1].large_kernel_parameters() == []
+    torch.testing.assert_close(deployed(x), expected, atol=1e-5, rtol=0)
