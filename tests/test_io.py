@@ -17,7 +17,7 @@ import torch
 from shiftwise import io as swio
 from shiftwise.cli import main
 from shiftwise.errors import CheckpointError, DivergedError, UnsafeFileError
-from shiftwise.models import create_model, load_checkpoint, save_checkpoint
+from shiftwise.models import create_model, load_checkpoint, model_from_weights, save_checkpoint
 
 ATTO = {"num_classes": 10, "in_chans": 1, "width_factor": 0.25}
 
@@ -47,7 +47,7 @@ def _atto_weights(tmp_path: Path, name: str = "slak_atto") -> tuple[torch.nn.Mod
 
 def test_weights_round_trip_rebuilds_the_model_from_the_file_alone(tmp_path: Path) -> None:
     model, path = _atto_weights(tmp_path)
-    rebuilt, metadata = swio.model_from_weights(path)
+    rebuilt, metadata = model_from_weights(path)
     assert metadata["model"] == "slak_atto" and metadata["num_classes"] == "10"
     assert metadata["in_chans"] == "1" and metadata["width_factor"] == "0.25"
     assert metadata["shiftwise_version"] and len(metadata["sha256"]) == 64
@@ -61,7 +61,7 @@ def test_weights_round_trip_rebuilds_the_model_from_the_file_alone(tmp_path: Pat
 def test_save_checkpoint_of_a_module_records_its_architecture(tmp_path: Path) -> None:
     model = create_model("sw_atto", num_classes=7, in_chans=1, width_factor=0.5)
     save_checkpoint(model, tmp_path / "m.safetensors")
-    rebuilt, metadata = swio.model_from_weights(tmp_path / "m.safetensors")
+    rebuilt, metadata = model_from_weights(tmp_path / "m.safetensors")
     assert (metadata["num_classes"], metadata["in_chans"], metadata["width_factor"]) == (
         "7",
         "1",
@@ -190,7 +190,7 @@ def test_malicious_pickles_are_refused_on_every_load_path(tmp_path: Path, wrap, 
         assert err.count("\n") == 1 and not marker.exists(), argv
     for call in (
         lambda: load_checkpoint(create_model("slak_atto"), evil),
-        lambda: swio.model_from_weights(evil),
+        lambda: model_from_weights(evil),
         lambda: swio.find_resumable(tmp_path),
         lambda: swio.safe_torch_load(evil),
     ):

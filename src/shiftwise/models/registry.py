@@ -32,7 +32,7 @@ from typing import Any
 
 from torch import nn
 
-from shiftwise.models.checkpoint import load_checkpoint
+from shiftwise.io import load_checkpoint
 from shiftwise.models.features import build_features
 from shiftwise.models.network import LargeKernelNet
 

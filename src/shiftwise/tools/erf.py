@@ -41,8 +41,8 @@ from torch import nn
 from tqdm import tqdm
 
 from shiftwise.errors import MissingFileError, UsageError
-from shiftwise.io import model_from_weights
 from shiftwise.models import create_model
+from shiftwise.models.weights import model_from_weights
 from shiftwise.tools import check_model_names
 from shiftwise.tools.bench import resolve_device
 from shiftwise.tools.benchmarking.environment import describe_environment, write_json

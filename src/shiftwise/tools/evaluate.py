@@ -12,7 +12,7 @@ import torch
 
 from shiftwise.data import BatchTransform, load_data
 from shiftwise.errors import UsageError
-from shiftwise.io import model_from_weights
+from shiftwise.models.weights import model_from_weights
 from shiftwise.training.config import check_device
 from shiftwise.training.evaluation import evaluate_model, val_loader
 

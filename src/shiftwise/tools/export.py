@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from shiftwise.errors import UsageError
-from shiftwise.io import model_from_weights
 from shiftwise.models import create_model, reparameterize
+from shiftwise.models.weights import model_from_weights
 from shiftwise.tools import check_model_names
 from shiftwise.tools.benchmarking.timing import measure_interleaved
 
