@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -12,15 +11,6 @@ import shiftwise
 from shiftwise.models import create_model
 
 ATTO = ["sw_atto", "slak_atto", "convnext_atto"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One thread: the CI machine is shared and oversubscribed threads run slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 PARAMS_10_CLASSES = {"sw_atto": 2_243_130, "slak_atto": 1_990_570, "convnext_atto": 1_902_954}

@@ -7,8 +7,6 @@ mmpretrain/mmseg ``TIMMBackbone`` and detectron2-style wrappers call
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,14 +15,6 @@ from torch import nn
 from shiftwise.models import FeatureNet, create_model
 
 timm = pytest.importorskip("timm")
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def floor_sizes(size: int) -> list[int]:

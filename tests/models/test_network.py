@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from testing_utils import randomize_batchnorm
@@ -11,15 +9,6 @@ from torch import nn
 
 from shiftwise.models import FeatureNet, create_model, list_models, reparameterize
 from shiftwise.models.blocks import GRN
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One thread: the CI machine is shared and oversubscribed threads run slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _randomize(model: nn.Module, seed: int = 0) -> None:

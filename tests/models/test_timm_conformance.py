@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -29,14 +28,6 @@ ALL = list_models()
 TIMM_OWN = ("convnext_atto", "convnext_tiny")  # timm's own models keep these names
 OURS_IN_TIMM = [name for name in ALL if name not in TIMM_OWN]
 SIZE = 64
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def small_kwargs(name: str) -> dict:
