@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import statistics
 
 import pytest
 import torch
 
-from shiftwise.tools.benchmarking.operators import operator_call
+from shiftwise.tools.bench import SUITES
+from shiftwise.tools.benchmarking.operators import BASELINE, MODES, OPERATORS, operator_call
 from shiftwise.tools.benchmarking.roofline import shift_add_bytes
 from shiftwise.tools.benchmarking.timing import (
     Stats,
@@ -70,29 +72,105 @@ def test_operator_call_modes_run_and_deploy_leaves_module_untouched():
         operator_call(module, x, "sideways")
 
 
-def test_bench_quick_writes_valid_json_and_png(tmp_path):
+def _check_stats(stats: dict, repeats: int) -> None:
+    """A recorded ``Stats`` dict is the summary of its own ``times_s``."""
+    times = stats["times_s"]
+    assert len(times) == repeats and all(t > 0 for t in times)
+    assert stats["median_s"] == statistics.median(times)
+    assert min(times) <= stats["q1_s"] <= stats["median_s"] <= stats["q3_s"] <= max(times)
+
+
+def _check_ratio(ratio: dict, numerator: dict, denominator: dict) -> None:
+    """A recorded ratio is the median (and quartiles) of the per-repeat time ratios."""
+    paired = [a / b for a, b in zip(numerator["times_s"], denominator["times_s"], strict=True)]
+    assert ratio["median"] == pytest.approx(statistics.median(paired), rel=1e-12)
+    assert ratio["q1"] <= ratio["median"] <= ratio["q3"]
+    if len(paired) == 1:  # one repeat: the ratio of the recorded medians
+        assert ratio["median"] == pytest.approx(numerator["median_s"] / denominator["median_s"])
+
+
+def _png_size(path) -> tuple[int, int]:
+    from PIL import Image
+
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    with Image.open(path) as image:
+        image.load()  # decodes the whole image
+        return image.size
+
+
+def test_bench_quick_json_is_consistent_and_pngs_decode(tmp_path, capsys) -> None:
     from shiftwise.cli import main
+    from shiftwise.models import create_model
 
     code = main(["bench", "all", "--quick", "--repeats", "1", "--warmup", "0", "--out",
                  str(tmp_path)])  # fmt: skip
     assert code == 0
-    for suite in ("ops", "sweep", "roofline", "models"):
-        payload = json.loads((tmp_path / f"{suite}.json").read_text())
+    printed = capsys.readouterr().out
+    payloads = {s: json.loads((tmp_path / f"{s}.json").read_text()) for s in SUITES}
+    for suite, payload in payloads.items():
         assert payload["suite"] == suite and payload["quick"] is True
-        assert "commit" in payload["environment"]
-        assert (tmp_path / f"{suite}.png").read_bytes()[:8] == PNG_MAGIC
-    ops = json.loads((tmp_path / "ops.json").read_text())["result"]
-    fwd_bwd = ops["stages"][0]["modes"]["fwd_bwd"]
-    assert set(fwd_bwd["operators"]) == {"shiftwise", "slak", "dense", "dw7"}
-    assert fwd_bwd["sw_over_slak"]["median"] > 0
-    sweep = json.loads((tmp_path / "sweep.json").read_text())["result"]
-    assert set(sweep["growth"]["fwd_bwd"]) == {"shiftwise", "slak", "dense", "dw7"}
-    roofline = json.loads((tmp_path / "roofline.json").read_text())["result"]
-    stage = roofline["stages"][0]
-    assert roofline["copy_gbps_median"] > 0 and stage["ideal_gbps"] > 0
-    assert stage["speedup_over_reference"]["median"] > 0
-    models = json.loads((tmp_path / "models.json").read_text())["result"]
-    assert models["modes"]["deploy"]["convnext_atto"]["images_per_s"]["median"] > 0
+        assert (payload["repeats"], payload["warmup"]) == (1, 0)
+        environment = payload["environment"]
+        assert {"commit", "torch", "device", "torch_threads"} <= set(environment)
+        assert environment["device"] == "cpu" and environment["torch"] == torch.__version__
+
+    ops = payloads["ops"]["result"]
+    (stage,) = ops["stages"]
+    assert (stage["channels"], stage["size"], stage["kernel_size"]) == (8, 8, 13)
+    assert set(stage["modes"]) == set(MODES)
+    for mode, entry in stage["modes"].items():
+        times = entry["operators"]
+        assert set(times) == set(OPERATORS)
+        for name, stats in times.items():
+            _check_stats(stats, 1)
+            _check_ratio(entry["ratio_to_baseline"][name], stats, times[BASELINE])
+        _check_ratio(entry["sw_over_slak"], times["shiftwise"], times["slak"])
+        line = next(line for line in printed.splitlines() if f"K=13 {mode}: " in line)
+        assert f"SW/SLaK {entry['sw_over_slak']['median']:.2f}x" in line
+    assert _png_size(tmp_path / "ops.png") == (5 * len(MODES) * 110, 4 * 110)
+
+    sweep = payloads["sweep"]["result"]
+    assert [point["kernel_size"] for point in sweep["points"]] == [7, 13]
+    first, last = sweep["points"][0]["modes"], sweep["points"][-1]["modes"]
+    assert set(sweep["growth"]) == {"fwd", "fwd_bwd"}
+    for mode, growth in sweep["growth"].items():
+        assert set(growth) == {"shiftwise", "slak", "dense", "dw7"}
+        for name, value in growth.items():
+            end, start = last[mode]["operators"][name], first[mode]["operators"][name]
+            assert value == pytest.approx(end["median_s"] / start["median_s"])
+    assert _png_size(tmp_path / "sweep.png") == (5 * 2 * 110, 4 * 110)
+
+    roofline = payloads["roofline"]["result"]
+    (stage,) = roofline["stages"]
+    for name in ("shift_add", "reference", "copy"):
+        _check_stats(stage[name], 1)
+    seconds = stage["shift_add"]["median_s"]
+    assert stage["ideal_gbps"] == pytest.approx(stage["ideal_bytes"] / seconds / 1e9)
+    copy_gbps = roofline["copy_bytes"] / stage["copy"]["median_s"] / 1e9
+    assert stage["copy_gbps"] == pytest.approx(copy_gbps)
+    assert roofline["copy_gbps_median"] == stage["copy_gbps"]  # the only stage
+    assert stage["fraction_of_copy"] == pytest.approx(stage["ideal_gbps"] / copy_gbps)
+    _check_ratio(stage["speedup_over_reference"], stage["reference"], stage["shift_add"])
+    assert stage["reference_bytes"] >= stage["ideal_bytes"]  # padding only adds traffic
+    assert _png_size(tmp_path / "roofline.png") == (7 * 110, 4 * 110)
+
+    models = payloads["models"]["result"]
+    names = ("sw_atto", "slak_atto", "convnext_atto")
+    for name in names:
+        model = create_model(name, kernel_sizes=(7, 7, 7, 7))
+        assert models["parameters"][name] == sum(p.numel() for p in model.parameters())
+    assert set(models["modes"]) == {"train", "deploy"}
+    for entries in models["modes"].values():
+        assert set(entries) == set(names)
+        baseline = entries[models["baseline"]]["step"]
+        assert entries[models["baseline"]]["throughput_ratio_to_baseline"]["median"] == 1.0
+        for entry in entries.values():
+            _check_stats(entry["step"], 1)
+            speed = entry["images_per_s"]
+            assert speed["median"] == pytest.approx(models["batch"] / entry["step"]["median_s"])
+            assert speed["q1"] <= speed["median"] <= speed["q3"]
+            _check_ratio(entry["throughput_ratio_to_baseline"], baseline, entry["step"])
+    assert _png_size(tmp_path / "models.png") == (10 * 110, 4 * 110)
 
 
 def test_bench_rejects_missing_cuda_and_bad_repeats(tmp_path, capsys):

@@ -10,7 +10,7 @@ import torch
 
 from shiftwise import cli
 from shiftwise.cli import main
-from shiftwise.layers import ShiftWiseConv2d
+from shiftwise.layers import ShiftWiseConv2d, SLaKConv2d
 from shiftwise.models import create_model, reparameterize
 from shiftwise.tools.complexity import count_params, info_report, model_complexity
 
@@ -27,6 +27,26 @@ def one_thread(monkeypatch: pytest.MonkeyPatch):
 
 def _within(value: float, reference: float, tolerance: float = 0.01) -> bool:
     return abs(value - reference) <= tolerance * reference
+
+
+def _check_parts_add_up(report: dict) -> None:
+    """Every column of the per-part rows sums to the ``total`` row (the parts cover the model)."""
+    *parts, total = report["parts"]
+    assert [row["part"] for row in parts] == ["stem", *(f"stages.{i}" for i in range(4)), "head"]
+    for column, value in total.items():
+        if column != "part":
+            assert sum(row[column] for row in parts) == pytest.approx(value, rel=1e-12)
+
+
+def _small_branch_macs(model: torch.nn.Module, img_size: tuple[int, int]) -> float:
+    """MACs of the ``s x s`` branches of the SLaK operators: ``C s^2 H W`` at each stage's map."""
+    macs = 0
+    for i, stage in enumerate(model.stages):
+        height, width = img_size[0] // 2 ** (i + 2), img_size[1] // 2 ** (i + 2)
+        for op in stage.modules():
+            if isinstance(op, SLaKConv2d):
+                macs += op.channels * op.small_kernel**2 * height * width
+    return macs
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +67,10 @@ def test_sw_tiny_counts_match_official(sw_tiny_report: dict) -> None:
     assert _within(parts["total"]["deploy_macs"], 5.02e9)  # paths merged
     # Deploy (strips form): each operator's 2 paths and 3 BNs become two folded strip kernels
     # [Cr, k, nk*k] and a bias (5 Cr fewer); blocks fold their norms and layer scales too.
-    assert parts["total"]["deploy_params"] < parts["total"]["params"]
     op = ShiftWiseConv2d(80, 51).eval()
     op.reparameterize()
     assert sum(p.numel() for p in op.parameters()) == 2 * 60 * 17 * 3 * 3 + 60
-    assert sum(parts[f"stages.{i}"]["macs"] for i in range(4)) < parts["total"]["macs"]
+    _check_parts_add_up(sw_tiny_report)
 
 
 def test_slak_tiny_counts_match_official(slak_tiny_report: dict) -> None:
@@ -61,14 +80,44 @@ def test_slak_tiny_counts_match_official(slak_tiny_report: dict) -> None:
     assert _within(total["macs"], 8.70e9)
     assert _within(total["macs_at_density"], 0.6 * 8.70e9)
     # Deploy: BNs folded, the 5x5 kernel added into the tall strip (strips form).
-    assert total["deploy_params"] < total["params"]
-    assert total["deploy_macs"] < total["macs"]
+    model = create_model("slak_tiny")
+    assert total["macs"] - total["deploy_macs"] == _small_branch_macs(model, (224, 224))
+    _check_parts_add_up(slak_tiny_report)
 
 
 def test_convnext_tiny_counts() -> None:
     total = model_complexity(create_model("convnext_tiny"))[-1]
     assert total.params == 28_589_128  # ConvNeXt-T
     assert _within(total.macs, 4.47e9)
+
+
+def test_convnext_atto_counts_by_hand_per_part() -> None:
+    """Per-part MACs of a plain ConvNeXt against the convolution/linear formulas."""
+    model = create_model("convnext_atto", num_classes=10)
+    dims, depths, size = (32, 64, 128, 256), (2, 2, 4, 2), 64  # ATTO_DIMS, ATTO_DEPTHS
+    rows = {row.name: row for row in model_complexity(model, (size, size))}
+    assert rows["stem"].macs == 3 * dims[0] * 4 * 4 * (size // 4) ** 2
+    for i, (dim, depth) in enumerate(zip(dims, depths, strict=True)):
+        pixels = (size // 2 ** (i + 2)) ** 2
+        block = dim * 7 * 7 + 2 * dim * 4 * dim  # depthwise 7x7, then the two MLP layers
+        downsample = dims[i - 1] * dim * 2 * 2 if i else 0
+        assert rows[f"stages.{i}"].macs == (downsample + depth * block) * pixels
+    assert rows["head"].macs == dims[-1] * 10
+    assert rows["total"].params == sum(p.numel() for p in model.parameters())
+    table = [{"part": r.name, "params": r.params, "macs": r.macs} for r in rows.values()]
+    _check_parts_add_up({"parts": table})
+
+
+def test_slak_deploy_drops_exactly_the_small_branch() -> None:
+    torch.manual_seed(0)
+    report = info_report("slak_atto")
+    total = report["parts"][-1]
+    model = create_model("slak_atto").eval()
+    assert total["params"] == sum(p.numel() for p in model.parameters())
+    assert total["macs"] - total["deploy_macs"] == _small_branch_macs(model, (64, 64))
+    deployed = reparameterize(model)
+    assert total["deploy_params"] == sum(p.numel() for p in deployed.parameters())
+    _check_parts_add_up(report)
 
 
 def test_nonzero_counts_follow_actual_zeros() -> None:
@@ -91,17 +140,22 @@ def test_pruned_sw_pieces_leave_the_deploy_count() -> None:
     torch.manual_seed(0)
     model = create_model("sw_atto", operator_kwargs={"strategy": "fused"}).eval()
     dense_deploy = model_complexity(reparameterize(copy.deepcopy(model)), (64, 64))[-1]
-    pieces = 0
-    for module in model.modules():
-        if isinstance(module, ShiftWiseConv2d):
-            with torch.no_grad():
-                for path in module.paths:
-                    path.weight[::2] = 0  # group-sparse: whole pieces, shared by the paths
-            pieces += module.paths[0].weight[::2].numel()
+    pieces, pruned_macs = 0, 0
+    for i, stage in enumerate(model.stages):
+        side = 64 // 2 ** (i + 2)  # the stage's map
+        for module in stage.modules():
+            if isinstance(module, ShiftWiseConv2d):
+                with torch.no_grad():
+                    for path in module.paths:
+                        path.weight[::2] = 0  # group-sparse: whole pieces, shared by the paths
+                pruned = module.paths[0].weight[::2].numel()  # pruned pieces x k x k
+                pieces += pruned
+                # The deployed small conv runs on the map padded by extra_pad on each side.
+                pruned_macs += pruned * (side + 2 * module.geometry.extra_pad) ** 2
     sparse = model_complexity(model, (64, 64), nonzero=True)[-1]
     assert model_complexity(model, (64, 64))[-1].params - sparse.params == 2 * pieces
     deploy = model_complexity(reparameterize(model), (64, 64))[-1]
-    assert deploy.macs < dense_deploy.macs  # pruned pieces are removed physically
+    assert dense_deploy.macs - deploy.macs == pruned_macs  # pruned pieces removed physically
     assert dense_deploy.params - deploy.params == pieces  # one merged path, pruned ones gone
 
 
@@ -123,11 +177,17 @@ def test_info_cli_json_and_sizes(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["info", "sw_atto", "--img-size", "320", "256", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["img_size"] == [320, 256]
-    assert [row["part"] for row in report["parts"]] == [
-        "stem", "stages.0", "stages.1", "stages.2", "stages.3", "head", "total",
-    ]  # fmt: skip
+    _check_parts_add_up(report)
+    total = report["parts"][-1]
+    assert total["params"] == sum(p.numel() for p in create_model("sw_atto").parameters())
     assert main(["info", "convnext_atto"]) == 0
-    assert "deploy MACs" in capsys.readouterr().out
+    table = capsys.readouterr().out.splitlines()
+    assert "deploy MACs" in table[1]
+    # The table shows the report's figures, in M params and G MACs.
+    report = info_report("convnext_atto")
+    for line, row in zip(table[2:], report["parts"], strict=True):
+        shown = [row[c] / (1e6 if "params" in c else 1e9) for c in row if c != "part"]
+        assert line.split() == [row["part"], *(f"{value:.3f}" for value in shown)]
 
 
 BAD_ARGS = [

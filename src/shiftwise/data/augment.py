@@ -100,7 +100,10 @@ class BatchTransform(nn.Module):
         use_cutmix = cutmix > 0 and (mixup == 0 or torch.rand(()).item() < 0.5)
         x, mix = (self.cutmix if use_cutmix else self.mixup)(x, labels)
         mix = mix.reshape(-1, x.shape[0], 3)[-1]
+        # Weight of the partner's label: MixUp's lambda is the partner's share of the image;
+        # CutMix's (paper convention, use_correct_lambda) is the share the image keeps.
         lam = mix[:, 2:3].to(x.dtype)
+        lam = 1.0 - lam if use_cutmix else lam
         return x, soft(mix[:, 0]) * (1.0 - lam) + soft(mix[:, 1]) * lam
 
     def forward(
