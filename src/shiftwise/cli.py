@@ -1,8 +1,10 @@
 """The ``shiftwise`` command line: argument parsing only, the work is done in ``tools``.
 
 Each tool module exposes ``register(subparsers)``, which adds its sub-command and sets the
-function to run as ``func`` on the parsed arguments. Bad input (``ValueError``,
-``TypeError``, ``FileNotFoundError``) becomes a one-line message and exit code 2.
+function to run as ``func`` on the parsed arguments. The library's own errors
+(:class:`shiftwise.errors.ShiftwiseError`) become one line on stderr and their exit code
+(2: usage or input error, 3: diverged training); Ctrl-C exits 130. Any other exception is a
+bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+
+from shiftwise.errors import EXIT_INTERRUPTED, ShiftwiseError
 
 __all__ = ["main"]
 
@@ -26,12 +30,15 @@ TOOL_MODULES = (
     "shiftwise.tools.export",
 )
 
+EPILOG = "exit codes: 0 success, 2 usage or input error, 3 training diverged, 130 interrupted"
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one sub-command per tool module."""
     parser = argparse.ArgumentParser(
         prog="shiftwise",
         description="Large-kernel CNNs from small kernels: ShiftwiseConv and SLaK.",
+        epilog=EPILOG,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -51,12 +58,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("shiftwise").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         result = args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, NotADirectoryError) as error:
-        print(f"shiftwise {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    except ShiftwiseError as error:
+        message = " ".join(str(error).split())
+        print(f"shiftwise {args.command}: error: {message}", file=sys.stderr)
+        return error.exit_code
     except KeyboardInterrupt:
         print(f"shiftwise {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     return int(result or 0)
 
 

@@ -177,4 +177,6 @@ def test_bad_input() -> None:
 
 
 def test_list_models_pattern() -> None:
-    assert list_models("sw_*") == ["sw_atto", "sw_base", "sw_small", "sw_tiny"]
+    assert list_models("sw_*") == [
+        "sw_atto", "sw_base", "sw_small", "sw_tiny", "sw_v1_tiny", "sw_v1_tiny_1_3x",
+    ]  # fmt: skip

@@ -181,3 +181,41 @@ def test_bench_rejects_missing_cuda_and_bad_repeats(tmp_path, capsys):
         assert "--device" in capsys.readouterr().err
     assert main(["bench", "ops", "--repeats", "0", "--out", str(tmp_path)]) == 2
     assert "--repeats" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bench_models_onnxruntime_beside_torch(tmp_path):
+    """``--runtime torch onnxruntime``: the exported deploy forms timed in onnxruntime,
+    interleaved with PyTorch's, each with its ratio to PyTorch; JSON and PNG written."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from shiftwise.cli import main
+
+    args = ["bench", "models", "--quick", "--repeats", "1", "--warmup", "0", "--threads", "1"]
+    assert main([*args, "--runtime", "torch", "onnxruntime", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "models.json").read_text())["result"]
+    assert result["runtimes"] == ["torch", "onnxruntime"] and result["threads"] == 1
+    assert set(result["modes"]) == {"train", "deploy", "deploy_onnxruntime"}
+    ort = result["modes"]["deploy_onnxruntime"]
+    assert set(ort) == {"sw_atto", "slak_atto", "convnext_atto"}
+    assert all(entry["throughput_ratio_to_torch"]["median"] > 0 for entry in ort.values())
+    assert (tmp_path / "models.png").read_bytes()[:8] == PNG_MAGIC
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the dry run is the no-GPU path")
+def test_gpu_check_dry_run_without_gpu_says_so_and_exits_0():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[2] / "benchmarks" / "gpu_check.sh"
+    result = subprocess.run(
+        ["bash", str(script)],
+        env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "no CUDA GPU detected" in result.stdout
+    assert "nothing was measured" in result.stdout

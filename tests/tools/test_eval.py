@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from shiftwise.cli import main
+from shiftwise.io import save_weights
 from shiftwise.models import create_model
-from shiftwise.tools.checkpoint import save_weights
 
 
 def _weights(tmp_path: Path, model_name: str) -> Path:
@@ -22,8 +22,14 @@ def _weights(tmp_path: Path, model_name: str) -> Path:
         for _ in range(3):
             model(torch.randn(8, 1, 32, 32))
     path = tmp_path / f"{model_name}.safetensors"
-    meta = {"model": model_name, "num_classes": 10, "in_chans": 1, "width_factor": 0.25}
-    save_weights(path, {"model": model.state_dict()}, {**meta, "image_size": 32})
+    kwargs = {"num_classes": 10, "in_chans": 1, "width_factor": 0.25}
+    save_weights(
+        model.state_dict(),
+        path,
+        model=model_name,
+        model_kwargs=kwargs,
+        metadata={"image_size": 32},
+    )
     return path
 
 

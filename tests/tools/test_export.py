@@ -5,40 +5,94 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
+from torch import nn
 
 from shiftwise.cli import main
+from shiftwise.ops.oriented_conv import depthwise_conv2d
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
+from shiftwise.tools.export import (
+    computed_conv_weights,
+    export_onnx,
+    input_shape,
+    verify_onnx,
+)
+
+
+class UnevenStrip(nn.Module):
+    """One depthwise 3x51 strip conv padded unevenly (10 left, 40 right), as a deployed SW
+    operator's strip: its zero taps are added to the weight (a Pad on the weight in the graph).
+    64 x 3 x 51 = 9792 weight elements, more than onnxscript folds by default (8192)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.randn(64, 1, 3, 51, generator=_generator()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return depthwise_conv2d(x, self.weight, padding=(1, 1, 10, 40))
+
+
+def _generator() -> torch.Generator:
+    return torch.Generator().manual_seed(0)
+
+
+def test_weight_pad_is_folded_and_runs_at_two_batch_sizes(tmp_path):
+    """The root cause of the 224 px failure, at a small size: a Pad on a conv weight left in
+    the graph is fused by onnxruntime's PadFusion into the conv's input, leaving the weight
+    dangling. The export folds it, and one file serves batch 1 and 4."""
+    model = UnevenStrip().eval()
+    path = export_onnx(model, tmp_path / "strip.onnx", torch.randn(1, 64, 48, 48))
+    assert computed_conv_weights(path) == []
+    assert input_shape(path) == ["batch", 64, 48, 48]
+    error, _, _ = verify_onnx(model, path, torch.randn(2, 64, 48, 48), repeats=1)
+    assert error <= 1e-5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("model", "size"), [("sw_atto", 96), ("slak_atto", 80), ("convnext_atto", 72)]
+)
+def test_atto_models_export_at_other_sizes(model, size, tmp_path, capsys):
+    """Sizes where some kernels are cropped and some padded unevenly; batch 1 and 4 checked."""
+    out = tmp_path / f"{model}.onnx"
+    args = ["export", model, "-o", str(out), "--img-size", str(size), "--repeats", "1", "--json"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["input_shape"] == ["batch", 3, size, size]
+    assert report["max_abs_error"] <= 1e-4
+    assert computed_conv_weights(out) == []
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["sw_tiny", "slak_tiny"])
-def test_export_matches_pytorch_in_onnxruntime(model, tmp_path, capsys):
-    """64x64 input (not 224) keeps the test fast on 2 cores: tracing time does not depend on
-    the size, and every stage, kernel and operator of the model is exported all the same."""
+def test_export_at_224_matches_pytorch_in_onnxruntime(model, tmp_path, capsys):
+    """The papers' resolution (where onnxruntime used to reject the SW graph), checked at
+    batch 1 and 4 from one file (tracing time does not depend on the input size)."""
     out = tmp_path / f"{model}.onnx"
-    code = main(["export", model, "-o", str(out), "--img-size", "64", "--repeats", "1", "--json"])
+    code = main(["export", model, "-o", str(out), "--img-size", "224", "--repeats", "1", "--json"])
     assert code == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert out.is_file()
+    assert report["input_shape"] == ["batch", 3, 224, 224]
+    assert report["checked_batch_sizes"] == [1, 4]
     assert report["max_abs_error"] <= 1e-4
-    assert "Conv" in report["op_types"]
+    assert "Conv" in report["op_types"] and "Pad" not in report["op_types"]
+    assert computed_conv_weights(out) == []
     assert report["torch_ms"] > 0 and report["onnxruntime_ms"] > 0
 
 
 @pytest.mark.slow
 def test_checkpoint_round_trip_and_errors(tmp_path, capsys):
     """Weights from a checkpoint are the ones exported; bad arguments give exit code 2."""
-    import torch
-
+    from shiftwise.io import save_weights
     from shiftwise.models import create_model
-    from shiftwise.tools.checkpoint import save_weights
 
     torch.manual_seed(0)
     model = create_model("sw_atto", num_classes=5)
     weights = tmp_path / "w.safetensors"
-    save_weights(weights, {"model": model.state_dict()}, {"model": "sw_atto", "num_classes": 5})
+    save_weights(model.state_dict(), weights, model="sw_atto", model_kwargs={"num_classes": 5})
     out = tmp_path / "atto.onnx"
     args = ["export", "sw_atto", "--checkpoint", str(weights), "-o", str(out), "--img-size", "32"]
     assert main([*args, "--repeats", "1", "--json"]) == 0

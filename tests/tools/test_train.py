@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from shiftwise.cli import main
-from shiftwise.tools.checkpoint import load_checkpoint, load_weights
-from shiftwise.tools.recipe import default_recipe
+from shiftwise.io import load_training_state, read_weights
+from shiftwise.training.recipe import default_recipe
 
 TINY = [
     "--width-factor", "0.25", "--data", "digits", "--train-limit", "128", "--val-limit", "64",
@@ -33,13 +33,19 @@ def test_run_writes_logs_curve_checkpoint_and_weights(trained: Path, capsys) -> 
     assert {"train_loss", "val_top1", "val_top5", "lr", "ema_top1", "time"} <= records[0].keys()
     assert (trained / "log.csv").read_text().startswith("epoch,")
     assert (trained / "curve.png").read_bytes()[:4] == b"\x89PNG"
-    state = load_checkpoint(trained / "checkpoint.pt")
+    state = load_training_state(trained / "checkpoint.pt")
     assert (state["epoch"], state["step_in_epoch"], state["global_step"]) == (1, 0, 4)
-    assert {"optimizer", "scheduler", "rng", "args"} <= state.keys()
-    assert len(list(trained.glob("weights-*.safetensors"))) == 1  # older ones are removed
-    tensors, meta = load_weights(trained / "model.safetensors")
-    assert set(tensors) == {"model", "ema"}
+    assert {"optimizer", "scheduler", "ranks", "run"} <= state.keys()
+    assert state["run"]["recipe"]["batch_size"] == 32 and state["run"]["model"] == "convnext_atto"
+    assert sorted(p.name for p in trained.glob("weights-*.safetensors")) == [
+        "weights-e0001-s00000004-ema.safetensors",
+        "weights-e0001-s00000004.safetensors",
+    ]
+    model, meta = read_weights(trained / "model.safetensors")
+    ema, ema_meta = read_weights(trained / "model.safetensors", "ema")
+    assert model.keys() == ema.keys() and not any(k.startswith("model.") for k in model)
     assert meta["model"] == "convnext_atto" and meta["num_classes"] == "10"
+    assert ema_meta["weights"] == "ema" and (trained / "model-ema.safetensors").is_file()
 
 
 def test_fresh_run_refuses_to_overwrite_a_checkpoint(trained: Path, capsys) -> None:
@@ -57,7 +63,7 @@ def test_fresh_run_refuses_to_overwrite_a_checkpoint(trained: Path, capsys) -> N
         (["--data", "/no/such/dir"], "no such directory"),
         (["--data", "EMPTY"], "must hold train/<class>"),
         (["--batch-size", "4096"], "cannot fill one step"),
-        (["--accum-steps", "0"], "--accum-steps must be >= 1"),
+        (["--accum-steps", "0"], "--accum-steps: expected an integer >= 1, got 0"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(argv, message, tmp_path: Path, capsys) -> None:
@@ -73,11 +79,16 @@ def test_bad_input_is_one_line_exit_2(argv, message, tmp_path: Path, capsys) -> 
 def test_resume_errors_leave_the_checkpoint_untouched(trained: Path, capsys) -> None:
     before = {p.name: p.read_bytes() for p in trained.iterdir()}
     resume = ["--resume", str(trained / "checkpoint.pt"), "--epochs", "2"]
-    # another class count (bundled: 4 classes), another model, a corrupt file
+    # another data set, another model, more epochs: refused without --allow-config-change
     assert main(["train", "--model", "convnext_atto", *TINY[:2], "--data", "bundled", *resume]) == 2
-    assert "has 10 classes" in capsys.readouterr().err
+    assert "--data: digits -> bundled" in capsys.readouterr().err
     assert main(["train", "--model", "slak_atto", *TINY, *resume]) == 2
-    assert "is for model 'convnext_atto'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--model: convnext_atto -> slak_atto" in err and "--allow-config-change" in err
+    # allowed, the class count still has to match (bundled: 4 classes)
+    argv = ["train", *TINY[:2], "--data", "bundled", *resume, "--allow-config-change"]
+    assert main(argv) == 2
+    assert "has 10 classes" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in trained.iterdir()} == before
 
     corrupt = trained.parent / "corrupt"
@@ -86,18 +97,21 @@ def test_resume_errors_leave_the_checkpoint_untouched(trained: Path, capsys) -> 
     args = ["train", "--model", "convnext_atto", *TINY, "--resume", str(corrupt / "checkpoint.pt")]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert "is not a readable checkpoint" in err and err.count("\n") == 1
+    assert "--resume: " in err and "is not a readable checkpoint" in err
+    assert err.count("\n") == 1
     assert (corrupt / "checkpoint.pt").read_bytes() == b"not a checkpoint"
     assert sorted(p.name for p in corrupt.iterdir()) == ["checkpoint.pt"]
 
 
-def test_resume_continues_training(trained: Path, tmp_path: Path) -> None:
+def test_resume_continues_training(trained: Path, tmp_path: Path, caplog) -> None:
     resumed = tmp_path / "more"
-    argv = ["train", "--model", "convnext_atto", *TINY, "--epochs", "2", "--ema-decay", "0.5"]
-    assert main([*argv, "--resume", str(trained), "--output", str(resumed)]) == 0
+    argv = ["train", "--epochs", "2", "--resume", str(trained), "--output", str(resumed)]
+    assert main([*argv, "--allow-config-change"]) == 0  # every other option from the checkpoint
+    assert "--epochs: 1 -> 2" in caplog.text
     records = json.loads((resumed / "log.json").read_text())
     assert [r["epoch"] for r in records] == [2]
-    assert load_checkpoint(resumed)["global_step"] == 8
+    state = load_training_state(resumed / "checkpoint.pt")
+    assert state["global_step"] == 8 and state["run"]["recipe"]["ema_decay"] == 0.5
 
 
 def test_recipes_follow_the_model() -> None:
@@ -114,7 +128,7 @@ def test_sparse_training_keeps_density(tmp_path: Path) -> None:
     assert main([*argv, "--density", "0.5", "--update-freq", "2", "--output", str(tmp_path)]) == 0
     record = json.loads((tmp_path / "log.json").read_text())[-1]
     assert record["density"] == pytest.approx(0.5, abs=0.01)
-    masks = load_checkpoint(tmp_path)["masking"]["masks"]
-    weights, _ = load_weights(tmp_path / "model.safetensors")
+    masks = load_training_state(tmp_path / "checkpoint.pt")["masking"]["masks"]
+    weights, _ = read_weights(tmp_path / "model.safetensors")
     for name, mask in masks.items():
-        assert torch.all(weights["model"][name][~mask] == 0)
+        assert torch.all(weights[name][~mask] == 0)

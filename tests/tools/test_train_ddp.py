@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from shiftwise.tools.checkpoint import load_checkpoint, load_weights
+from shiftwise.io import load_training_state, read_weights
 
 
 @pytest.mark.slow
@@ -31,15 +31,16 @@ def test_torchrun_two_processes_train_and_resume(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("top-1") == 1, "only rank 0 reports"
     assert "4 steps, batch 16 x 1 x 2" in done.stderr  # 128 images / (16 x 2 ranks)
+    assert "128 train / 64 val images" in done.stderr  # --val-limit 64 of 359
     records = json.loads((output / "log.json").read_text())
     assert [r["epoch"] for r in records] == [1]
-    state = load_checkpoint(output)
-    assert state["epoch"] == 1 and len(state["rng"]) == 2  # one RNG state per rank
-    tensors, meta = load_weights(output / "model.safetensors")
+    state = load_training_state(output / "checkpoint.pt")
+    assert state["epoch"] == 1 and len(state["ranks"]) == 2  # one RNG state per rank
+    tensors, meta = read_weights(output / "model.safetensors")
     assert meta["model"] == "slak_atto"
-    assert not any("sync" in name.lower() for name in tensors["model"])  # plain BN keys
+    assert not any("sync" in name.lower() for name in tensors)  # plain BN keys
 
-    resumed = [*command[:-2], "--epochs", "2", "--resume", str(output / "checkpoint.pt")]
+    resumed = [*command[:-2], "--epochs", "2", "--resume", str(output), "--allow-config-change"]
     done = subprocess.run(resumed, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     records = json.loads((output / "log.json").read_text())

@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from kornia.augmentation.auto import RandAugment
 from torch import nn
 
+from shiftwise.errors import UsageError
+
 __all__ = ["AugmentConfig", "BatchTransform"]
 
 
@@ -41,7 +43,7 @@ def _per_channel(values: tuple[float, ...], channels: int) -> torch.Tensor:
     if tensor.numel() == 1:
         tensor = tensor.repeat(channels)
     if tensor.numel() != channels:
-        raise ValueError(f"mean/std must have 1 or {channels} values, got {len(values)}")
+        raise UsageError(f"mean/std must have 1 or {channels} values, got {len(values)}")
     return tensor.view(1, channels, 1, 1)
 
 
@@ -68,7 +70,7 @@ class BatchTransform(nn.Module):
         self.in_chans = in_chans
         self.augment = augment
         if augment.randaug_n > 0 and in_chans != 3:
-            raise ValueError(f"RandAugment needs in_chans=3, got in_chans={in_chans}")
+            raise UsageError(f"RandAugment needs in_chans=3, got in_chans={in_chans}")
         self.register_buffer("mean", _per_channel(mean, in_chans), persistent=False)
         self.register_buffer("std", _per_channel(std, in_chans), persistent=False)
         size = (image_size, image_size)

@@ -24,6 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from shiftwise.errors import UsageError
+from shiftwise.io import atomic_write
+
 __all__ = ["CLASSES", "BundledConfig", "cache_dir", "generate", "load_bundled"]
 
 logger = logging.getLogger(__name__)
@@ -49,17 +52,17 @@ class BundledConfig:
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+            raise UsageError(f"channels must be 1 or 3, got {self.channels}")
         if self.mark_size < 5 or self.mark_size % 2 == 0:
-            raise ValueError(f"mark_size must be an odd integer >= 5, got {self.mark_size}")
+            raise UsageError(f"mark_size must be an odd integer >= 5, got {self.mark_size}")
         if self.image_size < self.min_distance + 2 * self.mark_size:
-            raise ValueError(
+            raise UsageError(
                 f"image_size must be at least min_distance + 2 * mark_size = "
                 f"{self.min_distance + 2 * self.mark_size}, got {self.image_size}"
             )
         for name in ("num_train", "num_val"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+                raise UsageError(f"{name} must be a positive integer, got {getattr(self, name)}")
 
     def key(self) -> str:
         """A short hash naming the cache file of this configuration."""
@@ -176,9 +179,5 @@ def load_bundled(
         "val_images": val_images,
         "val_labels": val_labels,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        np.savez(handle, **arrays)
-    os.replace(tmp, path)
+    atomic_write(path, lambda handle: np.savez(handle, **arrays))
     return arrays

@@ -7,6 +7,7 @@ batched on the training device (:mod:`shiftwise.data.augment`).
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from torch.utils.data import Dataset
 from shiftwise.data.bundled import CLASSES as BUNDLED_CLASSES
 from shiftwise.data.bundled import BundledConfig, load_bundled
 from shiftwise.data.real import FASHION_MNIST_CLASSES, load_digits, load_fashion_mnist
+from shiftwise.errors import MissingFileError, UsageError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -29,6 +31,8 @@ __all__ = [
     "load_data",
 ]
 
+logger = logging.getLogger(__name__)
+
 NAMED_SOURCES = ("bundled", "fashion-mnist", "digits")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 
@@ -38,11 +42,11 @@ class ArrayDataset(Dataset):
 
     def __init__(self, images: np.ndarray, labels: np.ndarray) -> None:
         if images.ndim != 4 or images.dtype != np.uint8:
-            raise ValueError(
+            raise UsageError(
                 f"images must be uint8 [N, C, H, W], got {images.dtype} {images.shape}"
             )
         if labels.shape != (images.shape[0],):
-            raise ValueError(f"labels must have shape ({images.shape[0]},), got {labels.shape}")
+            raise UsageError(f"labels must have shape ({images.shape[0]},), got {labels.shape}")
         self.images = torch.from_numpy(np.ascontiguousarray(images))
         self.labels = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
 
@@ -58,18 +62,20 @@ class ImageFolderDataset(Dataset):
 
     Each image is resized so its shorter side is ``size`` and centre-cropped (random crops
     and flips are applied later, batched on the device). ``classes`` fixes the class order
-    (sorted folder names by default).
+    (sorted folder names by default). A file that cannot be decoded (truncated, not an
+    image) gives a zero image with label ``-1`` and a warning naming it; the trainer and
+    the evaluation skip and count such samples.
     """
 
     def __init__(
         self, root: Path, size: int, channels: int = 3, classes: list[str] | None = None
     ) -> None:
         if not root.is_dir():
-            raise FileNotFoundError(f"data directory {str(root)!r} does not exist")
+            raise MissingFileError(f"data directory {str(root)!r} does not exist")
         found = sorted(p.name for p in root.iterdir() if p.is_dir())
         self.classes = list(classes) if classes is not None else found
         if classes is not None and found != self.classes:
-            raise ValueError(
+            raise UsageError(
                 f"class folders of {str(root)!r} must match the training classes "
                 f"{self.classes[:5]}..., got {found[:5]}..."
             )
@@ -80,7 +86,7 @@ class ImageFolderDataset(Dataset):
             if path.suffix.lower() in IMAGE_EXTENSIONS
         ]
         if not self.samples:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"data directory {str(root)!r} holds no images in class folders "
                 f"(expected {root}/<class>/*.jpg|png)"
             )
@@ -92,6 +98,15 @@ class ImageFolderDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
+        try:
+            return self._decode(path), label
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+            logger.warning("skipping unreadable image %s (%s)", path, error)
+            channels = 3 if self.mode == "RGB" else 1
+            return torch.zeros(channels, self.size, self.size, dtype=torch.uint8), -1
+
+    def _decode(self, path: Path) -> torch.Tensor:
+        """The image at ``path`` as uint8 [C, size, size] (shorter side resized, centre crop)."""
         with Image.open(path) as image:
             image = image.convert(self.mode)
             scale = self.size / min(image.size)
@@ -100,7 +115,7 @@ class ImageFolderDataset(Dataset):
             left, top = (width - self.size) // 2, (height - self.size) // 2
             image = image.crop((left, top, left + self.size, top + self.size))
             pixels = np.asarray(image, dtype=np.uint8).reshape(self.size, self.size, -1)
-        return torch.from_numpy(pixels.transpose(2, 0, 1).copy()), label
+        return torch.from_numpy(pixels.transpose(2, 0, 1).copy())
 
 
 @dataclass
@@ -174,12 +189,12 @@ def load_data(
         return _from_arrays(source, load_digits(), classes, image_size or 32, False)
     root = Path(source)
     if not root.exists():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"--data must be one of {', '.join(NAMED_SOURCES)} or an existing ImageFolder "
             f"directory, got {source!r} (no such directory)"
         )
     if not (root / "train").is_dir() or not (root / "val").is_dir():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"--data directory {source!r} must hold train/<class>/* and val/<class>/* folders"
         )
     size = image_size or 224

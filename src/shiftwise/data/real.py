@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from shiftwise.errors import MissingFileError
+
 __all__ = ["FASHION_MNIST_CLASSES", "FASHION_MNIST_DIR", "load_digits", "load_fashion_mnist"]
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -45,7 +47,7 @@ def load_fashion_mnist(root: str | os.PathLike = FASHION_MNIST_DIR) -> dict[str,
         labels = root / f"{prefix}-labels-idx1-ubyte.gz"
         for path in (images, labels):
             if not path.is_file():
-                raise FileNotFoundError(
+                raise MissingFileError(
                     f"--data fashion-mnist needs {path}; install it with "
                     "`apt-get install dataset-fashion-mnist` (Debian/Ubuntu)"
                 )
@@ -63,7 +65,7 @@ def load_digits(val_fraction: float = 0.2, seed: int = 0) -> dict[str, np.ndarra
     try:
         from sklearn.datasets import load_digits as sklearn_digits
     except ImportError as error:
-        raise FileNotFoundError(
+        raise MissingFileError(
             "--data digits needs scikit-learn: pip install scikit-learn"
         ) from error
     bunch = sklearn_digits()

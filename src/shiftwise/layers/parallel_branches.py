@@ -17,6 +17,11 @@ from shiftwise.layers.interface import KernelWeights, LargeKernelOperator
 from shiftwise.ops.oriented_conv import depthwise_conv2d, grad_needed, transpose_pays
 from shiftwise.ops.validation import check_depthwise_input
 
+# Leaves of torch.fx symbolic tracing: they choose layouts from shapes, devices and grad flags.
+torch.fx.wrap("depthwise_conv2d")
+torch.fx.wrap("transpose_pays")
+torch.fx.wrap("grad_needed")
+
 __all__ = ["DEPLOY_FORMS", "DepthwiseConvSum", "ParallelBranchConv2d", "oriented_conv"]
 
 DEPLOY_FORMS = ("auto", "dense", "strips")

@@ -54,6 +54,12 @@ CHANNEL_ORDERS = ("input", "official")
 # over its active pieces instead of the strips (see resolve_strategy).
 COMPACT_DENSITY = 0.25
 
+# Leaves of torch.fx symbolic tracing: they choose layouts from shapes, devices and grad flags.
+torch.fx.wrap("depthwise_conv2d")
+torch.fx.wrap("transpose_pays")
+torch.fx.wrap("grad_needed")
+torch.fx.wrap("select_channels")
+
 
 def resolve_strategy(strategy: str, density: float = 1.0, device: str = "cpu") -> str:
     """The execution strategy ``strategy`` stands for, ``auto`` resolved by the measured rule.
@@ -108,6 +114,9 @@ class ShiftWiseConv2d(LargeKernelOperator):
             ``"reference"`` (the same with the readable reference shift-add, the oracle) or
             ``"auto"`` (:func:`resolve_strategy`, resolved here and again, knowing the
             pruned pieces, by :meth:`reparameterize`). Fixed for the module's life.
+        ghost_rule: how ``Cr`` follows from ``ghost_ratio``: ``"v2"`` (above, the released
+            SW v2 networks) or ``"v1"``, ``Cr = C - floor(C * ghost_ratio)`` (not forced even),
+            the rule of the official ``SW_v1_slak.py`` (``sw_v1_*`` models).
 
     Shapes: input ``[B, C, H, W]`` (any ``H, W >= 1``), output ``[B, C, H, W]``.
     """
@@ -124,6 +133,7 @@ class ShiftWiseConv2d(LargeKernelOperator):
         seed: int = 123,
         channel_order: str = "input",
         strategy: str = "auto",
+        ghost_rule: str = "v2",
     ) -> None:
         super().__init__()
         check_kernel_sizes(channels, kernel_size, small_kernel)
@@ -137,7 +147,7 @@ class ShiftWiseConv2d(LargeKernelOperator):
             raise ValueError(
                 f"channel_order: expected one of {CHANNEL_ORDERS}, got {channel_order!r}"
             )
-        n_rep = rep_channel_count(channels, ghost_ratio)
+        n_rep = rep_channel_count(channels, ghost_ratio, ghost_rule)
         if n_rep == 0:
             raise ValueError(
                 f"ghost_ratio: {ghost_ratio} leaves no rep channel for channels={channels} "
@@ -148,6 +158,7 @@ class ShiftWiseConv2d(LargeKernelOperator):
         self.kernel_size = kernel_size
         self.small_kernel = small_kernel
         self.ghost_ratio = float(ghost_ratio)
+        self.ghost_rule = ghost_rule
         self.n_shuffles = n_shuffles
         self.n_rep = n_rep
         self.channel_order = channel_order
@@ -156,7 +167,7 @@ class ShiftWiseConv2d(LargeKernelOperator):
         self.geometry = sw_geometry(kernel_size, small_kernel)
         nk = self.geometry.n_pieces
 
-        rep_index, ghost_index = ghost_split(channels, ghost_ratio, seed)
+        rep_index, ghost_index = ghost_split(channels, ghost_ratio, seed, ghost_rule)
         tables = shift_tables(n_rep, nk, n_shuffles, seed)
         self.register_buffer("rep_index", rep_index)
         self.register_buffer("ghost_index", ghost_index)

@@ -2,15 +2,16 @@
 
 ``create_model(name, ...)`` builds a registered configuration (``list_models()``),
 ``reparameterize(model)`` turns a whole model into its inference form and
-``load_checkpoint(model, path)`` loads our safetensors checkpoints.
+``load_checkpoint(model, path)`` loads every weights file shiftwise writes (:mod:`shiftwise.io`).
 """
 
-from shiftwise.models.checkpoint import load_checkpoint, save_checkpoint
+from shiftwise.io import load_checkpoint
 from shiftwise.models.features import FeatureInfo, FeatureNet
 from shiftwise.models.network import LargeKernelNet
 from shiftwise.models.registry import MODEL_CONFIGS, ModelConfig, create_model, list_models
 from shiftwise.models.reparam import reparameterize
 from shiftwise.models.timm_entrypoints import register_timm
+from shiftwise.models.weights import model_from_weights, save_checkpoint
 
 __all__ = [
     "MODEL_CONFIGS",
@@ -21,6 +22,7 @@ __all__ = [
     "create_model",
     "list_models",
     "load_checkpoint",
+    "model_from_weights",
     "reparameterize",
     "save_checkpoint",
 ]

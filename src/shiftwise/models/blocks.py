@@ -21,6 +21,9 @@ from shiftwise.layers.shiftwise_conv import ShiftWiseConv2d
 from shiftwise.models.recompute import recompute_elementwise
 from shiftwise.models.tokens import channel_tokens, linear_tokens, tokens_to_channels_first
 
+# Leaf of torch.fx symbolic tracing: it picks where to fold the affine from the token count.
+torch.fx.wrap("linear_tokens")
+
 __all__ = [
     "GRN",
     "ConvNeXtBlock",
@@ -41,7 +44,7 @@ class LayerNorm2d(nn.LayerNorm):
 
 
 class DropPath(nn.Module):
-    """Stochastic depth: zero whole samples with probability ``drop_prob`` in training.
+    """Stochastic depth: zero whole samples of ``[B, C, H, W]`` with probability ``drop_prob``.
 
     Kept samples are scaled by ``1 / (1 - drop_prob)`` so the expectation is unchanged.
     """
@@ -56,7 +59,7 @@ class DropPath(nn.Module):
         if not self.training or self.drop_prob == 0.0:
             return x
         keep = 1.0 - self.drop_prob
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        mask = torch.empty_like(x[:, :1, :1, :1]).bernoulli_(keep)
         return x * mask / keep
 
     def extra_repr(self) -> str:
@@ -147,7 +150,7 @@ class ConvNeXtBlock(nn.Module):
         Returns a channels-last ``[B, C, H, W]`` tensor.
         """
         y = self.conv_dw(x)
-        height, width = y.shape[-2:]
+        height, width = y.shape[-2], y.shape[-1]
         hidden = self.act(self.fc1(self.norm(channel_tokens(y))))
         out = linear_tokens(hidden, self.fc2.weight, self.fc2.bias, residual=channel_tokens(x))
         return tokens_to_channels_first(out, height, width)
@@ -227,7 +230,7 @@ class ShiftWiseBlock(nn.Module):
         permute copies or the residual add. Returns a channels-last ``[B, C, H, W]`` tensor.
         """
         c = self.conv_dw(x)
-        height, width = c.shape[-2:]
+        height, width = c.shape[-2], c.shape[-1]
         tokens = channel_tokens(c)
         if self.norm is None:  # folded into the operator's strips by reparameterize
             gate = self.se.gate(tokens.mean(dim=1))

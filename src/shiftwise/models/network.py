@@ -8,7 +8,7 @@ The macro design follows the block type, as in the two papers:
   GELU + Conv 3x3 s2 + LN; downsample Conv 3x3 s2 + LN;
   :class:`~shiftwise.models.blocks.ShiftWiseBlock`.
 
-Both end with global average pooling, LayerNorm and a Linear classifier. The depthwise
+Both end with global pooling (average by default), LayerNorm and a Linear classifier. The depthwise
 operator of every block is chosen separately (``operator``, see
 :mod:`shiftwise.models.operators`), with one kernel size per stage.
 
@@ -19,48 +19,148 @@ with the operator at ``conv_dw``, ``head.norm`` and ``head.fc``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
+from torch.utils.checkpoint import checkpoint
 
-from shiftwise.models.blocks import ConvNeXtBlock, LayerNorm2d, ShiftWiseBlock
+from shiftwise.models.blocks import GRN, ConvNeXtBlock, LayerNorm2d, ShiftWiseBlock
 from shiftwise.models.operators import build_operator
 from shiftwise.ops.validation import check_positive_int
 
-__all__ = ["BLOCKS", "ClassifierHead", "LargeKernelNet", "Stage"]
+__all__ = ["BLOCKS", "POOL_TYPES", "ClassifierHead", "LargeKernelNet", "Stage"]
 
 BLOCKS = {"convnext": ConvNeXtBlock, "shiftwise": ShiftWiseBlock}
 
 
 class Stage(nn.Module):
-    """Optional downsample followed by a sequence of blocks."""
+    """Optional downsample followed by a sequence of blocks.
+
+    With ``grad_checkpointing`` set (:meth:`LargeKernelNet.set_grad_checkpointing`) and
+    gradients enabled, each block is run under non-reentrant activation checkpointing: only its
+    input is kept, the block is recomputed in the backward pass (same RNG state, and BatchNorm
+    running statistics left alone during the recomputation, so training is unchanged).
+    """
 
     def __init__(self, downsample: nn.Module, blocks: Sequence[nn.Module]) -> None:
         super().__init__()
         self.downsample = downsample
         self.blocks = nn.Sequential(*blocks)
+        self.grad_checkpointing = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks(self.downsample(x))
+        x = self.downsample(x)
+        if self.grad_checkpointing and torch.is_grad_enabled() and not is_fx_symbolic_tracing():
+            for block in self.blocks:
+                contexts = partial(_checkpoint_contexts, block)
+                x = checkpoint(block, x, use_reentrant=False, context_fn=contexts)
+            return x
+        return self.blocks(x)
+
+
+def _checkpoint_contexts(block: nn.Module) -> tuple[AbstractContextManager, AbstractContextManager]:
+    """Forward and recomputation contexts of a checkpointed ``block``: nothing, then
+    :func:`frozen_batchnorm_statistics` (the forward already updated them once)."""
+    return nullcontext(), frozen_batchnorm_statistics(block)
+
+
+@contextmanager
+def frozen_batchnorm_statistics(module: nn.Module) -> Iterator[None]:
+    """Within this context the BatchNorms of ``module`` normalise as usual but do not update
+    their running statistics (momentum 0; ``num_batches_tracked`` restored on exit)."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [
+        (m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone())
+        for m in norms
+    ]
+    try:
+        for m in norms:
+            m.momentum = 0.0
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(norms, saved, strict=True):
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
+
+
+POOL_TYPES = ("", "avg", "max", "avgmax")
+
+
+def pool_features(x: torch.Tensor, pool_type: str) -> torch.Tensor:
+    """Pool ``[B, C, H, W]`` over ``H, W`` to ``[B, C]``: ``avg``, ``max`` or mean ``avgmax``."""
+    if pool_type == "avg":
+        return x.mean(dim=(2, 3))
+    if pool_type == "max":
+        return x.amax(dim=(2, 3))
+    return 0.5 * (x.mean(dim=(2, 3)) + x.amax(dim=(2, 3)))
 
 
 class ClassifierHead(nn.Module):
-    """Global average pool, LayerNorm, dropout and Linear: ``[B, C, H, W] -> [B, classes]``."""
+    """Global pool, LayerNorm, dropout and Linear: ``[B, C, H, W] -> [B, classes]``.
 
-    def __init__(self, in_features: int, num_classes: int, drop_rate: float = 0.0) -> None:
+    ``pool_type`` is one of :data:`POOL_TYPES`; ``""`` keeps the map: norm and Linear then act
+    on every position's channels, ``[B, C, H, W] -> [B, classes, H, W]`` (``[B, C, H, W]``
+    with ``num_classes=0``).
+    """
+
+    def __init__(
+        self, in_features: int, num_classes: int, drop_rate: float = 0.0, pool_type: str = "avg"
+    ) -> None:
         super().__init__()
         self.in_features = in_features
+        self.pool_type = check_pool_type(pool_type)
         self.norm = nn.LayerNorm(in_features, eps=1e-6)
         self.drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.norm(x.mean(dim=(2, 3)))
+        if not self.pool_type:
+            x = self.norm(x.permute(0, 2, 3, 1))
+            if not pre_logits:
+                x = self.fc(self.drop(x))
+            return x.permute(0, 3, 1, 2)
+        x = self.norm(pool_features(x, self.pool_type))
         if pre_logits:
             return x
         return self.fc(self.drop(x))
+
+
+def check_pool_type(pool_type: object, name: str = "global_pool") -> str:
+    """Return ``pool_type`` if it is one of :data:`POOL_TYPES`, else raise naming ``name``."""
+    if pool_type not in POOL_TYPES:
+        raise ValueError(f"{name}: expected one of {POOL_TYPES}, got {pool_type!r}")
+    return pool_type
+
+
+def take_indices(n_stages: int, indices: int | Sequence[int] | None) -> tuple[list[int], int]:
+    """timm's ``feature_take_indices``: the stages to return and the last one to run.
+
+    ``None`` takes all ``n_stages``, an int ``n`` the last ``n``, a sequence the listed stages
+    (negative counts from the end). Returns ``(absolute indices, max index)``.
+    """
+    if indices is None:
+        indices = n_stages
+    if isinstance(indices, int) and not isinstance(indices, bool):
+        if not 0 < indices <= n_stages:
+            raise ValueError(f"indices: expected a count in [1, {n_stages}], got {indices}")
+        taken = list(range(n_stages - indices, n_stages))
+    else:
+        if not isinstance(indices, Sequence) or not indices:
+            raise ValueError(f"indices: expected an int or stage numbers, got {indices!r}")
+        taken = []
+        for index in indices:
+            if isinstance(index, bool) or not isinstance(index, int):
+                raise ValueError(f"indices: expected stage numbers, got {indices!r}")
+            if not -n_stages <= index < n_stages:
+                raise ValueError(f"indices: stage {index} outside [-{n_stages}, {n_stages})")
+            taken.append(index % n_stages)
+    return taken, max(taken)
 
 
 def _stem(block: str, in_chans: int, dim: int) -> nn.Sequential:
@@ -102,6 +202,7 @@ class LargeKernelNet(nn.Module):
         width_factor: every stage width is ``int(d * width_factor)``.
         num_classes: classifier outputs; 0 gives no classifier (pooled features).
         in_chans: input channels.
+        global_pool: pooling before the head, one of :data:`POOL_TYPES` (``""``: none).
         drop_rate: dropout before the classifier.
         drop_path_rate: stochastic depth, rising linearly from 0 over all blocks.
         layer_scale_init: initial value of the per-block ``gamma``.
@@ -123,6 +224,7 @@ class LargeKernelNet(nn.Module):
         width_factor: float = 1.0,
         num_classes: int = 1000,
         in_chans: int = 3,
+        global_pool: str = "avg",
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         layer_scale_init: float = 1e-6,
@@ -172,7 +274,7 @@ class LargeKernelNet(nn.Module):
             first += depths[i]
             stages.append(Stage(downsample, blocks))
         self.stages = nn.Sequential(*stages)
-        self.head = ClassifierHead(dims[-1], num_classes, drop_rate)
+        self.head = ClassifierHead(dims[-1], num_classes, drop_rate, global_pool)
 
         self.apply(_init_weights)
         if isinstance(self.head.fc, nn.Linear):
@@ -181,23 +283,133 @@ class LargeKernelNet(nn.Module):
                 self.head.fc.bias.mul_(head_init_scale)
 
     def get_classifier(self) -> nn.Module:
+        """The classifier ``head.fc`` (an identity when ``num_classes == 0``)."""
         return self.head.fc
 
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace the classifier by a fresh ``Linear(C3, num_classes)`` (0: identity)."""
-        if global_pool not in (None, "avg"):
-            raise ValueError(f"global_pool: only 'avg' is supported, got {global_pool!r}")
+    def reset_classifier(
+        self, num_classes: int, global_pool: str | None = None, reset_other: bool = False
+    ) -> None:
+        """Replace the classifier by a fresh ``Linear(num_features, num_classes)`` (0: identity).
+
+        ``global_pool`` (one of :data:`POOL_TYPES`, ``None`` keeps the current one): ``""``
+        removes pooling, so ``forward`` returns the map ``[B, classes or C, H, W]``.
+        ``reset_other`` also removes the head's LayerNorm (timm's meaning).
+        """
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
             raise ValueError(f"num_classes: expected an int >= 0, got {num_classes!r}")
+        if global_pool is not None:
+            self.head.pool_type = check_pool_type(global_pool)
+        if reset_other:
+            self.head.norm = nn.Identity()
         self.num_classes = num_classes
+        self.head.in_features = self.num_features
         fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         fc.apply(_init_weights)
-        self.head.fc = fc.to(self.head.norm.weight.device)
+        self.head.fc = fc.to(self.stem[0].weight.device)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Run every block under activation checkpointing while gradients are enabled.
+
+        Outputs and gradients are unchanged; activation memory drops to the block inputs plus
+        one block's activations, at the cost of a second forward of each block in backward.
+        """
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """Parameter-group regexes of timm (layer-wise lr decay): stem, then stages or blocks.
+
+        ``coarse``: one group per stage; else the downsample of stage ``i`` joins block 0 of
+        stage ``i``'s group (as timm's ConvNeXt). The head falls in the last group.
+        """
+        return {
+            "stem": r"^stem",
+            "blocks": r"^stages\.(\d+)"
+            if coarse
+            else [(r"^stages\.(\d+)\.downsample", (0,)), (r"^stages\.(\d+)\.blocks\.(\d+)", None)],
+        }
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of parameters to train without weight decay, besides 1-D ones and biases.
+
+        timm's optimizer factory (and ``shiftwise train``) already skip every parameter with
+        ``ndim <= 1``; GRN's ``gamma``/``beta`` are stored ``[1, 1, 1, C]`` as in the official
+        code, so they are listed here.
+        """
+        return {
+            f"{name}.{attribute}"
+            for name, module in self.named_modules()
+            if isinstance(module, GRN)
+            for attribute in ("gamma", "beta")
+        }
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, in_chans, H, W] -> [B, C3, H/32, W/32]`` (before pooling and head)."""
         _check_input(x, self.stem[0].in_channels)
         return self.stages(self.stem(x))
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Stage outputs as timm's ``forward_intermediates``.
+
+        Args:
+            x: ``[B, in_chans, H, W]``.
+            indices: stages to return: ``None`` all, an int ``n`` the last ``n``, or a list
+                of stage numbers (negative from the end).
+            norm: accepted for timm; no norm applies to feature maps here (the final
+                LayerNorm acts after pooling, as in timm's ConvNeXt), so it changes nothing.
+            stop_early: do not run the stages after the last requested one.
+            output_fmt: ``"NCHW"`` (the only layout).
+            intermediates_only: return only the list.
+
+        Returns the list of ``[B, C_i, H / 2**(i+2), W / 2**(i+2)]`` maps (sizes rounded as the
+        strided convs round them), and first the output of the last stage run (equal to
+        ``forward_features(x)`` when every stage ran).
+        """
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt: only 'NCHW' is supported, got {output_fmt!r}")
+        taken, last = take_indices(len(self.stages), indices)
+        _check_input(x, self.stem[0].in_channels)
+        x = self.stem(x)
+        stages = self.stages[: last + 1] if stop_early else self.stages
+        intermediates = []
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in taken:
+                intermediates.append(x)
+        if intermediates_only:
+            return intermediates
+        return x, intermediates
+
+    def prune_intermediate_layers(
+        self,
+        indices: int | Sequence[int] = 1,
+        prune_norm: bool = False,
+        prune_head: bool = True,
+    ) -> list[int]:
+        """Drop the stages after the last of ``indices`` (and the head), in place.
+
+        As timm: when stages are dropped, or ``prune_head``, the head becomes an identity with
+        no pooling and no norm (``prune_norm`` drops the norm too); ``num_features`` is then
+        the last kept stage's width. Returns the kept indices (absolute).
+        """
+        taken, last = take_indices(len(self.stages), indices)
+        prune_end = last < len(self.stages) - 1
+        self.stages = self.stages[: last + 1]
+        if prune_end:
+            self.num_features = self.head_hidden_size = self.feature_info[last]["num_chs"]
+        if prune_head or prune_end:
+            self.reset_classifier(0, "", reset_other=True)
+        elif prune_norm:
+            self.head.norm = nn.Identity()
+        return taken
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool, norm and classify ``[B, C3, h, w]``; ``pre_logits`` stops before the Linear."""
@@ -208,6 +420,9 @@ class LargeKernelNet(nn.Module):
 
 
 def _check_input(x: object, in_chans: int) -> None:
+    """Raise unless ``x`` is a floating point ``[B, in_chans, H, W]`` tensor (a Proxy passes)."""
+    if isinstance(x, torch.fx.Proxy):
+        return
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise TypeError(f"x: expected a floating point tensor, got {type(x).__name__}")
     if x.dim() != 4 or x.shape[1] != in_chans:

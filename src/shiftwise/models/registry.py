@@ -9,6 +9,10 @@ Paper models (released configurations, 224x224 ImageNet):
   51/49/47/13 with short side 5 and a 5x5 small kernel, width factor 1.3.
 * ``sw_{tiny,small,base}``: ShiftwiseConv v2 (CVPR 2025), UniRepLKNet macro, big kernels
   51/49/47/13 from 3x3 pieces, ghost ratio 0.23, 2 paths, 4 shuffles.
+* ``sw_v1_tiny``, ``sw_v1_tiny_1_3x``: the official ``SW_v1_slak.py`` network (the paper's
+  "sparse-sw" row): the shift-wise operator in the SLaK/ConvNeXt macro, depths ``[3, 3, 9, 3]``,
+  widths ``[96, 192, 384, 768]`` (times 1.3 for ``_1_3x``), kernels 51/49/45/13 from 5x5
+  pieces, ghost count ``int(C * 0.23)`` (``ghost_rule="v1"``), 2 paths, 4 shuffles, no SE.
 * ``convnext_tiny``: the ConvNeXt-T baseline (7x7 depthwise convs).
 
 CPU-sized variants for 64x64 inputs (``*_atto``) share depths ``[2, 2, 4, 2]`` and widths
@@ -20,15 +24,26 @@ and never smaller than ConvNeXt's 7; ``convnext_atto`` uses 7 everywhere.
 
 from __future__ import annotations
 
+import dataclasses
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
-from shiftwise.models.features import FeatureNet
+from shiftwise.io import load_checkpoint
+from shiftwise.models.features import build_features
 from shiftwise.models.network import LargeKernelNet
 
-__all__ = ["MODEL_CONFIGS", "ModelConfig", "create_model", "list_models", "pretrained_cfg"]
+__all__ = [
+    "MODEL_CONFIGS",
+    "ModelConfig",
+    "create_model",
+    "list_models",
+    "pretrained_cfg",
+    "resolve_pretrained_cfg",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -41,6 +56,11 @@ SW_KWARGS = {
     "channel_order": "official",  # the order of the official checkpoints
 }
 SLAK_KWARGS = {"short_side": 5, "small_kernel": 5}
+SW_V1_KERNELS = (51, 49, 45, 13)
+SW_V1_KWARGS = {
+    "small_kernel": 5, "ghost_ratio": 0.23, "ghost_rule": "v1", "n_paths": 2, "n_shuffles": 4,
+    "channel_order": "official",  # as the official SW_v1_slak.py
+}  # fmt: skip
 ATTO_DEPTHS, ATTO_DIMS, ATTO_KERNELS = (2, 2, 4, 2), (32, 64, 128, 256), (31, 15, 7, 7)
 
 
@@ -57,6 +77,26 @@ class ModelConfig:
     width_factor: float = 1.0
     input_size: int = 224
     paper: str = ""
+
+
+# Paper and code of each model family (timm's pretrained-cfg metadata); keyed by name prefix.
+PAPERS = {
+    "sw_": {
+        "paper_name": "ShiftwiseConv: Small Convolutional Kernel with Large Kernel Effect",
+        "paper_ids": "arXiv:2401.12736",
+        "origin_url": "https://github.com/lidc54/shift-wiseConv",
+    },
+    "slak_": {
+        "paper_name": "More ConvNets in the 2020s: Scaling up Kernels Beyond 51x51 using Sparsity",
+        "paper_ids": "arXiv:2207.03620",
+        "origin_url": "https://github.com/VITA-Group/SLaK",
+    },
+    "convnext_": {
+        "paper_name": "A ConvNet for the 2020s",
+        "paper_ids": "arXiv:2201.03545",
+        "origin_url": "https://github.com/facebookresearch/ConvNeXt",
+    },
+}
 
 
 MODEL_CONFIGS: dict[str, ModelConfig] = {
@@ -83,6 +123,14 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
     "slak_base": ModelConfig(
         (3, 3, 27, 3), (128, 256, 512, 1024), PAPER_KERNELS, "convnext", "slak", SLAK_KWARGS, 1.3,
         paper="SLaK (ICLR 2023) SLaK-B",
+    ),
+    "sw_v1_tiny": ModelConfig(
+        (3, 3, 9, 3), (96, 192, 384, 768), SW_V1_KERNELS, "convnext", "shiftwise", SW_V1_KWARGS,
+        paper="ShiftwiseConv (CVPR 2025) sparse-sw: SW_v1_slak.py ShiftWise_v1_tiny",
+    ),
+    "sw_v1_tiny_1_3x": ModelConfig(
+        (3, 3, 9, 3), (96, 192, 384, 768), SW_V1_KERNELS, "convnext", "shiftwise", SW_V1_KWARGS,
+        1.3, paper="ShiftwiseConv (CVPR 2025) sparse-sw: ShiftWise_v1_tiny, width_factor 1.3",
     ),
     "convnext_tiny": ModelConfig(
         (3, 3, 9, 3), (96, 192, 384, 768), (7, 7, 7, 7), "convnext", "conv",
@@ -115,58 +163,128 @@ def get_config(name: str) -> ModelConfig:
 
 
 def pretrained_cfg(name: str, num_classes: int = 1000) -> dict[str, Any]:
-    """timm-style ``pretrained_cfg`` of ``name`` (no weights are shipped: ``url`` is empty)."""
+    """timm-style default ``pretrained_cfg`` of ``name`` (timm's ``PretrainedCfg`` fields).
+
+    No weights are shipped (no ``url`` or ``file``); ``file`` may be set by an overlay
+    (:func:`create_model`). ``crop_pct`` is timm's 0.875 at 224 px and 1.0 for the 64 px
+    ``*_atto`` models (trained on uncropped images).
+    """
     config = get_config(name)
     size = config.input_size
+    family = next(prefix for prefix in PAPERS if name.startswith(prefix))
     return {
         "architecture": name,
-        "url": "",
+        "custom_load": False,
         "num_classes": num_classes,
         "input_size": (3, size, size),
         "pool_size": (size // 32, size // 32),
+        "fixed_input_size": False,
         "crop_pct": 0.875 if size >= 224 else 1.0,
+        "crop_mode": "center",
         "interpolation": "bicubic",
         "mean": IMAGENET_MEAN,
         "std": IMAGENET_STD,
         "first_conv": "stem.0",
         "classifier": "head.fc",
-        "paper": config.paper,
+        "license": "apache-2.0",
+        "description": config.paper or f"{name}: CPU-sized variant for 64x64 inputs",
+        **PAPERS[family],
     }
+
+
+def resolve_pretrained_cfg(
+    name: str,
+    base: object = None,
+    overlay: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The ``pretrained_cfg`` of a model: the default (or ``base``) updated by ``overlay``.
+
+    ``base`` is what timm's ``create_model`` passes as ``pretrained_cfg``: ``None`` or ``""``
+    (the default), a mapping, or a dataclass such as timm's ``PretrainedCfg``; ``None``
+    fields are left out. As in timm, the cfg describes the weights and input pipeline, not the
+    built model: its ``num_classes`` stays the cfg's whatever the model's.
+    """
+    cfg = pretrained_cfg(name)
+    if dataclasses.is_dataclass(base) and not isinstance(base, type):
+        base = dataclasses.asdict(base)
+    if isinstance(base, Mapping):
+        cfg.update({key: value for key, value in base.items() if value is not None})
+    elif base not in (None, ""):
+        raise ValueError(
+            f"pretrained_cfg: expected a dict, a timm PretrainedCfg or None for {name!r} "
+            f"(it has no pretrained tags), got {base!r}"
+        )
+    if overlay is not None and not isinstance(overlay, Mapping):
+        raise TypeError(f"pretrained_cfg_overlay: expected a dict, got {type(overlay).__name__}")
+    cfg.update(overlay or {})
+    return cfg
 
 
 def create_model(
     name: str,
     pretrained: bool = False,
-    num_classes: int = 1000,
+    num_classes: int | None = None,
     drop_path_rate: float = 0.0,
     width_factor: float | None = None,
     features_only: bool = False,
-    out_indices: tuple[int, ...] = (0, 1, 2, 3),
+    out_indices: int | tuple[int, ...] = (0, 1, 2, 3),
+    feature_cls: str | type | None = None,
+    checkpoint_path: str | os.PathLike | None = None,
+    pretrained_cfg: object = None,
+    pretrained_cfg_overlay: Mapping[str, Any] | None = None,
+    cache_dir: object = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build the registered model ``name`` (see :func:`list_models`).
 
     Args:
         name: registered model name, e.g. ``"sw_tiny"``.
-        pretrained: must be False: no weights are shipped (convert official checkpoints with
-            ``shiftwise convert`` and load them with ``shiftwise.models.load_checkpoint``).
-        num_classes: classifier outputs (0: pooled features).
+        pretrained: load the weights file named by the ``pretrained_cfg``'s ``file``
+            (e.g. ``pretrained_cfg_overlay=dict(file=path)``) with
+            :func:`~shiftwise.models.load_checkpoint`. No weights are shipped, so without a
+            ``file`` this is an error.
+        num_classes: classifier outputs (0: pooled features); ``None`` takes the
+            ``pretrained_cfg``'s (1000 unless overlaid, as in timm).
         drop_path_rate: stochastic depth of the last block.
         width_factor: multiplies every stage width; ``None`` keeps the config's (1.3 for SLaK).
-        features_only: return a :class:`FeatureNet` giving the stage outputs instead.
+        features_only: return a backbone giving the stage outputs instead
+            (:func:`~shiftwise.models.features.build_features`).
         out_indices: stages returned when ``features_only``.
-        **kwargs: any other :class:`LargeKernelNet` argument (``in_chans``, ``drop_rate``,
-            ``kernel_sizes``, ``operator``, ``operator_kwargs`` (merged into the config's
-            when the operator is unchanged), ``depths``, ``dims``, ``block``, ...).
+        feature_cls: with ``features_only``: ``None`` for our
+            :class:`~shiftwise.models.FeatureNet`; timm's ``"getter"``, ``"list"``, ``"dict"``,
+            ``"hook"``, ``"fx"`` (or a class) wrap the model in timm's feature classes.
+        checkpoint_path: weights to load after building (``load_checkpoint``, strict).
+        pretrained_cfg: base of ``model.pretrained_cfg`` (timm passes it; see
+            :func:`resolve_pretrained_cfg`).
+        pretrained_cfg_overlay: entries that override the ``pretrained_cfg`` (kept in it).
+        cache_dir: accepted for timm's ``create_model``; unused (nothing is downloaded).
+        **kwargs: any other :class:`LargeKernelNet` argument (``in_chans``, which defaults to
+            the cfg's ``input_size[0]``, ``drop_rate``,
+            ``global_pool``, ``kernel_sizes``, ``operator``, ``operator_kwargs`` (merged into
+            the config's when the operator is unchanged), ``depths``, ``dims``, ``block``, ...).
+
+    The weights (``pretrained`` file, then ``checkpoint_path``) load into the full classifier
+    before a ``features_only`` backbone is cut from it, so files written for the classifier
+    fit; ``num_classes`` must match the file's.
     """
-    if pretrained:
-        raise ValueError(
-            "pretrained: no weights are shipped; convert an official checkpoint with "
-            "`shiftwise convert` and load it with shiftwise.models.load_checkpoint"
-        )
     config = get_config(name)
-    for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
-        kwargs.pop(key, None)  # timm's create_model passes these to every entry point
+    del cache_dir  # timm passes it to every entry point; nothing is ever downloaded
+    kwargs.pop("pretrained_model_args", None)  # timm's record of hub arguments, already merged
+    output_stride = kwargs.pop("output_stride", None)
+    if output_stride not in (None, 32):
+        raise ValueError(
+            f"output_stride: only 32 is supported (no dilated stages), got {output_stride!r}"
+        )
+    cfg = resolve_pretrained_cfg(name, pretrained_cfg, pretrained_cfg_overlay)
+    if num_classes is None:
+        num_classes = cfg["num_classes"]
+    kwargs.setdefault("in_chans", cfg["input_size"][0])
+    if pretrained and not cfg.get("file"):
+        raise ValueError(
+            f"pretrained: no weights are shipped for {name!r}; pass the file to load as "
+            "pretrained_cfg_overlay=dict(file=path) (or checkpoint_path=path), e.g. one written "
+            "by `shiftwise train` or `shiftwise convert`"
+        )
     arguments: dict[str, Any] = {
         "depths": config.depths,
         "dims": config.dims,
@@ -184,7 +302,11 @@ def create_model(
     arguments.update(kwargs)
     arguments["operator_kwargs"] = operator_kwargs
     model = LargeKernelNet(**arguments)
-    model.pretrained_cfg = model.default_cfg = pretrained_cfg(name, num_classes)
+    model.pretrained_cfg = model.default_cfg = cfg
+    if pretrained:
+        load_checkpoint(model, cfg["file"])
+    if checkpoint_path is not None:
+        load_checkpoint(model, checkpoint_path)
     if features_only:
-        return FeatureNet(model, out_indices)
+        return build_features(model, out_indices, feature_cls)
     return model

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "GHOST_RULES",
     "SWGeometry",
     "ShiftTables",
     "equivalent_kernel",
@@ -84,14 +85,31 @@ def sw_geometry(kernel_size: int, small_kernel: int) -> SWGeometry:
     )
 
 
-def rep_channel_count(channels: int, ghost_ratio: float) -> int:
-    """``Cr = floor(floor(C * (1 - ghost_ratio)) / 2) * 2``: channels that go through the op."""
+GHOST_RULES = ("v2", "v1")
+
+
+def rep_channel_count(channels: int, ghost_ratio: float, ghost_rule: str = "v2") -> int:
+    """``Cr``, the channels that go through the op, by the official rule ``ghost_rule``.
+
+    ``"v2"`` (SW v2, SW-T/S/B): ``Cr = floor(floor(C * (1 - ghost_ratio)) / 2) * 2`` (even);
+    ``"v1"`` (``backbones/SW_v1_slak.py``): ``Cr = C - floor(C * ghost_ratio)``.
+    """
+    if ghost_rule == "v1":
+        return channels - int(channels * ghost_ratio)
+    if ghost_rule != "v2":
+        raise ValueError(f"ghost_rule: expected one of {GHOST_RULES}, got {ghost_rule!r}")
     return int(channels * (1.0 - ghost_ratio)) // 2 * 2
 
 
-def ghost_split(channels: int, ghost_ratio: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sorted ``(rep_index [Cr], ghost_index [C - Cr])`` int64, drawn as the official code does."""
-    n_rep = rep_channel_count(channels, ghost_ratio)
+def ghost_split(
+    channels: int, ghost_ratio: float, seed: int, ghost_rule: str = "v2"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sorted ``(rep_index [Cr], ghost_index [C - Cr])`` int64, drawn as the official code does.
+
+    ``Cr`` follows ``ghost_rule`` (:func:`rep_channel_count`); both versions draw the ghost
+    channels the same way.
+    """
+    n_rep = rep_channel_count(channels, ghost_ratio, ghost_rule)
     n_ghost = channels - n_rep
     chosen = np.random.RandomState(seed).choice(channels, n_ghost, replace=False)
     ghost = np.sort(chosen).astype(np.int64)

@@ -13,7 +13,12 @@ __all__ = [
 
 
 def check_depthwise_input(x: object, channels: int, name: str = "x") -> None:
-    """Raise unless ``x`` is a floating point ``[B, channels, H, W]`` tensor with ``H, W >= 1``."""
+    """Raise unless ``x`` is a floating point ``[B, channels, H, W]`` tensor with ``H, W >= 1``.
+
+    A ``torch.fx.Proxy`` (symbolic tracing: no dtype or shape to check) passes.
+    """
+    if isinstance(x, torch.fx.Proxy):
+        return
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():

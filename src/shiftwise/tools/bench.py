@@ -9,7 +9,9 @@ Sub-suites (each writes ``<suite>.json`` and ``<suite>.png`` into ``--out``):
   K = 13, 25, 51, 75, 101, mode fwd_bwd (training cost);
 * ``roofline``: achieved GB/s of the SW shift-add vs a same-run tensor copy;
 * ``models``: img/s and peak memory of sw_tiny, slak_tiny, convnext_tiny, train step and
-  deploy inference (ratios against convnext_tiny);
+  deploy inference (ratios against convnext_tiny); ``--runtime onnxruntime`` measures the
+  deploy forms exported to ONNX in onnxruntime (all graph optimisations, ``--threads``
+  intra-op threads), ``--runtime torch onnxruntime`` both side by side;
 * ``all``: the four in turn.
 
 Variants of one comparison are timed interleaved and ratios are medians of per-repeat ratios
@@ -27,8 +29,9 @@ from typing import Any
 
 import torch
 
+from shiftwise.errors import UsageError
 from shiftwise.tools.benchmarking.environment import describe_environment, write_json
-from shiftwise.tools.benchmarking.models import run_model_suite
+from shiftwise.tools.benchmarking.models import RUNTIMES, run_model_suite
 from shiftwise.tools.benchmarking.operators import run_kernel_sweep, run_operator_suite
 from shiftwise.tools.benchmarking.plots import (
     plot_models,
@@ -86,6 +89,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="model-level input size (default 128 on CPU, 224 on CUDA)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--runtime",
+        nargs="+",
+        choices=RUNTIMES,
+        default=["torch"],
+        help="models suite: torch (train + deploy) and/or onnxruntime (deploy; CPU)",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny shapes, seconds (tests)")
     parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})"
@@ -98,11 +108,11 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as error:
-        raise ValueError(f"--device: expected cpu or cuda, got {name!r}") from error
+        raise UsageError(f"--device: expected cpu or cuda, got {name!r}") from error
     if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"--device: expected cpu or cuda, got {name!r}")
+        raise UsageError(f"--device: expected cpu or cuda, got {name!r}")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device: {name!r} requested but CUDA is not available here")
+        raise UsageError(f"--device: {name!r} requested but CUDA is not available here")
     return device
 
 
@@ -116,10 +126,13 @@ def run_suite(
     image_size: int | None = None,
     quick: bool = False,
     progress: Callable[[str], None] | None = None,
+    runtimes: tuple[str, ...] = ("torch",),
 ) -> dict[str, Any]:
-    """Run one suite, write ``out/<suite>.json`` and ``out/<suite>.png``; returns the payload."""
+    """Run one suite, write ``out/<suite>.json`` and ``out/<suite>.png``; returns the payload.
+
+    ``runtimes`` applies to the ``models`` suite only."""
     if suite not in SUITES:
-        raise ValueError(f"suite: expected one of {SUITES}, got {suite!r}")
+        raise UsageError(f"suite: expected one of {SUITES}, got {suite!r}")
     on_cuda = device.type == "cuda"
     batch = batch if batch is not None else (32 if on_cuda else 1)
     kwargs: dict[str, Any] = {
@@ -139,7 +152,7 @@ def run_suite(
     else:
         default_size = kwargs.get("image_size") or (224 if on_cuda else 128)
         kwargs["image_size"] = image_size or default_size
-        result = run_model_suite(device, **kwargs)
+        result = run_model_suite(device, runtimes=runtimes, **kwargs)
     payload = {
         "suite": suite,
         "quick": quick,
@@ -190,22 +203,26 @@ def summarise(payload: dict[str, Any]) -> list[str]:
             for name, entry in entries.items():
                 memory = entry["peak_memory_bytes"]
                 memory_text = f"{memory / 2**20:.0f} MiB" if memory is not None else "n/a"
+                to_torch = entry.get("throughput_ratio_to_torch", {}).get("median")
+                extra = f", x{to_torch:.3f} vs torch" if to_torch is not None else ""
                 lines.append(
                     f"  {mode} {name}: {entry['images_per_s']['median']:.2f} img/s, "
                     f"x{entry['throughput_ratio_to_baseline']['median']:.3f} vs "
-                    f"{result['baseline']}, peak {memory_text}"
+                    f"{result['baseline']}{extra}, peak {memory_text}"
                 )
     return lines
 
 
 def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
+    if "onnxruntime" in args.runtime and device.type != "cpu":
+        raise ValueError(f"--runtime: onnxruntime is measured on CPU only, got --device {device}")
     for name in ("repeats", "batch", "image_size", "threads"):
         value = getattr(args, name)
         if value is not None and value < 1:
-            raise ValueError(f"--{name.replace('_', '-')}: expected an integer >= 1, got {value}")
+            raise UsageError(f"--{name.replace('_', '-')}: expected an integer >= 1, got {value}")
     if args.warmup < 0:
-        raise ValueError(f"--warmup: expected an integer >= 0, got {args.warmup}")
+        raise UsageError(f"--warmup: expected an integer >= 0, got {args.warmup}")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     suites = SUITES if args.suite == "all" else (args.suite,)
@@ -220,6 +237,7 @@ def run(args: argparse.Namespace) -> int:
             image_size=args.image_size,
             quick=args.quick,
             progress=lambda text: logger.info("%s", text),
+            runtimes=tuple(dict.fromkeys(args.runtime)),
         )
         print("\n".join(summarise(payload)))
         print(f"  -> {args.out / (suite + '.json')}, {args.out / (suite + '.png')}")

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from shiftwise.errors import UsageError
 from shiftwise.layers import LargeKernelOperator
 from shiftwise.models.blocks import GRN
 
@@ -74,7 +75,7 @@ def _check_density(density: float | None) -> None:
     if isinstance(density, bool) or not isinstance(density, int | float):
         raise TypeError(f"density: expected a float in (0, 1], got {density!r}")
     if not 0.0 < density <= 1.0:
-        raise ValueError(f"density: expected a value in (0, 1], got {density}")
+        raise UsageError(f"density: expected a value in (0, 1], got {density}")
 
 
 def _unmasked_ids(model: nn.Module) -> set[int]:
@@ -218,7 +219,7 @@ def _check_img_size(img_size: object) -> tuple[int, int]:
         or len(img_size) != 2
         or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 32 for v in img_size)
     ):
-        raise ValueError(f"img_size: expected (H, W) with H, W >= 32, got {img_size!r}")
+        raise UsageError(f"img_size: expected (H, W) with H, W >= 32, got {img_size!r}")
     return int(img_size[0]), int(img_size[1])
 
 
@@ -307,10 +308,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from shiftwise.tools import check_model_names
+
+    check_model_names(args.model, "MODEL")
     img_size = None
     if args.img_size is not None:
         if len(args.img_size) not in (1, 2):
-            raise ValueError(f"--img-size: expected H or H W, got {args.img_size}")
+            raise UsageError(f"--img-size: expected H or H W, got {args.img_size}")
         img_size = (args.img_size[0], args.img_size[-1])
     report = info_report(
         args.model,

@@ -27,15 +27,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from shiftwise.errors import MissingFileError, UsageError
+from shiftwise.io import check_state_dict, safe_torch_load, save_weights
 from shiftwise.models import MODEL_CONFIGS, create_model
-from shiftwise.models.checkpoint import check_state_dict, save_checkpoint
 
 __all__ = [
     "SOURCES",
@@ -43,6 +44,7 @@ __all__ = [
     "convert_state_dict",
     "infer_model_name",
     "map_key",
+    "model_kwargs",
     "read_official_checkpoint",
     "register",
     "run",
@@ -78,7 +80,7 @@ _SLAK_BLOCK = [
 def map_key(key: str, source: str) -> str | None:
     """Our name of the official ``key`` of a ``source`` ("slak"/"sw") model, or ``None``."""
     if source not in SOURCES:
-        raise ValueError(f"source: expected one of {SOURCES}, got {source!r}")
+        raise UsageError(f"source: expected one of {SOURCES}, got {source!r}")
     if match := re.fullmatch(r"downsample_layers\.0\.(.+)", key):
         return f"stem.{match[1]}"
     if match := re.fullmatch(r"downsample_layers\.(\d+)\.(.+)", key):
@@ -97,17 +99,14 @@ def map_key(key: str, source: str) -> str | None:
 def read_official_checkpoint(path: str | Path, use_ema: bool = False) -> dict[str, torch.Tensor]:
     """The model state_dict of an official checkpoint file, ``module.`` prefixes stripped.
 
-    Tries ``torch.load(weights_only=True)`` first; official files also pickle their argparse
-    ``args``, which needs ``weights_only=False``: only do this for files you trust.
+    Loaded with ``torch.load(weights_only=True)`` and the allow-list of
+    :data:`shiftwise.io.SAFE_GLOBALS` (official files also pickle their argparse ``args``);
+    a file needing any other global is refused (:class:`~shiftwise.errors.UnsafeFileError`).
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"IN: no checkpoint file at {str(path)!r}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        logger.warning("%s pickles non-tensor objects: loading it with weights_only=False", path)
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        raise MissingFileError(f"IN: no checkpoint file at {str(path)!r}")
+    checkpoint = safe_torch_load(path, "IN")
     keys = ("model_ema", "model", "state_dict") if use_ema else ("model", "state_dict", "model_ema")
     if isinstance(checkpoint, Mapping):
         for key in keys:
@@ -117,7 +116,7 @@ def read_official_checkpoint(path: str | Path, use_ema: bool = False) -> dict[st
     if not isinstance(checkpoint, Mapping) or not all(
         isinstance(v, torch.Tensor) for v in checkpoint.values()
     ):
-        raise ValueError(f"IN: {str(path)!r} holds no state_dict (looked for {keys} or a flat one)")
+        raise UsageError(f"IN: {str(path)!r} holds no state_dict (looked for {keys} or a flat one)")
     return {k.removeprefix("module."): v for k, v in checkpoint.items()}
 
 
@@ -139,7 +138,7 @@ def infer_model_name(state_dict: Mapping[str, torch.Tensor], source: str) -> str
         widths = [int(d * config.width_factor) for d in config.dims]
         if name.startswith(prefix) and list(config.depths) == depths and widths == dims:
             return name
-    raise ValueError(
+    raise UsageError(
         f"--model: no registered {source} model has depths {depths} and widths {dims}; "
         "name one with --model"
     )
@@ -154,24 +153,31 @@ def convert_state_dict(
     shape mismatches against the model built with the checkpoint's class count.
     """
     if source not in SOURCES:
-        raise ValueError(f"--from: expected one of {SOURCES}, got {source!r}")
+        raise UsageError(f"--from: expected one of {SOURCES}, got {source!r}")
     unknown = [k for k in official if map_key(k, source) is None]
     if unknown:
-        raise ValueError(
+        raise UsageError(
             f"IN: {len(unknown)} keys are not {source} checkpoint keys, e.g. {unknown[:5]} "
             "(wrong --from?)"
         )
     ours = {map_key(k, source): v for k, v in official.items()}
     name = model_name or infer_model_name(official, source)
-    num_classes = ours["head.fc.weight"].shape[0] if "head.fc.weight" in ours else 0
-    merged = any(re.search(r"large_kernel\.LoRA\.weight$", k) for k in official)
-    kwargs = {"operator_kwargs": {"n_paths": 1}} if merged else {}
-    model = create_model(name, num_classes=num_classes, **kwargs)
+    model = create_model(name, **model_kwargs(official))
     for key, value in model.state_dict().items():
         if key.rsplit(".", 1)[-1] in TABLE_BUFFERS and key not in ours:
             ours[key] = value.clone()
     check_state_dict(model, ours, source=f"IN (as {name})")
     return name, ours
+
+
+def model_kwargs(official: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The :func:`create_model` arguments official weights need besides the name: the class
+    count, and one path per SW operator for a merged (``large_kernel.LoRA``) file."""
+    head = official.get("head.weight")
+    kwargs: dict[str, Any] = {"num_classes": int(head.shape[0]) if head is not None else 0}
+    if any(re.search(r"large_kernel\.LoRA\.weight$", k) for k in official):
+        kwargs["operator_kwargs"] = {"n_paths": 1}
+    return kwargs
 
 
 def convert_checkpoint(
@@ -184,7 +190,13 @@ def convert_checkpoint(
     """Convert an official checkpoint file to our safetensors; returns the model name."""
     official = read_official_checkpoint(in_path, use_ema)
     name, ours = convert_state_dict(official, source, model_name)
-    save_checkpoint(ours, out_path, metadata={"model": name, "converted_from": source})
+    save_weights(
+        ours,
+        out_path,
+        model=name,
+        model_kwargs=model_kwargs(official),
+        metadata={"converted_from": source},
+    )
     logger.info("wrote %s (%s, %d tensors)", out_path, name, len(ours))
     return name
 

@@ -15,7 +15,10 @@ import logging
 import time
 from pathlib import Path
 
-from shiftwise.tools import train as train_tool
+from shiftwise.errors import UsageError
+from shiftwise.io import atomic_write
+from shiftwise.tools import check_model_names
+from shiftwise.training import TrainConfig, train
 
 __all__ = ["register", "run"]
 
@@ -42,34 +45,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _train_args(args: argparse.Namespace, model: str, output: Path) -> argparse.Namespace:
-    """The ``shiftwise train`` arguments of one demo run."""
-    parser = argparse.ArgumentParser()
-    train_tool.add_arguments(parser)
-    argv = [
-        "--model", model,
-        "--data", "bundled",
-        "--epochs", str(args.epochs),
-        "--width-factor", str(args.width_factor),
-        "--seed", str(args.seed),
-        "--output", str(output / model),
-    ]  # fmt: skip
-    for option in ("train_limit", "val_limit", "data_dir"):
-        value = getattr(args, option)
-        if value is not None:
-            argv += [f"--{option.replace('_', '-')}", str(value)]
-    if args.no_progress:
-        argv.append("--no-progress")
-    return parser.parse_args(argv)
+def _train_config(args: argparse.Namespace, model: str, output: Path) -> TrainConfig:
+    """The training configuration of one demo run."""
+    return TrainConfig(
+        model=model,
+        data="bundled",
+        data_dir=args.data_dir,
+        epochs=args.epochs,
+        width_factor=args.width_factor,
+        seed=args.seed,
+        train_limit=args.train_limit,
+        val_limit=args.val_limit,
+        output=str(output / model),
+        progress=not args.no_progress,
+    )
+
+
+def _check(args: argparse.Namespace) -> None:
+    check_model_names(args.models, "--models")
+    for name in ("epochs", "train_limit", "val_limit"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name.replace('_', '-')}: expected an integer >= 1, got {value}")
+    if not args.width_factor > 0:
+        raise UsageError(f"--width-factor: expected a value > 0, got {args.width_factor}")
 
 
 def run(args: argparse.Namespace) -> int:
+    _check(args)
     output = Path(args.output or Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}")
-    runs = [_train_args(args, model, output) for model in args.models]
     results = []
-    for train_args in runs:
-        logger.info("demo: training %s", train_args.model)
-        results.append(train_tool.train(train_args))
+    for model in args.models:
+        logger.info("demo: training %s", model)
+        results.append(train(_train_config(args, model, output)))
     summary = [
         {
             "model": r.model,
@@ -81,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         }
         for r in results
     ]
-    (output / "demo.json").write_text(json.dumps(summary, indent=1))
+    atomic_write(output / "demo.json", json.dumps(summary, indent=1).encode())
     lines = [
         "",
         f"shiftwise demo: bundled long-range task, {args.epochs} epochs each "

@@ -40,10 +40,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from shiftwise.errors import MissingFileError, UsageError
 from shiftwise.models import create_model
+from shiftwise.models.weights import model_from_weights
+from shiftwise.tools import check_model_names
 from shiftwise.tools.bench import resolve_device
 from shiftwise.tools.benchmarking.environment import describe_environment, write_json
-from shiftwise.tools.checkpoint import model_from_weights
 
 __all__ = [
     "THRESHOLDS",
@@ -71,11 +73,11 @@ def erf_of_image(features: Callable[[torch.Tensor], torch.Tensor], x: torch.Tens
     ``features`` maps ``[1, 3, S, S]`` to the last feature map ``[1, C, h, w]``.
     """
     if x.dim() != 4 or x.shape[0] != 1:
-        raise ValueError(f"x: expected one image [1, 3, S, S], got shape {tuple(x.shape)}")
+        raise UsageError(f"x: expected one image [1, 3, S, S], got shape {tuple(x.shape)}")
     x = x.detach().clone().requires_grad_(True)
     out = features(x)
     if out.dim() != 4:
-        raise ValueError(
+        raise UsageError(
             f"features: expected a feature map [1, C, h, w] (before pooling), got shape "
             f"{tuple(out.shape)}"
         )
@@ -103,7 +105,7 @@ def accumulate_erf(
         total = contribution if total is None else total + contribution
         count += 1
     if total is None:
-        raise ValueError("images: no image gave a finite ERF map (none given, or all NaN)")
+        raise UsageError("images: no image gave a finite ERF map (none given, or all NaN)")
     return total / count, count
 
 
@@ -126,12 +128,12 @@ def area_ratios(
     """
     values = np.asarray(attribution, dtype=np.float64)
     if values.ndim != 2 or values.size == 0:
-        raise ValueError(f"attribution: expected a non-empty 2-D map, got shape {values.shape}")
+        raise UsageError(f"attribution: expected a non-empty 2-D map, got shape {values.shape}")
     if (values < 0).any() or not np.isfinite(values).all():
-        raise ValueError("attribution: expected finite non-negative values")
+        raise UsageError("attribution: expected finite non-negative values")
     total = values.sum()
     if total <= 0:
-        raise ValueError("attribution: the map sums to zero, no share can be computed")
+        raise UsageError("attribution: the map sums to zero, no share can be computed")
     height, width = values.shape
     integral = np.zeros((height + 1, width + 1))
     integral[1:, 1:] = values.cumsum(0).cumsum(1)
@@ -150,7 +152,7 @@ def area_ratios(
     result = {}
     for t in thresholds:
         if not 0.0 < t < 1.0:
-            raise ValueError(f"thresholds: expected values in (0, 1), got {t}")
+            raise UsageError(f"thresholds: expected values in (0, 1), got {t}")
         i = int(np.argmax(shares > t)) if (shares > t).any() else len(radii) - 1
         result[f"{round(t * 100)}%"] = {
             "side": int(2 * i + 1),
@@ -171,10 +173,10 @@ def _normalise(images: torch.Tensor, size: int) -> torch.Tensor:
 
 def _image_files(directory: Path) -> list[Path]:
     if not directory.is_dir():
-        raise FileNotFoundError(f"--images: expected a directory of pictures, got {directory}")
+        raise MissingFileError(f"--images: expected a directory of pictures, got {directory}")
     files = sorted(p for p in directory.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"--images: no pictures ({', '.join(IMAGE_SUFFIXES)}) found under {directory}"
         )
     return files
@@ -187,9 +189,9 @@ def iter_images(source: str, count: int, size: int, seed: int = 0) -> Iterator[t
     if the directory holds fewer).
     """
     if count < 1:
-        raise ValueError(f"--num-images: expected an integer >= 1, got {count}")
+        raise UsageError(f"--num-images: expected an integer >= 1, got {count}")
     if size < 32:
-        raise ValueError(f"--size: expected an integer >= 32, got {size}")
+        raise UsageError(f"--size: expected an integer >= 32, got {size}")
     if source == "noise":
         generator = torch.Generator().manual_seed(seed)
         for _ in range(count):
@@ -223,7 +225,7 @@ def build_model(name: str, path: Path | None, layer_scale: float | None) -> nn.M
     if path is None:
         kwargs = {} if layer_scale is None else {"layer_scale_init": layer_scale}
         return create_model(name, **kwargs)
-    return model_from_weights(name, path)[0]
+    return model_from_weights(path, name, flag="--checkpoint")[0]
 
 
 def _match_channels(image: torch.Tensor, in_chans: int) -> torch.Tensor:
@@ -232,7 +234,7 @@ def _match_channels(image: torch.Tensor, in_chans: int) -> torch.Tensor:
         return image
     if in_chans == 1:
         return image.mean(dim=1, keepdim=True)
-    raise ValueError(f"--models: a model with {in_chans} input channels cannot take RGB images")
+    raise UsageError(f"--models: a model with {in_chans} input channels cannot take RGB images")
 
 
 def plot_erf(maps: dict[str, np.ndarray], tables: dict[str, Any], path: Path, title: str) -> None:
@@ -301,7 +303,7 @@ def _parse_checkpoints(items: Sequence[str], models: Sequence[str]) -> dict[str,
     for item in items:
         name, sep, path = item.partition("=")
         if not sep or name not in models:
-            raise ValueError(
+            raise UsageError(
                 f"--checkpoint: expected NAME=PATH with NAME one of {list(models)}, got {item!r}"
             )
         checkpoints[name] = Path(path)
@@ -310,9 +312,10 @@ def _parse_checkpoints(items: Sequence[str], models: Sequence[str]) -> dict[str,
 
 def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
+    check_model_names(args.models, "--models")
     checkpoints = _parse_checkpoints(args.checkpoint, args.models)
     if args.layer_scale is not None and not math.isfinite(args.layer_scale):
-        raise ValueError(f"--layer-scale: expected a finite number, got {args.layer_scale}")
+        raise UsageError(f"--layer-scale: expected a finite number, got {args.layer_scale}")
     images = list(iter_images(args.images, args.num_images, args.size, args.seed))
     maps, tables, counts, weights = {}, {}, {}, {}
     for name in args.models:

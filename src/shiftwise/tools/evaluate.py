@@ -1,85 +1,24 @@
-"""``shiftwise eval``: top-1/top-5 of a checkpoint on a data set, optionally re-parameterised.
-
-``evaluate_model`` is also what ``shiftwise train`` uses after every epoch; under DDP each
-rank scores a disjoint share of the images and the counts are summed.
+"""``shiftwise eval``: top-1/top-5 of a checkpoint on a data set, optionally re-parameterised
+(scored by :func:`shiftwise.training.evaluation.evaluate_model`, as after every training epoch).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 
 import torch
-import torch.distributed as dist
-import torch.nn.functional as F
-from torch import nn
-from torch.utils.data import DataLoader, Subset
 
-from shiftwise.data import BatchTransform, DataBundle, load_data
-from shiftwise.tools.checkpoint import model_from_weights
+from shiftwise.data import BatchTransform, load_data
+from shiftwise.errors import UsageError
+from shiftwise.models.weights import model_from_weights
+from shiftwise.training.config import check_device
+from shiftwise.training.evaluation import evaluate_model, val_loader
 
-__all__ = ["evaluate_model", "register", "run", "val_loader"]
+__all__ = ["evaluate_checkpoint", "register", "run"]
 
 logger = logging.getLogger(__name__)
-
-
-def val_loader(
-    bundle: DataBundle,
-    batch_size: int,
-    workers: int,
-    limit: int | None = None,
-    rank: int = 0,
-    world: int = 1,
-) -> DataLoader:
-    """Loader over this rank's share (every ``world``-th image) of the first ``limit``
-    validation images, in order."""
-    count = len(bundle.val) if limit is None else min(limit, len(bundle.val))
-    subset = Subset(bundle.val, range(rank, count, world))
-    return DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=workers)
-
-
-@torch.no_grad()
-def evaluate_model(
-    model: nn.Module,
-    loader: DataLoader,
-    transform: BatchTransform,
-    device: torch.device,
-    amp: bool = False,
-) -> dict[str, float]:
-    """Top-1, top-5 (in %) and mean cross-entropy of ``model`` over ``loader``.
-
-    The model and transform are put in eval mode (and left so). Returns ``{"top1", "top5",
-    "loss", "count"}``; with a process group the sums over all ranks are used.
-    """
-    model.eval()
-    transform.eval()
-    totals = torch.zeros(4, dtype=torch.float64)  # correct@1, correct@5, loss sum, count
-    autocast = (
-        torch.autocast(device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
-    )
-    for images, labels in loader:
-        images, labels = images.to(device), labels.to(device)
-        x, labels = transform(images, labels)
-        with autocast:
-            logits = model(x).float()
-        k = min(5, logits.shape[1])
-        top = logits.topk(k, dim=1).indices
-        hits = top == labels[:, None]
-        totals[0] += hits[:, 0].sum().item()
-        totals[1] += hits.any(dim=1).sum().item()
-        totals[2] += F.cross_entropy(logits, labels, reduction="sum").item()
-        totals[3] += labels.shape[0]
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(totals)
-    count = max(totals[3].item(), 1.0)
-    return {
-        "top1": 100.0 * totals[0].item() / count,
-        "top5": 100.0 * totals[1].item() / count,
-        "loss": totals[2].item() / count,
-        "count": int(totals[3].item()),
-    }
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -89,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Evaluate a checkpoint (checkpoint.pt, weights-*.safetensors or "
         "model.safetensors written by `shiftwise train`) on a data set.",
     )
-    parser.add_argument("--model", required=True, help="model name, e.g. sw_atto")
+    parser.add_argument("--model", default=None, help="model name (default: the file's)")
     parser.add_argument("--checkpoint", required=True, help="checkpoint or weights file")
     parser.add_argument(
         "--data",
@@ -110,18 +49,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
-    """Load ``args.checkpoint`` into ``args.model`` and evaluate it on ``args.data``."""
+    """Rebuild the model of ``args.checkpoint`` and evaluate it on ``args.data``; returns
+    ``{"model", "top1", "top5", "loss", "count"}``."""
     from shiftwise.models import reparameterize
 
+    for name in ("batch_size", "limit"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name.replace('_', '-')}: expected an integer >= 1, got {value}")
+    device = check_device(args.device)
     bundle = load_data(args.data, image_size=args.image_size, data_dir=args.data_dir)
     model, metadata = model_from_weights(
-        args.model,
         args.checkpoint,
+        args.model,
         args.weights,
+        flag="--checkpoint",
         defaults={"num_classes": bundle.num_classes, "in_chans": bundle.in_chans},
     )
     if "num_classes" in metadata and int(metadata["num_classes"]) != bundle.num_classes:
-        raise ValueError(
+        raise UsageError(
             f"--data: {args.data!r} has {bundle.num_classes} classes, the checkpoint "
             f"{metadata['num_classes']}"
         )
@@ -129,7 +75,6 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
     model.eval()
     if args.reparam:
         reparameterize(model)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     # The blocks keep activations channels-last; weights in the same layout spare oneDNN a
     # reorder of every dense conv weight per call.
     model.to(device=device, memory_format=torch.channels_last)
@@ -141,17 +86,18 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
         in_chans,
     ).to(device)
     loader = val_loader(bundle, args.batch_size, args.workers, args.limit)
-    return evaluate_model(model, loader, transform, device, args.amp)
+    result = evaluate_model(model, loader, transform, device, args.amp)
+    return {"model": metadata.get("model", args.model), **result}
 
 
 def run(args: argparse.Namespace) -> int:
     result = evaluate_checkpoint(args)
-    result = {"model": args.model, "reparam": args.reparam, **result}
+    result = {"reparam": args.reparam, **result}
     if args.json:
         print(json.dumps(result))
     else:
         print(
-            f"{args.model}{' (re-parameterised)' if args.reparam else ''} on {args.data}: "
+            f"{result['model']}{' (re-parameterised)' if args.reparam else ''} on {args.data}: "
             f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
             f"loss {result['loss']:.4f}  ({result['count']} images)"
         )

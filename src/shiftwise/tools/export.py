@@ -4,9 +4,10 @@ Steps: build the model (weights from ``--checkpoint`` if given), :func:`shiftwis
 it (on CPU its ShiftWiseConv2d operators run their ``auto`` strategy, ``strips``: plain
 depthwise convolutions, so the graph holds standard ONNX operators only — no custom op; the
 check below rejects any other), export with
-``torch.onnx.export(dynamo=True)``, then run the ONNX model in onnxruntime on a random batch
-and compare with PyTorch (max abs error must stay within ``--atol``, default 1e-4) and time
-both side by side.
+``torch.onnx.export(dynamo=True)`` (batch axis dynamic, height and width fixed to
+``--img-size``), fold every computation on weights into initializers, then run the ONNX model
+in onnxruntime at batch 1 and 4 from the one file and compare with PyTorch (max abs error must
+stay within ``--atol``, default 1e-4) and time both side by side at ``--batch-size``.
 
 Needs the ``export`` extra (``onnx``, ``onnxruntime``, ``onnxscript``).
 """
@@ -16,29 +17,57 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+from shiftwise.errors import UsageError
 from shiftwise.models import create_model, reparameterize
+from shiftwise.models.weights import model_from_weights
+from shiftwise.tools import check_model_names
 from shiftwise.tools.benchmarking.timing import measure_interleaved
-from shiftwise.tools.checkpoint import model_from_weights
 
-__all__ = ["ExportReport", "export_onnx", "non_standard_ops", "register", "run", "verify_onnx"]
+__all__ = [
+    "CHECKED_BATCH_SIZES",
+    "ExportReport",
+    "computed_conv_weights",
+    "deploy_form",
+    "export_onnx",
+    "input_shape",
+    "non_standard_ops",
+    "onnxruntime_session",
+    "register",
+    "run",
+    "verify_onnx",
+]
 
 logger = logging.getLogger(__name__)
 
 STANDARD_DOMAINS = ("", "ai.onnx")
+# torch.onnx's own default; from opset 20 GELU is one ``Gelu`` node (opset 18: Erf, Div, Mul,
+# Add), which onnxruntime runs as one kernel or fuses with a preceding bias (BiasGelu).
+DEFAULT_OPSET = 20
+# onnxruntime runs every exported file at these batch sizes (the batch axis is dynamic).
+CHECKED_BATCH_SIZES = (1, 4)
+# Fold weight computations of any size into initializers (onnxscript's default stops at 8192
+# elements, which left the strip kernels' zero-tap Pad in the graph from 224 px on).
+_NO_SIZE_LIMIT = 2**62
 
 
 @dataclass(frozen=True)
 class ExportReport:
-    """What :func:`run` found: the file, its operator types, the error and the timings."""
+    """What :func:`run` found: the file, its input shape and operator types, the error of
+    onnxruntime against PyTorch (largest over the checked batch sizes) and the timings."""
 
     path: str
+    input_shape: list[int | str]
     op_types: list[str]
+    checked_batch_sizes: list[int]
     max_abs_error: float
     torch_ms: float
     onnxruntime_ms: float
@@ -49,22 +78,47 @@ class ExportReport:
         return self.torch_ms / self.onnxruntime_ms
 
 
-def export_onnx(model: nn.Module, path: Path, example: torch.Tensor, opset: int = 18) -> Path:
-    """Export the (already deploy-form, eval-mode) ``model`` on ``example`` ``[B, C, H, W]``.
+def export_onnx(
+    model: nn.Module, path: Path, example: torch.Tensor, opset: int = DEFAULT_OPSET
+) -> Path:
+    """Export the (already deploy-form, eval-mode) ``model`` traced on ``example`` ``[B, C, H, W]``.
 
-    Shapes are static (those of ``example``). Returns ``path``.
+    The batch axis of input and output is dynamic (named ``batch``); channels, height and width
+    are those of ``example``: kernel taps that can only meet padding are cropped by input size
+    (:func:`~shiftwise.ops.oriented_conv.depthwise_conv2d`), so the graph is specific to
+    ``H x W``. Traced under ``torch.no_grad()`` so that every operator takes its inference
+    form (no training-only transposes). Every computation on weights alone (the zero taps that
+    even out a strip kernel's padding, transposes) is then folded into initializers, whatever
+    its size: left in the graph, a ``Pad`` on a conv weight is merged into that conv's *input*
+    by onnxruntime's ``PadFusion`` rewrite, which leaves the weight dangling ("Node input 'pad'
+    is not a graph input ..."). The file is written atomically. Returns ``path``.
     """
+    import onnxscript
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    program = torch.onnx.export(
-        model,
-        (example,),
-        dynamo=True,
-        opset_version=opset,
-        input_names=["images"],
-        output_names=["output"],
-        verbose=False,
+    if example.shape[0] == 1:  # a size-1 axis would be specialised to a constant
+        example = example.expand(2, *example.shape[1:])
+    batch = torch.export.Dim("batch", min=1)
+    with torch.no_grad():
+        program = torch.onnx.export(
+            model,
+            (example,),
+            dynamo=True,
+            opset_version=opset,
+            input_names=["images"],
+            output_names=["output"],
+            dynamic_shapes=({0: batch},),
+            verbose=False,
+        )
+    onnxscript.optimizer.optimize(
+        program.model, input_size_limit=_NO_SIZE_LIMIT, output_size_limit=_NO_SIZE_LIMIT
     )
-    program.save(str(path))
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        program.save(str(temporary))
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
     return path
 
 
@@ -93,21 +147,77 @@ def op_types(path: Path) -> list[str]:
     return sorted({node.op_type for node in onnx.load(str(path)).graph.node})
 
 
-def verify_onnx(
-    model: nn.Module, path: Path, example: torch.Tensor, repeats: int = 5
-) -> tuple[float, float, float]:
-    """``(max abs error, torch seconds, onnxruntime seconds)`` of the ONNX file vs ``model``.
+def computed_conv_weights(path: Path) -> list[str]:
+    """Names of the ``Conv`` nodes whose weight is computed in the graph, not an initializer."""
+    import onnx
 
-    Both run on CPU on ``example``; times are medians of ``repeats`` interleaved calls.
+    graph = onnx.load(str(path)).graph
+    initializers = {tensor.name for tensor in graph.initializer}
+    return [
+        node.name
+        for node in graph.node
+        if node.op_type == "Conv" and node.input[1] not in initializers
+    ]
+
+
+def input_shape(path: Path) -> list[int | str]:
+    """Shape of the first input, a dynamic axis by name (e.g. ``["batch", 3, 224, 224]``)."""
+    import onnx
+
+    dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    return [dim.dim_param if dim.HasField("dim_param") else dim.dim_value for dim in dims]
+
+
+def onnxruntime_session(
+    path: Path, threads: int | None = None, optimized_path: Path | None = None
+) -> Any:
+    """An onnxruntime CPU ``InferenceSession`` of ``path`` with all graph optimisations on.
+
+    ``threads``: intra-op threads (default ``torch.get_num_threads()``, so both runtimes use
+    the same cores); inter-op parallelism is off (sequential execution). ``optimized_path``:
+    where onnxruntime saves the graph after its optimisations (to see what it fused).
     """
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    feed = {session.get_inputs()[0].name: example.numpy()}
-    with torch.no_grad():
-        expected = model(example)
-    got = torch.from_numpy(session.run(None, feed)[0])
-    error = float((got - expected).abs().max())
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    if optimized_path is not None:
+        options.optimized_model_filepath = str(optimized_path)
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def verify_onnx(
+    model: nn.Module,
+    path: Path,
+    example: torch.Tensor,
+    repeats: int = 5,
+    batch_sizes: Sequence[int] = CHECKED_BATCH_SIZES,
+) -> tuple[float, float, float]:
+    """``(max abs error, torch seconds, onnxruntime seconds)`` of the ONNX file vs ``model``.
+
+    One onnxruntime session of ``path`` is checked at every size of ``batch_sizes`` (random
+    inputs shaped like ``example`` otherwise); the error is the largest of them. Times are the
+    medians of ``repeats`` interleaved calls on ``example``, both on CPU.
+    """
+    session = onnxruntime_session(path)
+    name = session.get_inputs()[0].name
+    generator = torch.Generator().manual_seed(1)
+    error = 0.0
+    for batch in batch_sizes:
+        x = torch.randn(batch, *example.shape[1:], generator=generator)
+        with torch.no_grad():
+            expected = model(x)
+        got = torch.from_numpy(session.run(None, {name: x.numpy()})[0])
+        if got.shape != expected.shape:
+            raise ValueError(
+                f"MODEL: onnxruntime output shape {tuple(got.shape)} at batch {batch}, "
+                f"PyTorch {tuple(expected.shape)}"
+            )
+        error = max(error, float((got - expected).abs().max()))
+    feed = {name: example.numpy()}
 
     def torch_call() -> object:
         with torch.no_grad():
@@ -121,13 +231,20 @@ def verify_onnx(
     return error, stats["torch"].median, stats["onnxruntime"].median
 
 
+def deploy_form(model: nn.Module) -> nn.Module:
+    """``model`` (in place) in the form that is exported: re-parameterised, eval mode (on CPU
+    a ShiftWiseConv2d's ``auto`` strategy is ``strips``: standard ONNX operators only)."""
+    return reparameterize(model.eval())
+
+
 def build_model(args: argparse.Namespace) -> tuple[nn.Module, int, int]:
     """The model of ``args`` with its checkpoint weights; returns ``(model, in_chans, size)``."""
     if args.checkpoint is not None:
         model, metadata = model_from_weights(
-            args.model,
             args.checkpoint,
+            args.model,
             args.weights,
+            flag="--checkpoint",
             defaults={"in_chans": args.in_chans},
             num_classes=args.num_classes,
         )
@@ -152,10 +269,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--weights", default="model", help="model or ema (default: model)")
     parser.add_argument("-o", "--output", required=True, help="the .onnx file to write")
     parser.add_argument("--img-size", type=int, default=None, help="default: checkpoint or 224")
-    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument(
+        "--batch-size", type=int, default=1, help="batch of the latency measurement (default 1)"
+    )
     parser.add_argument("--in-chans", type=int, default=3)
     parser.add_argument("--num-classes", type=int, default=None)
-    parser.add_argument("--opset", type=int, default=18)
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"default {DEFAULT_OPSET}")
     parser.add_argument("--atol", type=float, default=1e-4, help="max abs error allowed")
     parser.add_argument("--repeats", type=int, default=5, help="latency repeats")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -165,14 +284,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def export_and_check(args: argparse.Namespace) -> ExportReport:
     """Everything ``shiftwise export`` does; raises ``ValueError`` when the check fails."""
     if args.batch_size < 1:
-        raise ValueError(f"--batch-size: expected a positive integer, got {args.batch_size}")
+        raise UsageError(f"--batch-size: expected a positive integer, got {args.batch_size}")
     if args.img_size is not None and args.img_size < 1:
-        raise ValueError(f"--img-size: expected a positive integer, got {args.img_size}")
+        raise UsageError(f"--img-size: expected a positive integer, got {args.img_size}")
+    check_model_names(args.model, "MODEL")
     output = Path(args.output)
     if output.suffix != ".onnx":
-        raise ValueError(f"--output: expected a path ending in .onnx, got {str(output)!r}")
+        raise UsageError(f"--output: expected a path ending in .onnx, got {str(output)!r}")
     model, in_chans, size = build_model(args)
-    model = reparameterize(model.eval())
+    model = deploy_form(model)
     example = torch.randn(
         args.batch_size, in_chans, size, size, generator=torch.Generator().manual_seed(0)
     )
@@ -180,13 +300,21 @@ def export_and_check(args: argparse.Namespace) -> ExportReport:
     export_onnx(model, output, example, args.opset)
     foreign = non_standard_ops(output)
     if foreign:
-        raise ValueError(f"MODEL: the exported graph holds non-standard operators {foreign}")
+        raise UsageError(f"MODEL: the exported graph holds non-standard operators {foreign}")
     error, torch_s, ort_s = verify_onnx(model, output, example, args.repeats)
     if not error <= args.atol:
-        raise ValueError(
+        raise UsageError(
             f"--atol: onnxruntime output differs from PyTorch by {error:.3g} > {args.atol:g}"
         )
-    return ExportReport(str(output), op_types(output), error, torch_s * 1e3, ort_s * 1e3)
+    return ExportReport(
+        str(output),
+        input_shape(output),
+        op_types(output),
+        list(CHECKED_BATCH_SIZES),
+        error,
+        torch_s * 1e3,
+        ort_s * 1e3,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -195,8 +323,10 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({**asdict(report), "speedup": report.speedup}))
     else:
         print(
-            f"wrote {report.path}: {len(report.op_types)} operator types "
-            f"({', '.join(report.op_types)}), max abs error vs PyTorch {report.max_abs_error:.2e}; "
+            f"wrote {report.path}: input {report.input_shape}, {len(report.op_types)} operator "
+            f"types ({', '.join(report.op_types)}), max abs error vs PyTorch "
+            f"{report.max_abs_error:.2e} at batch "
+            f"{', '.join(map(str, report.checked_batch_sizes))}; "
             f"latency PyTorch {report.torch_ms:.1f} ms, onnxruntime {report.onnxruntime_ms:.1f} ms "
             f"({report.speedup:.2f}x)"
         )

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 import shiftwise
+from shiftwise.io import atomic_write
 
 __all__ = ["describe_environment", "git_commit", "write_json"]
 
@@ -68,7 +69,4 @@ def describe_environment(device: torch.device) -> dict[str, Any]:
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Write ``payload`` as indented JSON, atomically (temporary file then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, (json.dumps(payload, indent=2) + "\n").encode())

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from shiftwise.errors import UsageError
 from shiftwise.models.operators import build_operator
 from shiftwise.models.registry import SLAK_KWARGS, SW_KWARGS
 from shiftwise.tools.benchmarking.timing import Stats, measure_interleaved, paired_ratio
@@ -58,7 +59,7 @@ def make_operator(name: str, channels: int, kernel_size: int) -> nn.Module:
         return build_operator("dense", channels, kernel_size)
     if name == "dw7":
         return build_operator("conv", channels, 7)
-    raise ValueError(f"operator: expected one of {OPERATORS}, got {name!r}")
+    raise UsageError(f"operator: expected one of {OPERATORS}, got {name!r}")
 
 
 def operator_call(module: nn.Module, x: torch.Tensor, mode: str) -> Callable[[], object]:
@@ -89,7 +90,7 @@ def operator_call(module: nn.Module, x: torch.Tensor, mode: str) -> Callable[[],
         if hasattr(deployed, "reparameterize"):
             deployed.reparameterize()
         return operator_call(deployed, x, "fwd")
-    raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
+    raise UsageError(f"mode: expected one of {MODES}, got {mode!r}")
 
 
 def _measure_modes(

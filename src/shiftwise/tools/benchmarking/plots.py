@@ -133,5 +133,6 @@ def plot_models(result: dict[str, Any], path: Path) -> None:
         ax.set_ylabel(label)
         ax.legend()
     axes[0].set_yscale("log")
-    fig.suptitle(f"{result['image_size']}×{result['image_size']}, batch {result['batch']}")
+    threads = f", {result['threads']} threads" if "threads" in result else ""
+    fig.suptitle(f"{result['image_size']}×{result['image_size']}, batch {result['batch']}{threads}")
     _save(fig, path)

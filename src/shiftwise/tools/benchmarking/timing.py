@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from shiftwise.errors import UsageError
+
 __all__ = [
     "Stats",
     "measure_interleaved",
@@ -122,9 +124,9 @@ def measure_interleaved(
     a sample lasts at least ``min_sample_s``; the times are per call (sample / ``n``).
     """
     if repeats < 1:
-        raise ValueError(f"repeats: expected an integer >= 1, got {repeats}")
+        raise UsageError(f"repeats: expected an integer >= 1, got {repeats}")
     if warmup < 0:
-        raise ValueError(f"warmup: expected an integer >= 0, got {warmup}")
+        raise UsageError(f"warmup: expected an integer >= 0, got {warmup}")
     names = list(variants)
     calls_per_sample = {}
     for name in names:

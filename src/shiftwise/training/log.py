@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
+from io import BytesIO, StringIO
 from pathlib import Path
 from typing import Any
+
+from shiftwise.io import atomic_write
 
 __all__ = ["TrainLog"]
 
@@ -14,7 +16,7 @@ __all__ = ["TrainLog"]
 class TrainLog:
     """Epoch records (dicts of numbers) kept in ``log.csv``, ``log.json`` and ``curve.png``.
 
-    Files are rewritten in full after every epoch (temporary file + ``os.replace``), so a run
+    Files are rewritten in full after every epoch (:func:`shiftwise.io.atomic_write`), so a run
     killed at any point leaves complete files; :meth:`truncate` drops the records of epochs a
     resumed run is about to repeat.
     """
@@ -35,23 +37,14 @@ class TrainLog:
     def append(self, record: dict[str, Any]) -> None:
         """Add one epoch's record and rewrite the CSV, JSON and PNG files."""
         self.records.append(record)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._write(self.json_path, lambda f: json.dump(self.records, f, indent=1))
+        atomic_write(self.json_path, json.dumps(self.records, indent=1).encode())
         fields = list(dict.fromkeys(key for r in self.records for key in r))
-
-        def write_csv(handle) -> None:
-            writer = csv.DictWriter(handle, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(self.records)
-
-        self._write(self.csv_path, write_csv)
+        text = StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(self.records)
+        atomic_write(self.csv_path, text.getvalue().encode())
         self.plot()
-
-    def _write(self, path: Path, write) -> None:
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "w", newline="") as handle:
-            write(handle)
-        os.replace(tmp, path)
 
     def plot(self) -> Path:
         """Draw train loss and validation top-1 (model, EMA) against epochs into ``curve.png``."""
@@ -75,8 +68,8 @@ class TrainLog:
         ax_acc.set(xlabel="epoch", ylabel="top-1 (%)", title="validation top-1")
         ax_acc.legend()
         fig.tight_layout()
-        tmp = self.png_path.with_name(".curve.tmp.png")
-        fig.savefig(tmp, dpi=100)
+        image = BytesIO()
+        fig.savefig(image, format="png", dpi=100)
         plt.close(fig)
-        os.replace(tmp, self.png_path)
+        atomic_write(self.png_path, image.getvalue())
         return self.png_path

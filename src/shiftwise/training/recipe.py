@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from shiftwise.errors import UsageError
+
 __all__ = ["RECIPES", "Recipe", "default_recipe"]
 
 
@@ -104,7 +106,7 @@ def default_recipe(model: str, name: str | None = None) -> Recipe:
     the paper recipe otherwise (drop path 0.2 for SW models, as released for SW-T)."""
     if name is not None:
         if name not in RECIPES:
-            raise ValueError(f"--recipe must be one of {sorted(RECIPES)}, got {name!r}")
+            raise UsageError(f"--recipe must be one of {sorted(RECIPES)}, got {name!r}")
         recipe = RECIPES[name]
     else:
         recipe = CPU if model.endswith("_atto") else PAPER

@@ -1,0 +1,71 @@
+"""The library's error types and the command line's exit codes.
+
+Every error the ``shiftwise`` command reports as a one-line message is a
+:class:`ShiftwiseError` raised where user input meets the library (an option, a file, a data
+set); its ``exit_code`` is the process exit code. Anything else (``TypeError``,
+``RuntimeError``, ...) is a bug and keeps its traceback.
+
+=====  ==========================================================================
+code   meaning
+=====  ==========================================================================
+0      success
+2      usage or input error: a bad option, an unreadable / unsafe / mismatched file,
+       unreadable data (:class:`UsageError` and its subclasses)
+3      the training run diverged (:class:`DivergedError`); the last good checkpoint
+       and weights files are untouched
+130    interrupted (Ctrl-C, SIGINT)
+=====  ==========================================================================
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EXIT_DIVERGED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "CheckpointError",
+    "DataError",
+    "DivergedError",
+    "MissingFileError",
+    "ShiftwiseError",
+    "UnsafeFileError",
+    "UsageError",
+]
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130
+
+
+class ShiftwiseError(Exception):
+    """Base of the errors the command line turns into one line and ``exit_code``."""
+
+    exit_code = EXIT_USAGE
+
+
+class UsageError(ShiftwiseError, ValueError):
+    """A bad option or input value; the message starts with the option the user passed."""
+
+
+class MissingFileError(UsageError, FileNotFoundError):
+    """A file or directory named by an option does not exist."""
+
+
+class CheckpointError(UsageError):
+    """A weights or checkpoint file is damaged, not ours, or does not fit the model."""
+
+
+class UnsafeFileError(CheckpointError):
+    """A pickle refers to a global outside the allow-list (loading it could run code)."""
+
+
+class DataError(UsageError):
+    """The data cannot be used (e.g. more unreadable images than allowed)."""
+
+
+class DivergedError(ShiftwiseError):
+    """Training produced non-finite losses, gradients or weights; nothing was written."""
+
+    exit_code = EXIT_DIVERGED

@@ -1,0 +1,592 @@
+"""Everything shiftwise writes to or reads from disk: weights, training state, atomic writes.
+
+**Weights** (``shiftwise train``'s ``model.safetensors`` / ``model-ema.safetensors``, the
+``weights-*.safetensors`` of a checkpoint, ``shiftwise convert``'s output,
+:func:`save_weights`) are one safetensors file per model: the plain ``state_dict`` (no
+prefix). Its metadata records what rebuilds the model from the file alone:
+
+* ``format``: ``"shiftwise-weights-2"``; ``weights``: ``"model"`` or ``"ema"``;
+* ``model``: the registered name; ``model_kwargs``: JSON of the :func:`create_model`
+  arguments that differ from the registered configuration (classes, input channels, width,
+  operator options); ``num_classes``, ``in_chans``, ``width_factor`` also on their own;
+* ``shiftwise_version``; ``sha256``: :func:`tensor_digest` of the tensors, verified on every
+  load;
+* anything the writer adds (``image_size``, ``data``, ``epoch``, ``converted_from``...).
+
+The EMA weights of ``X.safetensors`` are ``X-ema.safetensors`` (:func:`weights_file`).
+
+**Training state** (``checkpoint.pt``) is ``torch.save`` of ``{"format", "sha256",
+"payload"}``: ``payload`` is the serialized state (optimizer, scheduler, masks, RNG states,
+counters, the run's configuration, and the names and digests of its weights files) as a uint8
+tensor and ``sha256`` its digest, so a damaged file is detected before use. A checkpoint
+writes its weights files first and the state file (the commit point) last; the state it
+replaces is kept as ``checkpoint-previous.pt`` (a hard link, so there is no moment without a
+complete ``checkpoint.pt``), and only weights files referenced by neither are deleted.
+
+**Safety.** Files are written to a temporary file in the same directory (created with the
+process umask), flushed, ``fsync``-ed and moved into place with ``os.replace``;
+:func:`clean_run_directory` removes what an interrupted write left. Every ``torch.load`` is
+``weights_only=True`` with an explicit allow-list of harmless globals (:data:`SAFE_GLOBALS`);
+a pickle that needs anything else is refused with :class:`~shiftwise.errors.UnsafeFileError`
+naming the global. Non-finite weights are never written (:class:`~shiftwise.errors.DivergedError`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import pickle
+import re
+import secrets
+from collections.abc import Callable, Mapping
+from io import BytesIO
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+from torch import nn
+
+from shiftwise.errors import (
+    CheckpointError,
+    DivergedError,
+    MissingFileError,
+    UnsafeFileError,
+)
+from shiftwise.version import __version__
+
+__all__ = [
+    "PREVIOUS_NAME",
+    "SAFE_GLOBALS",
+    "STATE_NAME",
+    "WEIGHTS_FORMAT",
+    "CheckpointWriter",
+    "atomic_write",
+    "check_state_dict",
+    "clean_run_directory",
+    "find_resumable",
+    "load_checkpoint",
+    "load_training_state",
+    "read_weights",
+    "safe_torch_load",
+    "save_weights",
+    "tensor_digest",
+    "weights_file",
+]
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_FORMAT = "shiftwise-weights-2"
+LEGACY_WEIGHTS_FORMAT = "shiftwise-checkpoint-1"  # "model."/"ema."-prefixed keys, one file
+STATE_FORMAT = "shiftwise-state-2"
+STATE_NAME = "checkpoint.pt"
+PREVIOUS_NAME = "checkpoint-previous.pt"
+TEMP_SUFFIX = ".tmp"
+
+
+def _numpy_scalar_globals() -> list[Any]:
+    """numpy's scalar reconstructor and dtype classes (pickled numbers in official files)."""
+    core = getattr(np, "_core", None) or np.core
+    dtypes = [type(np.dtype(kind)) for kind in ("float64", "float32", "int64", "int32", "bool")]
+    return [core.multiarray.scalar, np.dtype, *dtypes]
+
+
+# Globals an official (or our) checkpoint may carry besides tensors; all are plain data.
+SAFE_GLOBALS: tuple[Any, ...] = (argparse.Namespace, *_numpy_scalar_globals())
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic writes
+
+
+def _temp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}")
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | Callable[[BinaryIO], None]) -> Path:
+    """Write ``data`` (bytes, or a function writing to a binary handle) to ``path`` atomically.
+
+    The temporary file lives in the same directory, is created with mode ``0o666`` minus the
+    process umask, and is ``fsync``-ed before ``os.replace``; the directory is synced after.
+    On any error the temporary file is removed and ``path`` is unchanged. Returns ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_path(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            if callable(data):
+                data(handle)
+            else:
+                handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+    return path
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # not supported (e.g. some network file systems)
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_link(source: Path, path: Path) -> None:
+    """Make ``path`` a hard link to ``source`` (a copy where links fail), atomically."""
+    if path.exists() and os.path.samefile(source, path):
+        return  # already (a run killed between this link and the next state write)
+    tmp = _temp_path(path)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        atomic_write(path, source.read_bytes())
+        return
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def clean_run_directory(directory: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files interrupted writes left in ``directory`` and the
+    ``weights-*.safetensors`` files no state file there refers to; returns what was removed."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = [p for p in directory.glob(f".*{TEMP_SUFFIX}") if p.is_file()]
+    keep: set[str] = set()
+    for name in (STATE_NAME, PREVIOUS_NAME):
+        keep |= _referenced_files(directory / name)
+    removed += [p for p in directory.glob("weights-*.safetensors") if p.name not in keep]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    if removed:
+        logger.info(
+            "removed %d leftover file(s) of interrupted writes from %s", len(removed), directory
+        )
+    return removed
+
+
+# ---------------------------------------------------------------------------------------------
+# Safe torch.load
+
+
+def safe_torch_load(source: str | os.PathLike | BytesIO, flag: str = "path") -> Any:
+    """``torch.load(source, weights_only=True)`` with :data:`SAFE_GLOBALS` allowed.
+
+    Raises :class:`UnsafeFileError` naming the refused global when the pickle needs another
+    one (nothing of it is executed) and :class:`CheckpointError` when the file is damaged.
+    """
+    name = repr(str(source)) if not isinstance(source, BytesIO) else "the checkpoint payload"
+    try:
+        with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
+            return torch.load(source, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        match = re.search(r"GLOBAL ([\w.]+)", str(error))
+        if match:
+            refused = match[1]
+            raise UnsafeFileError(
+                f"{flag}: {name} refers to {refused}, which is not an allowed global; "
+                "refusing to load it (unpickling it could run code)"
+            ) from None
+        raise CheckpointError(
+            f"{flag}: {name} is not a readable checkpoint (damaged or not a torch file: "
+            f"{_unpickler_reason(error)})"
+        ) from None
+    except Exception as error:  # torch.load raises many types on a damaged file
+        raise CheckpointError(
+            f"{flag}: {name} is not a readable checkpoint ({_first_line(error)})"
+        ) from None
+
+
+def _unpickler_reason(error: BaseException) -> str:
+    """The line of torch's weights-only unpickler message that says what went wrong."""
+    boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reasons = [line for line in lines if not line.startswith(boilerplate)]
+    return reasons[0] if reasons else type(error).__name__
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+# ---------------------------------------------------------------------------------------------
+# Weights files
+
+
+def tensor_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 of the tensors (name, dtype, shape and bytes, in sorted name order)."""
+    digest = hashlib.sha256()
+    for key in sorted(state_dict):
+        tensor = state_dict[key].detach().cpu().contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def non_finite(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding NaN or infinity."""
+    return [
+        key
+        for key, tensor in state_dict.items()
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
+
+
+def weights_file(path: str | os.PathLike, weights: str = "model") -> Path:
+    """The file of the ``weights`` ("model" / "ema") entry belonging to ``path``."""
+    path = Path(path)
+    if weights == "model":
+        return path
+    return path.with_name(f"{path.stem}-{weights}{path.suffix}")
+
+
+def save_weights(
+    state_dict: Mapping[str, torch.Tensor],
+    path: str | os.PathLike,
+    *,
+    model: str | None = None,
+    model_kwargs: Mapping[str, Any] | None = None,
+    weights: str = "model",
+    metadata: Mapping[str, Any] | None = None,
+) -> str:
+    """Write ``state_dict`` to ``path`` as safetensors (format in the module docstring).
+
+    ``model`` and ``model_kwargs`` (the :func:`create_model` arguments that differ from the
+    registered configuration) let :func:`model_from_weights` rebuild the model; ``metadata``
+    values are stored as strings. Raises :class:`DivergedError` (writing nothing) when a
+    floating-point tensor is not finite. Returns the tensors' :func:`tensor_digest`.
+    """
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    bad = non_finite(tensors)
+    if bad:
+        raise DivergedError(
+            f"refusing to write {str(path)!r}: {len(bad)} tensors hold NaN or infinity "
+            f"(e.g. {bad[0]}); the previous files are untouched"
+        )
+    kwargs = dict(model_kwargs or {})
+    digest = tensor_digest(tensors)
+    meta = {key: str(value) for key, value in (metadata or {}).items()}
+    meta.update(
+        format=WEIGHTS_FORMAT,
+        weights=weights,
+        model_kwargs=json.dumps(kwargs, sort_keys=True),
+        shiftwise_version=__version__,
+        sha256=digest,
+    )
+    if model is not None:
+        meta["model"] = model
+    for key in ("num_classes", "in_chans", "width_factor"):
+        if key in kwargs:
+            meta[key] = str(kwargs[key])
+    atomic_write(path, save_safetensors(tensors, metadata=meta))
+    return digest
+
+
+def read_weights(
+    path: str | os.PathLike, weights: str = "model", flag: str = "path"
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The state_dict and metadata of the ``weights`` entry of ``path``.
+
+    ``path`` is a weights file (its ``-ema`` sibling for ``weights="ema"``), a
+    ``checkpoint.pt`` or a run directory (the checkpoint's weights files); files of the
+    previous single-file format (``model.``/``ema.`` prefixes) still load. The recorded
+    digest is verified. Errors name ``flag``: :class:`MissingFileError`, or
+    :class:`CheckpointError` for a damaged file or a missing entry.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise MissingFileError(f"{flag}: no such file {str(path)!r}")
+    if path.is_dir() or path.suffix == ".pt":
+        state = find_resumable(path, flag)
+        if weights not in state["tensors"]:
+            raise CheckpointError(
+                f"--weights: {str(path)!r} holds {sorted(state['tensors'])} weights, "
+                f"not {weights!r}"
+            )
+        return state["tensors"][weights], state["weights_metadata"][weights]
+    metadata = _metadata(path, flag)
+    if metadata.get("format") == LEGACY_WEIGHTS_FORMAT:
+        flat = _read_tensors(path, flag)
+        grouped: dict[str, dict[str, torch.Tensor]] = {}
+        for key, tensor in flat.items():
+            prefix, name = key.split(".", 1)
+            grouped.setdefault(prefix, {})[name] = tensor
+        if weights not in grouped:
+            raise CheckpointError(
+                f"--weights: {str(path)!r} holds {sorted(grouped)} weights, not {weights!r}"
+            )
+        return grouped[weights], metadata
+    if metadata.get("weights", "model") != weights:
+        target = weights_file(path, weights)
+        if not target.is_file():
+            raise CheckpointError(
+                f"--weights: {str(path)!r} holds ['{metadata.get('weights', 'model')}'] "
+                f"weights, not {weights!r} (no {target.name!r} beside it)"
+            )
+        path, metadata = target, _metadata(target, flag)
+    tensors = _read_tensors(path, flag)
+    recorded = metadata.get("sha256")
+    if recorded is not None and tensor_digest(tensors) != recorded:
+        raise CheckpointError(
+            f"{flag}: {str(path)!r} is damaged (its tensors do not match the recorded sha256)"
+        )
+    return tensors, metadata
+
+
+def _metadata(path: Path, flag: str) -> dict[str, str]:
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return dict(handle.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(
+            f"{flag}: {str(path)!r} is not a readable safetensors file ({_first_line(error)})"
+        ) from None
+
+
+def _read_tensors(path: Path, flag: str) -> dict[str, torch.Tensor]:
+    try:
+        return load_safetensors(path.read_bytes())
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(
+            f"{flag}: {str(path)!r} is not a readable safetensors file ({_first_line(error)})"
+        ) from None
+
+
+def check_state_dict(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint"
+) -> None:
+    """Raise one :class:`CheckpointError` listing the missing and unexpected keys and the
+    shape mismatches (``key: file shape vs model shape``) of ``state_dict``, if any."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [
+        f"{k}: {tuple(state_dict[k].shape)} in the file, {tuple(expected[k].shape)} in the model"
+        for k in expected
+        if k in state_dict and state_dict[k].shape != expected[k].shape
+    ]
+    problems = []
+    for label, items in (
+        ("missing keys", missing),
+        ("unexpected keys", unexpected),
+        ("shape mismatches", mismatched),
+    ):
+        if items:
+            more = f", ... ({len(items) - 8} more)" if len(items) > 8 else ""
+            problems.append(f"{len(items)} {label}: {', '.join(items[:8])}{more}")
+    if problems:
+        cfg = getattr(model, "pretrained_cfg", None) or {}
+        architecture = cfg.get("architecture", type(model).__name__)
+        raise CheckpointError(
+            f"{source}: does not fit model {architecture!r} ({'; '.join(problems)})"
+        )
+
+
+def load_checkpoint(model: nn.Module, path: str | os.PathLike, weights: str = "model") -> nn.Module:
+    """Load the weights shiftwise wrote at ``path`` into ``model`` strictly; returns ``model``.
+
+    ``path``: any file :func:`read_weights` reads (``model.safetensors``, a converted file,
+    a ``checkpoint.pt`` or its run directory). Raises :class:`MissingFileError`, or one
+    :class:`CheckpointError` naming the model the file was written for, or the differing keys
+    and shapes.
+    """
+    tensors, metadata = read_weights(path, weights, flag="path")
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    architecture, written_for = cfg.get("architecture"), metadata.get("model")
+    try:
+        check_state_dict(model, tensors, source=f"path {str(path)!r}")
+    except CheckpointError as error:
+        if written_for and architecture and written_for != architecture:
+            raise CheckpointError(
+                f"path: {str(path)!r} holds weights for model {written_for!r}, not {architecture!r}"
+            ) from error
+        raise
+    model.load_state_dict(tensors, strict=True)
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Training state
+
+
+def _save_state(path: Path, state: Mapping[str, Any]) -> None:
+    buffer = BytesIO()
+    torch.save(dict(state), buffer)
+    payload = buffer.getvalue()
+    outer = {
+        "format": STATE_FORMAT,
+        "sha256": hashlib.sha256(payload).hexdigest(),
+        "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8),
+    }
+    atomic_write(path, lambda handle: torch.save(outer, handle))
+
+
+def _read_state(path: Path, flag: str) -> dict[str, Any]:
+    """The verified inner state of a ``checkpoint.pt`` (weights files not read)."""
+    if not path.is_file():
+        raise MissingFileError(f"{flag}: no checkpoint at {str(path)!r}")
+    outer = safe_torch_load(path, flag)
+    if not isinstance(outer, dict) or outer.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{flag}: {str(path)!r} is not a shiftwise training checkpoint")
+    payload = outer["payload"].numpy().tobytes()
+    if hashlib.sha256(payload).hexdigest() != outer.get("sha256"):
+        raise CheckpointError(
+            f"{flag}: {str(path)!r} is damaged (its content does not match the recorded sha256)"
+        )
+    state = safe_torch_load(BytesIO(payload), flag)
+    if not isinstance(state, dict) or "weights" not in state:
+        raise CheckpointError(f"{flag}: {str(path)!r} is not a shiftwise training checkpoint")
+    return state
+
+
+def _referenced_files(path: Path) -> set[str]:
+    """Names of the weights files the state file ``path`` refers to (empty if unreadable)."""
+    try:
+        state = _read_state(path, "path")
+    except (CheckpointError, MissingFileError):
+        return set()
+    return {entry["file"] for entry in state["weights"].values()}
+
+
+def load_training_state(path: str | os.PathLike, flag: str = "--resume") -> dict[str, Any]:
+    """The state of the ``checkpoint.pt`` at ``path`` with its weights, all verified.
+
+    Adds ``"path"`` (the state file), ``"tensors"`` (``{"model": state_dict, "ema": ...}``)
+    and ``"weights_metadata"`` to the saved state. Raises :class:`MissingFileError` or a
+    one-line :class:`CheckpointError` naming the damaged or missing file.
+    """
+    path = Path(path)
+    state = _read_state(path, flag)
+    tensors, metadata = {}, {}
+    for kind, entry in state["weights"].items():
+        file = path.parent / entry["file"]
+        if not file.is_file():
+            raise CheckpointError(
+                f"{flag}: the weights file {entry['file']!r} of {str(path)!r} is missing"
+            )
+        tensors[kind], metadata[kind] = read_weights(file, kind, flag)
+        if metadata[kind].get("sha256") != entry["sha256"]:
+            raise CheckpointError(
+                f"{flag}: {str(file)!r} is not the weights file {str(path)!r} was saved with "
+                "(sha256 differs)"
+            )
+    return {**state, "path": str(path), "tensors": tensors, "weights_metadata": metadata}
+
+
+def find_resumable(path: str | os.PathLike, flag: str = "--resume") -> dict[str, Any]:
+    """The newest checkpoint under ``path`` that verifies (see :func:`load_training_state`).
+
+    ``path`` is a state file (it must verify) or a run directory: ``checkpoint.pt`` is tried
+    first, then ``checkpoint-previous.pt``; a damaged one is skipped with a warning (an
+    unsafe one is refused). Raises one :class:`CheckpointError` when none verifies.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise MissingFileError(f"{flag}: no checkpoint at {str(path)!r}")
+    if not path.is_dir():
+        return load_training_state(path, flag)
+    failures = []
+    for name in (STATE_NAME, PREVIOUS_NAME):
+        if not (path / name).is_file():
+            continue
+        try:
+            state = load_training_state(path / name, flag)
+        except UnsafeFileError:  # never fall back past a file crafted to run code
+            raise
+        except CheckpointError as error:
+            failures.append(str(error).removeprefix(f"{flag}: "))
+            logger.warning("%s", error)
+            continue
+        if failures:
+            logger.warning("%s: resuming from the previous checkpoint %s", flag, state["path"])
+        return state
+    if not failures:
+        raise MissingFileError(f"{flag}: no {STATE_NAME} in {str(path)!r}")
+    raise CheckpointError(f"{flag}: no checkpoint in {str(path)!r} verifies: {'; '.join(failures)}")
+
+
+class CheckpointWriter:
+    """Writes the checkpoints of one run directory, keeping the previous one beside the latest.
+
+    ``resumed`` is the state the run continued from (``None`` for a fresh run): when it is
+    this directory's ``checkpoint.pt`` that file becomes ``checkpoint-previous.pt`` at the
+    first save; a damaged ``checkpoint.pt`` is never promoted to previous.
+    """
+
+    def __init__(self, directory: str | os.PathLike, resumed: Mapping[str, Any] | None) -> None:
+        self.directory = Path(directory)
+        self.latest: set[str] | None = None  # weights files of a trusted checkpoint.pt
+        self.previous: set[str] = set()
+        if resumed is not None and Path(resumed["path"]).parent == self.directory:
+            files = {entry["file"] for entry in resumed["weights"].values()}
+            if Path(resumed["path"]).name == STATE_NAME:
+                self.latest = files
+                self.previous = _referenced_files(self.directory / PREVIOUS_NAME)
+            else:
+                self.previous = files
+
+    def save(
+        self,
+        tensors: Mapping[str, Mapping[str, torch.Tensor]],
+        state: Mapping[str, Any],
+        *,
+        model: str,
+        model_kwargs: Mapping[str, Any],
+        metadata: Mapping[str, Any],
+    ) -> Path:
+        """Write ``tensors`` (``{"model": state_dict, "ema": ...}``) and ``state`` (which
+        must hold ``epoch`` and ``global_step``); returns the state file's path."""
+        for kind, state_dict in tensors.items():
+            bad = non_finite(state_dict)
+            if bad:
+                raise DivergedError(
+                    f"training diverged: the {kind} weights hold NaN or infinity (e.g. {bad[0]}) "
+                    f"at step {state['global_step']}; nothing was written, the last good "
+                    f"checkpoint in {str(self.directory)!r} is untouched"
+                )
+        stem = f"weights-e{state['epoch']:04d}-s{state['global_step']:08d}"
+        entries = {}
+        for kind, state_dict in tensors.items():
+            file = weights_file(self.directory / f"{stem}.safetensors", kind)
+            digest = save_weights(
+                state_dict,
+                file,
+                model=model,
+                model_kwargs=model_kwargs,
+                weights=kind,
+                metadata=metadata,
+            )
+            entries[kind] = {"file": file.name, "sha256": digest}
+        latest = self.directory / STATE_NAME
+        if self.latest is not None and latest.is_file():
+            _atomic_link(latest, self.directory / PREVIOUS_NAME)
+            self.previous = self.latest
+        _save_state(latest, {**state, "format": STATE_FORMAT, "weights": entries})
+        self.latest = {entry["file"] for entry in entries.values()}
+        keep = self.latest | self.previous
+        for file in self.directory.glob("weights-*.safetensors"):
+            if file.name not in keep:
+                file.unlink(missing_ok=True)
+        return latest

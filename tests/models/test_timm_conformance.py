@@ -1,0 +1,412 @@
+"""timm's model contract, checked through the real timm for every registered model.
+
+timm (with torchvision) is installed for the tests only; ``tests/conftest.py`` makes it import
+next to the CPU torch. To keep the suite fast, models other than the ``*_atto`` ones are built
+with one block per stage and narrow stages (``depths=(1, 1, 1, 1)``, ``dims=(16, 32, 64,
+128)``): the same modules, operators and kernel sizes, at a fraction of the cost; inputs are
+64 px. The full-size models are built in ``tests/models/test_sw_v1.py`` and elsewhere.
+"""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+import torch
+from torch import nn
+
+import shiftwise
+from shiftwise.models import LargeKernelNet, create_model, list_models, reparameterize
+from shiftwise.models.registry import pretrained_cfg
+
+timm = pytest.importorskip("timm")
+timm_optim = pytest.importorskip("timm.optim")
+
+ALL = list_models()
+TIMM_OWN = ("convnext_atto", "convnext_tiny")  # timm's own models keep these names
+OURS_IN_TIMM = [name for name in ALL if name not in TIMM_OWN]
+SIZE = 64
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def small_kwargs(name: str) -> dict:
+    """One narrow block per stage for the paper-size models (``*_atto`` are small already)."""
+    return {} if name.endswith("_atto") else {"depths": (1, 1, 1, 1), "dims": (16, 32, 64, 128)}
+
+
+def build(name: str, via_timm: bool = False, **kwargs) -> nn.Module:
+    """``name`` built small, through timm's ``create_model`` when ``via_timm`` (our names)."""
+    torch.manual_seed(0)
+    factory = timm.create_model if via_timm and name not in TIMM_OWN else create_model
+    return factory(name, **small_kwargs(name), **kwargs)
+
+
+def randomize_norms(model: nn.Module) -> nn.Module:
+    """Non-trivial BN statistics and layer scales, so that eval-mode outputs are informative."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.copy_(torch.randn(module.num_features, generator=generator))
+                module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+        for name, parameter in model.named_parameters():
+            if name.endswith("gamma") and parameter.dim() == 1:
+                parameter.copy_(torch.rand(parameter.shape, generator=generator) * 0.5 + 0.1)
+    return model
+
+
+def inputs(batch: int = 2, size: int | tuple[int, int] = SIZE) -> torch.Tensor:
+    height, width = (size, size) if isinstance(size, int) else size
+    return torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(1))
+
+
+# --- registration and pretrained cfgs ------------------------------------------------------
+
+
+def test_timm_registry_lists_our_models_and_keeps_its_own() -> None:
+    for pattern in ("sw_*", "slak_*"):
+        assert timm.list_models(pattern) == list_models(pattern)
+    for name in TIMM_OWN:
+        assert timm.models.model_entrypoint(name).__module__ == "timm.models.convnext"
+    assert not timm.list_models(pretrained=True, filter="sw_*")  # no weights shipped
+
+
+@pytest.mark.parametrize("name", OURS_IN_TIMM)
+def test_timm_cfg_lookups_agree(name: str) -> None:
+    cfg = timm.models.get_pretrained_cfg(name)
+    assert cfg.to_dict() == pretrained_cfg(name)
+    assert cfg.architecture == name and cfg.first_conv == "stem.0" and cfg.classifier == "head.fc"
+    assert cfg.paper_ids.startswith("arXiv:") and cfg.license == "apache-2.0"
+    assert timm.models.get_pretrained_cfg_value(name, "input_size") == cfg.input_size
+    model = build(name, via_timm=True)
+    assert isinstance(model, LargeKernelNet)
+    assert model.pretrained_cfg == cfg.to_dict() == model.default_cfg
+    data = timm.data.resolve_data_config({}, model=model)
+    assert data["input_size"] == cfg.input_size and data["crop_pct"] == cfg.crop_pct
+    state = model.state_dict()
+    assert f"{cfg.first_conv}.weight" in state and f"{cfg.classifier}.weight" in state
+
+
+def test_import_without_timm_registers_nothing() -> None:
+    """``import shiftwise`` works, and builds models, when ``import timm`` fails."""
+    code = (
+        "import sys; sys.modules['timm'] = None\n"
+        "import shiftwise\n"
+        "from shiftwise.models.timm_entrypoints import register_timm\n"
+        "assert register_timm() == []\n"
+        "print(shiftwise.create_model('convnext_atto', num_classes=3).num_classes)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "3"
+
+
+# --- classifier API -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_features_head_classifier_and_pools(name: str) -> None:
+    model = randomize_norms(build(name, via_timm=True, num_classes=5)).eval()
+    x = inputs()
+    channels = model.num_features
+    with torch.no_grad():
+        features = model.forward_features(x)
+        assert features.shape == (2, channels, SIZE // 32, SIZE // 32)
+        pooled = model.forward_head(features, pre_logits=True)
+        assert pooled.shape == (2, model.head_hidden_size) and model.head_hidden_size == channels
+        torch.testing.assert_close(model(x), model.get_classifier()(pooled))
+        assert isinstance(model.get_classifier(), nn.Linear)
+
+        model.reset_classifier(0)
+        assert model(x).shape == (2, channels)
+        model.reset_classifier(0, "")  # timm: no classifier, no pooling -> the unpooled map
+        unpooled = model(x)
+        assert unpooled.shape == features.shape
+        norm = model.head.norm
+        expected = norm(features.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        torch.testing.assert_close(unpooled, expected)
+        model.reset_classifier(4, "")
+        assert model(x).shape == (2, 4, SIZE // 32, SIZE // 32)
+        for pool, reduce in (
+            ("avg", lambda f: f.mean((2, 3))),
+            ("max", lambda f: f.amax((2, 3))),
+            ("avgmax", lambda f: 0.5 * (f.mean((2, 3)) + f.amax((2, 3)))),
+        ):
+            model.reset_classifier(3, pool)
+            torch.testing.assert_close(
+                model.forward_head(features, pre_logits=True), norm(reduce(features))
+            )
+            assert model(x).shape == (2, 3) and model.num_classes == 3
+    with pytest.raises(ValueError, match="global_pool: "):
+        model.reset_classifier(3, "catavgmax")
+
+
+def test_global_pool_argument_at_creation() -> None:
+    model = timm.create_model("sw_atto", num_classes=0, global_pool="").eval()
+    with torch.no_grad():
+        assert model(inputs()).shape == (2, 256, 2, 2)
+
+
+# --- intermediates ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_forward_intermediates(name: str) -> None:
+    model = randomize_norms(build(name, via_timm=True)).eval()
+    x = inputs()
+    info = model.feature_info
+    with torch.no_grad():
+        final, maps = model.forward_intermediates(x)
+        torch.testing.assert_close(final, model.forward_features(x), rtol=0, atol=0)
+        assert [m.shape for m in maps] == [
+            (2, i["num_chs"], SIZE // i["reduction"], SIZE // i["reduction"]) for i in info
+        ]
+        last_two = model.forward_intermediates(x, indices=2, intermediates_only=True)
+        assert all(torch.equal(a, b) for a, b in zip(last_two, maps[2:], strict=True))
+        picked = model.forward_intermediates(x, indices=[0, -1], norm=True, intermediates_only=True)
+        assert torch.equal(picked[0], maps[0]) and torch.equal(picked[1], maps[3])
+
+        calls = []
+        model.stages[2].register_forward_hook(lambda *_: calls.append(1))
+        early, (stage1,) = model.forward_intermediates(x, indices=[1], stop_early=True)
+        assert not calls and torch.equal(early, stage1) and torch.equal(stage1, maps[1])
+    for bad in ({"indices": 5}, {"indices": [4]}, {"output_fmt": "NHWC"}):
+        with pytest.raises(ValueError, match=r"^(indices|output_fmt): "):
+            model.forward_intermediates(x, **bad)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_prune_intermediate_layers(name: str) -> None:
+    model = randomize_norms(build(name, num_classes=5)).eval()
+    x = inputs()
+    with torch.no_grad():
+        maps = model.forward_intermediates(x, intermediates_only=True)
+        kept = copy.deepcopy(model)
+        assert kept.prune_intermediate_layers(4, prune_head=False) == [0, 1, 2, 3]
+        torch.testing.assert_close(kept(x), model(x), rtol=0, atol=0)  # head kept
+
+        assert model.prune_intermediate_layers([0, 1]) == [0, 1]
+        assert len(model.stages) == 2
+        assert model.num_features == model.head_hidden_size == model.feature_info[1]["num_chs"]
+        assert torch.equal(model(x), maps[1])  # identity head: no pool, no norm
+        assert torch.equal(model.forward_intermediates(x, indices=[0, 1])[1][0], maps[0])
+
+
+# --- features_only as timm builds it ----------------------------------------------------------
+
+
+FEATURE_CLASSES = [None, "getter", "fx", "hook", "list", "dict"]
+
+
+@pytest.mark.parametrize(
+    ("name", "feature_cls"),
+    [(name, None) for name in OURS_IN_TIMM]
+    + [(name, "getter") for name in OURS_IN_TIMM]
+    + [("sw_atto", cls) for cls in FEATURE_CLASSES[2:]]
+    + [("slak_atto", cls) for cls in FEATURE_CLASSES[2:]],
+)
+def test_timm_features_only(name: str, feature_cls: str | None) -> None:
+    # Same seed, same construction order: the reference and the backbone share their weights.
+    active = {"layer_scale_init": 0.5}  # blocks contribute (1e-6 at init)
+    reference = build(name, **active).eval()
+    with torch.no_grad():
+        expected = reference.forward_intermediates(
+            inputs(), indices=[1, 3], intermediates_only=True
+        )
+    kwargs = {"feature_cls": feature_cls} if feature_cls else {}
+    backbone = build(
+        name, via_timm=True, features_only=True, out_indices=(1, 3), **active, **kwargs
+    )
+    backbone.eval()
+    with torch.no_grad():
+        out = backbone(inputs())
+    if feature_cls == "dict":
+        out = list(out.values())
+    assert len(out) == 2
+    for got, want in zip(out, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert backbone.feature_info.channels() == [reference.dims[1], reference.dims[3]]
+    assert backbone.feature_info.reduction() == [8, 32]
+    assert "classifier" not in backbone.pretrained_cfg
+
+
+# --- torch.fx --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_fx_trace_training_and_deployed_forms(name: str) -> None:
+    model = randomize_norms(build(name, num_classes=5)).train()
+    x = inputs().requires_grad_()
+    traced = torch.fx.symbolic_trace(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    expected = model(x)
+    got = traced(x)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    grads = torch.autograd.grad(got.square().sum(), [x, *params])
+    want = torch.autograd.grad(expected.square().sum(), [x, *params])
+    for a, b in zip(grads, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+    reparameterize(model.eval())
+    deployed = torch.fx.symbolic_trace(model)
+    out = deployed(x)
+    torch.testing.assert_close(out, model(x), rtol=0, atol=0)
+    (grad_x,) = torch.autograd.grad(out.sum(), x)
+    (want_x,) = torch.autograd.grad(model(x).sum(), x)
+    torch.testing.assert_close(grad_x, want_x, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["sw_atto", "sw_v1_tiny"])
+def test_timm_fx_feature_extraction(name: str) -> None:
+    model = build(name, layer_scale_init=0.5).eval()
+    nodes = timm.models.get_graph_node_names(model)[1]
+    assert any(node.startswith("stages.3.blocks.") for node in nodes)
+    extractor = timm.models.create_feature_extractor(
+        model, return_nodes={"stages.1": "s1", "stages.3": "s3"}
+    )
+    with torch.no_grad():
+        out = extractor(inputs())
+        expected = model.forward_intermediates(inputs(), indices=[1, 3], intermediates_only=True)
+    torch.testing.assert_close(out["s1"], expected[0], rtol=0, atol=0)
+    torch.testing.assert_close(out["s3"], expected[1], rtol=0, atol=0)
+
+
+# --- activation checkpointing ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_grad_checkpointing_is_exact(name: str) -> None:
+    plain = build(name, num_classes=5, drop_path_rate=0.3).train()
+    checkpointed = copy.deepcopy(plain)
+    checkpointed.set_grad_checkpointing(True)
+    assert all(stage.grad_checkpointing for stage in checkpointed.stages)
+    x = inputs()
+    outputs = []
+    for model in (plain, checkpointed):
+        torch.manual_seed(3)  # same drop-path draws
+        out = model(x)
+        out.square().mean().backward()
+        outputs.append(out)
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=0, atol=0)
+    for (key, a), b in zip(plain.named_parameters(), checkpointed.parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-6, atol=1e-9, msg=key)
+    for (key, a), b in zip(plain.named_buffers(), checkpointed.buffers(), strict=True):
+        assert torch.equal(a, b), key  # BN statistics updated once, not again on recompute
+
+
+def test_grad_checkpointing_keeps_fewer_activations() -> None:
+    """What checkpointing saves for backward: block inputs instead of every activation."""
+    saved = []
+    for enable in (False, True):
+        model = build("sw_atto").train()
+        model.set_grad_checkpointing(enable)
+        total = 0
+
+        def pack(tensor: torch.Tensor) -> torch.Tensor:
+            nonlocal total
+            total += tensor.numel() * tensor.element_size()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(inputs(4))
+        saved.append(total)
+    assert saved[1] < 0.5 * saved[0]
+
+
+# --- optimizer groups ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_group_matcher_and_no_weight_decay(name: str) -> None:
+    model = build(name)
+    names = {n for n, _ in model.named_parameters()}
+    # stem, then each stage (coarse) or each block with its stage's downsample, then the head
+    for coarse, n_groups in ((True, 6), (False, 2 + sum(model.depths))):
+        groups = timm.models.group_parameters(model, model.group_matcher(coarse=coarse))
+        assert {n for members in groups.values() for n in members} == names
+        ordered = [groups[key] for key in sorted(groups)]
+        assert len(groups) == n_groups
+        assert all(n.startswith("stem.") for n in ordered[0])
+        assert all(n.startswith("head.") for n in ordered[-1])
+        assert any(".downsample." in n for n in ordered[2 if coarse else 1 + model.depths[0]])
+    skip = model.no_weight_decay()
+    assert skip <= names
+    assert bool(skip) == (model.block == "shiftwise")  # GRN gamma/beta
+    groups = timm_optim.param_groups_weight_decay(model, 0.05, no_weight_decay_list=skip)
+    no_decay = {id(p) for g in groups if g["weight_decay"] == 0.0 for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert all(id(named[n]) in no_decay for n in skip)
+    optimizer = timm_optim.create_optimizer_v2(model, "adamw", lr=1e-3, layer_decay=0.7)
+    assert len(optimizer.param_groups) > 2
+
+
+# --- torch.export ----------------------------------------------------------------------------
+
+
+# One model per family (block x operator x ghost rule): export traces the same ops for the
+# others, which differ only in depths, widths and kernel sizes (and cost ~8 s each).
+EXPORT_FAMILIES = ["sw_tiny", "slak_tiny", "convnext_atto", "sw_v1_tiny"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", EXPORT_FAMILIES)
+def test_torch_export_eval_and_deployed(name: str) -> None:
+    model = randomize_norms(build(name, num_classes=5)).eval()
+    x = inputs()
+    with torch.no_grad():
+        for _ in range(2):  # eval form, then deployed form
+            program = torch.export.export(model, (x,))
+            torch.testing.assert_close(program.module()(x), model(x), rtol=0, atol=0)
+            reparameterize(model)
+
+
+# --- weights through the creation paths -------------------------------------------------------
+
+
+def test_checkpoint_path_and_pretrained_file(tmp_path) -> None:
+    source = randomize_norms(build("sw_atto", num_classes=3))
+    path = tmp_path / "weights.safetensors"
+    shiftwise.models.save_checkpoint(source.state_dict(), path)
+    expected = source.state_dict()
+
+    loaded = [
+        create_model("sw_atto", num_classes=3, checkpoint_path=path),
+        create_model(
+            "sw_atto", num_classes=3, pretrained=True, pretrained_cfg_overlay={"file": path}
+        ),
+        timm.create_model(
+            "sw_atto", num_classes=3, pretrained=True, pretrained_cfg_overlay={"file": str(path)}
+        ),
+        timm.create_model("sw_atto", num_classes=3, checkpoint_path=str(path)),  # timm's loader
+    ]
+    for model in loaded:
+        state = model.state_dict()
+        assert all(torch.equal(state[k], v) for k, v in expected.items())
+    assert loaded[2].pretrained_cfg["file"] == str(path)  # the overlay is kept
+    assert loaded[2].pretrained_cfg["architecture"] == "sw_atto"
+
+    backbone = timm.create_model(
+        "sw_atto", num_classes=3, features_only=True, pretrained=True,
+        pretrained_cfg_overlay={"file": str(path)},
+    )  # fmt: skip
+    assert torch.equal(backbone.state_dict()["stem.0.weight"], expected["stem.0.weight"])
+
+    with pytest.raises(ValueError, match=r"^pretrained: "):
+        timm.create_model("sw_atto", pretrained=True)
+    with pytest.raises(ValueError, match=r"head\.fc"):  # 1000 classes against the file's 3
+        create_model("sw_atto", checkpoint_path=path)
+    with pytest.raises(ValueError, match=r"^pretrained_cfg: "):
+        create_model("sw_atto", pretrained_cfg="in1k")

@@ -1,0 +1,268 @@
+"""``shiftwise.io``: one weights format, verified loads, atomic writes, no code execution."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import stat
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from shiftwise import io as swio
+from shiftwise.cli import main
+from shiftwise.errors import CheckpointError, DivergedError, UnsafeFileError
+from shiftwise.models import create_model, load_checkpoint, model_from_weights, save_checkpoint
+
+ATTO = {"num_classes": 10, "in_chans": 1, "width_factor": 0.25}
+
+
+class _Payload:
+    """Unpickling this calls ``os.system`` (creates ``marker``): the attack weights_only stops."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _malicious(path: Path, marker: Path, wrap=lambda payload: {"model": payload}) -> Path:
+    torch.save(wrap(_Payload(marker)), path)
+    return path
+
+
+def _atto_weights(tmp_path: Path, name: str = "slak_atto") -> tuple[torch.nn.Module, Path]:
+    torch.manual_seed(0)
+    model = create_model(name, **ATTO)
+    path = tmp_path / "model.safetensors"
+    swio.save_weights(model.state_dict(), path, model=name, model_kwargs=ATTO)
+    return model, path
+
+
+def test_weights_round_trip_rebuilds_the_model_from_the_file_alone(tmp_path: Path) -> None:
+    model, path = _atto_weights(tmp_path)
+    rebuilt, metadata = model_from_weights(path)
+    assert metadata["model"] == "slak_atto" and metadata["num_classes"] == "10"
+    assert metadata["in_chans"] == "1" and metadata["width_factor"] == "0.25"
+    assert metadata["shiftwise_version"] and len(metadata["sha256"]) == 64
+    for key, value in model.state_dict().items():
+        assert torch.equal(rebuilt.state_dict()[key], value)
+    # the plain loader: keys without prefix
+    target = load_checkpoint(create_model("slak_atto", **ATTO), path)
+    assert torch.equal(target.head.fc.weight, model.head.fc.weight)
+
+
+def test_save_checkpoint_of_a_module_records_its_architecture(tmp_path: Path) -> None:
+    model = create_model("sw_atto", num_classes=7, in_chans=1, width_factor=0.5)
+    save_checkpoint(model, tmp_path / "m.safetensors")
+    rebuilt, metadata = model_from_weights(tmp_path / "m.safetensors")
+    assert (metadata["num_classes"], metadata["in_chans"], metadata["width_factor"]) == (
+        "7",
+        "1",
+        "0.5",
+    )
+    assert rebuilt.head.fc.weight.shape == model.head.fc.weight.shape == (7, 128)
+
+
+def test_mismatch_is_one_error_naming_keys_and_shapes(tmp_path: Path) -> None:
+    _, path = _atto_weights(tmp_path)
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(create_model("slak_atto", num_classes=10, in_chans=1), path)
+    message = str(error.value)
+    assert "\n" not in message and "shape mismatches" in message
+    assert "stem.0.weight: (8, 1, 4, 4) in the file, (32, 1, 4, 4) in the model" in message
+    state = swio.read_weights(path)[0]
+    state["extra.weight"] = torch.zeros(1)
+    del state["head.fc.bias"]
+    swio.save_weights(state, tmp_path / "odd.safetensors")
+    with pytest.raises(CheckpointError, match=r"missing keys: head\.fc\.bias.*unexpected keys"):
+        load_checkpoint(create_model("slak_atto", **ATTO), tmp_path / "odd.safetensors")
+
+
+def test_flipped_and_truncated_weights_are_named(tmp_path: Path) -> None:
+    _, path = _atto_weights(tmp_path)
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF  # inside the tensor data
+    (tmp_path / "flipped.safetensors").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"flipped\.safetensors' is damaged"):
+        swio.read_weights(tmp_path / "flipped.safetensors")
+    (tmp_path / "cut.safetensors").write_bytes(path.read_bytes()[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"cut\.safetensors' is not a readable safetensors"):
+        swio.read_weights(tmp_path / "cut.safetensors")
+
+
+def test_non_finite_weights_are_never_written(tmp_path: Path) -> None:
+    state = {"w": torch.tensor([1.0, float("nan")]), "n": torch.tensor([3])}
+    with pytest.raises(DivergedError, match="NaN or infinity"):
+        swio.save_weights(state, tmp_path / "w.safetensors")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_atomic_write_uses_the_umask_and_leaves_no_temp(tmp_path: Path, umask: int) -> None:
+    old = os.umask(umask)
+    try:
+        swio.atomic_write(tmp_path / "a.bin", b"abc")
+        swio.save_weights({"w": torch.ones(2)}, tmp_path / "w.safetensors")
+    finally:
+        os.umask(old)
+    for name in ("a.bin", "w.safetensors"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "w.safetensors"]
+
+    def fail(handle) -> None:
+        handle.write(b"partial")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        swio.atomic_write(tmp_path / "a.bin", fail)
+    assert (tmp_path / "a.bin").read_bytes() == b"abc"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "w.safetensors"]
+
+
+def test_clean_run_directory_removes_interrupted_writes_only(tmp_path: Path) -> None:
+    _, path = _atto_weights(tmp_path)
+    (tmp_path / ".checkpoint.pt.123-abcd.tmp").write_bytes(b"")
+    (tmp_path / ".weights-e0001-s00000004.safetensors.9-ff.tmp").write_bytes(b"x" * 100)
+    (tmp_path / "weights-e0001-s00000004.safetensors").write_bytes(b"orphan")
+    removed = swio.clean_run_directory(tmp_path)
+    assert len(removed) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def _state_file(path: Path, inner: bytes) -> None:
+    """A checkpoint.pt whose (valid) digest covers ``inner``."""
+    outer = {
+        "format": swio.STATE_FORMAT,
+        "sha256": hashlib.sha256(inner).hexdigest(),
+        "payload": torch.frombuffer(bytearray(inner), dtype=torch.uint8),
+    }
+    torch.save(outer, path)
+
+
+def test_official_extras_load_through_the_allow_list(tmp_path: Path) -> None:
+    path = tmp_path / "official.pth"
+    state = {"model": {"w": torch.ones(2)}, "args": argparse.Namespace(lr=4e-3), "epoch": 3}
+    state["max_accuracy"] = np.float64(82.5)
+    torch.save(state, path)
+    loaded = swio.safe_torch_load(path, "IN")
+    assert loaded["args"].lr == 4e-3 and float(loaded["max_accuracy"]) == 82.5
+
+
+def _load_paths(tmp_path: Path, evil: Path) -> list[list[str]]:
+    """Every command that reads a pickle, pointed at ``evil``."""
+    run = tmp_path / "run"
+    run.mkdir(exist_ok=True)
+    return [
+        ["convert", "--from", "sw", str(evil), str(tmp_path / "out.safetensors")],
+        ["train", "--model", "slak_atto", "--resume", str(evil)],
+        ["eval", "--checkpoint", str(evil), "--data", "digits"],
+        ["export", "slak_atto", "--checkpoint", str(evil), "-o", str(tmp_path / "m.onnx")],
+        [
+            *("erf", "--models", "slak_atto", "--checkpoint", f"slak_atto={evil}"),
+            *("--out", str(tmp_path / "erf"), "--num-images", "1", "--size", "32"),
+        ],
+    ]
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda payload: {"model": payload},
+        lambda payload: {"state_dict": {"w": torch.ones(1)}, "args": payload},
+        lambda payload: payload,
+    ],
+    ids=["state", "extra", "top"],
+)
+def test_malicious_pickles_are_refused_on_every_load_path(tmp_path: Path, wrap, capsys) -> None:
+    marker = tmp_path / "pwned"
+    evil = _malicious(tmp_path / "checkpoint.pt", marker, wrap)
+    for argv in _load_paths(tmp_path, evil):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert "posix.system" in err and "not an allowed global" in err, (argv, err)
+        assert err.count("\n") == 1 and not marker.exists(), argv
+    for call in (
+        lambda: load_checkpoint(create_model("slak_atto"), evil),
+        lambda: model_from_weights(evil),
+        lambda: swio.find_resumable(tmp_path),
+        lambda: swio.safe_torch_load(evil),
+    ):
+        with pytest.raises(UnsafeFileError, match=r"posix\.system"):
+            call()
+    assert not marker.exists()
+
+
+def test_malicious_payload_inside_a_valid_state_file_is_refused(tmp_path: Path, capsys) -> None:
+    marker = tmp_path / "pwned"
+    buffer = BytesIO()
+    torch.save({"weights": {}, "args": _Payload(marker)}, buffer)
+    run = tmp_path / "run"
+    run.mkdir()
+    _state_file(run / "checkpoint.pt", buffer.getvalue())
+    assert main(["train", "--model", "slak_atto", "--resume", str(run)]) == 2
+    assert "posix.system" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(run), "--data", "digits"]) == 2
+    assert "--checkpoint: " in capsys.readouterr().err
+    assert not marker.exists()
+
+
+def test_state_file_digest_detects_flipped_bytes(tmp_path: Path) -> None:
+    buffer = BytesIO()
+    torch.save({"weights": {}, "epoch": 1}, buffer)
+    inner = bytearray(buffer.getvalue())
+    _state_file(tmp_path / "checkpoint.pt", bytes(inner))
+    assert swio.load_training_state(tmp_path / "checkpoint.pt")["epoch"] == 1
+    outer = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    outer["payload"][len(inner) // 2] ^= 0x01
+    torch.save(outer, tmp_path / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match=r"checkpoint\.pt' is damaged"):
+        swio.load_training_state(tmp_path / "checkpoint.pt")
+
+
+def test_legacy_prefixed_files_still_load(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    model = create_model("slak_atto", **ATTO)
+    flat = {f"model.{k}": v.clone().contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": swio.LEGACY_WEIGHTS_FORMAT, "model": "slak_atto"}
+    meta.update({k: str(v) for k, v in ATTO.items()})
+    save_file(flat, str(tmp_path / "old.safetensors"), metadata=meta)
+    loaded = load_checkpoint(create_model("slak_atto", **ATTO), tmp_path / "old.safetensors")
+    assert torch.equal(loaded.head.fc.weight, model.head.fc.weight)
+    assert (
+        json.loads(swio.read_weights(tmp_path / "old.safetensors")[1].get("model_kwargs", "{}"))
+        == {}
+    )
+
+
+def test_checkpoint_writer_keeps_latest_and_previous(tmp_path: Path) -> None:
+    writer = swio.CheckpointWriter(tmp_path, None)
+    for step in (1, 2, 3):
+        state = {"epoch": 0, "global_step": step}
+        tensors = {"model": {"w": torch.full((2,), float(step))}}
+        writer.save(tensors, state, model="slak_atto", model_kwargs={}, metadata={})
+    latest = swio.load_training_state(tmp_path / swio.STATE_NAME)
+    previous = swio.load_training_state(tmp_path / swio.PREVIOUS_NAME)
+    assert (latest["global_step"], previous["global_step"]) == (3, 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoint-previous.pt",
+        "checkpoint.pt",
+        "weights-e0000-s00000002.safetensors",
+        "weights-e0000-s00000003.safetensors",
+    ]
+    # a run killed between linking the previous state and writing the new one leaves both
+    # names on one file; resuming from it must not leave the link's temporary file behind
+    os.unlink(tmp_path / swio.PREVIOUS_NAME)
+    os.link(tmp_path / swio.STATE_NAME, tmp_path / swio.PREVIOUS_NAME)
+    writer = swio.CheckpointWriter(tmp_path, swio.find_resumable(tmp_path))
+    state = {"epoch": 0, "global_step": 4}
+    writer.save({"model": {"w": torch.ones(2)}}, state, model="m", model_kwargs={}, metadata={})
+    assert not list(tmp_path.glob(".*.tmp"))
+    assert swio.load_training_state(tmp_path / swio.PREVIOUS_NAME)["global_step"] == 3

@@ -1,0 +1,65 @@
+"""Exit codes of the command line: only the library's own errors become one line."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from shiftwise import cli
+from shiftwise.errors import EXIT_DIVERGED, DivergedError, UsageError
+
+
+def _parser_raising(error: BaseException) -> argparse.ArgumentParser:
+    """A ``shiftwise`` parser whose only command ``boom`` raises ``error``."""
+
+    def run(args: argparse.Namespace) -> int:
+        raise error
+
+    parser = argparse.ArgumentParser(prog="shiftwise")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    subparsers.add_parser("boom").set_defaults(func=run)
+    return parser
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "line"),
+    [
+        (
+            UsageError("--x: expected\nsomething"),
+            2,
+            "shiftwise boom: error: --x: expected something",
+        ),
+        (DivergedError("training diverged: 5 steps"), EXIT_DIVERGED, "training diverged"),
+        (KeyboardInterrupt(), 130, "shiftwise boom: interrupted"),
+    ],
+)
+def test_library_errors_map_to_exit_codes(error, code, line, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(cli, "build_parser", lambda: _parser_raising(error))
+    assert cli.main(["boom"]) == code
+    err = capsys.readouterr().err
+    assert line in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("error", [TypeError("a bug"), ValueError("a bug"), RuntimeError("bug")])
+def test_other_exceptions_are_not_hidden(error, monkeypatch) -> None:
+    monkeypatch.setattr(cli, "build_parser", lambda: _parser_raising(error))
+    with pytest.raises(type(error), match="bug"):
+        cli.main(["boom"])
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["eval", "--checkpoint", "MISSING", "--data", "digits"],
+        ["export", "sw_atto", "--checkpoint", "MISSING", "-o", "OUT.onnx"],
+        ["erf", "--models", "sw_atto", "--checkpoint", "sw_atto=MISSING", "--out", "OUT"],
+    ],
+)
+def test_checkpoint_errors_name_the_option_passed(argv, tmp_path, capsys) -> None:
+    argv = [a.replace("MISSING", str(tmp_path / "none.safetensors")) for a in argv]
+    argv = [a.replace("OUT", str(tmp_path / "out")) for a in argv]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--checkpoint: " in err and "--resume" not in err and err.count("\n") == 1
