@@ -68,9 +68,11 @@ def test_operators_share_the_autocast_dtype():
     assert dtypes == {torch.bfloat16}
 
 
-def _deployed_sw(pruned: bool, strategy: str = "auto") -> tuple[ShiftWiseConv2d, torch.Tensor]:
+def _deployed_sw(
+    pruned: bool, strategy: str = "auto", channel_order: str = "input"
+) -> tuple[ShiftWiseConv2d, torch.Tensor]:
     torch.manual_seed(0)
-    op = ShiftWiseConv2d(12, 9, 3, strategy=strategy).double()
+    op = ShiftWiseConv2d(12, 9, 3, strategy=strategy, channel_order=channel_order).double()
     randomize_batchnorm(op)
     if pruned:
         with torch.no_grad():
@@ -104,9 +106,31 @@ def test_deployed_sw_has_no_dead_parameter(pruned, strategy):
         assert bool((grad != 0).all()), f"{name} has entries the output does not depend on"
 
 
+@pytest.mark.parametrize("channel_order", ["input", "official"])
+def test_deployed_sw_absorbs_an_output_affine_and_releases_its_order(channel_order):
+    op, x = _deployed_sw(pruned=False, channel_order=channel_order)
+    scale, shift = torch.randn(2, 12, dtype=torch.float64)
+    with torch.no_grad():
+        expected = op(x) * scale[:, None, None] + shift[:, None, None]
+        op.absorb_output_affine(scale, shift)
+        torch.testing.assert_close(op(x), expected, rtol=1e-12, atol=1e-12)
+        order = op.release_output_order()
+        assert op.channel_order == "input" and op.rep_index is None
+        torch.testing.assert_close(op(x)[:, order], expected, rtol=1e-12, atol=1e-12)
+        weight, bias = op.equivalent_kernel()
+        dense = F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=12)
+        torch.testing.assert_close(dense, op(x), rtol=1e-12, atol=1e-12)
+    pieces, _ = _deployed_sw(pruned=False, strategy="fused")
+    with pytest.raises(RuntimeError, match=r"absorb_output_affine: needs .* strips"):
+        pieces.absorb_output_affine(scale, shift)
+
+
 def test_deployed_sw_buffers_are_what_its_form_reads():
-    op, _ = _deployed_sw(pruned=True)
-    assert sorted(op.state_dict()) == [
+    op, _ = _deployed_sw(pruned=True)  # full-channel strips in input order: no channel split
+    assert sorted(op.state_dict()) == ["bias", "horizontal", "vertical"]
+    assert op.horizontal.shape[0] == op.vertical.shape[0] == op.bias.shape[0] == op.channels
+    official, _ = _deployed_sw(pruned=True, channel_order="official")  # its output reorder
+    assert sorted(official.state_dict()) == [
         "bias", "ghost_index", "horizontal", "rep_index", "vertical",
     ]  # fmt: skip
     op, _ = _deployed_sw(pruned=True, strategy="fused")

@@ -11,9 +11,12 @@ from shiftwise.models.blocks import ConvNeXtBlock, ShiftWiseBlock
 from shiftwise.models.tokens import channel_tokens, linear_tokens, tokens_to_channels_first
 
 
-def _randomized_shiftwise_block(dim: int) -> ShiftWiseBlock:
+def _randomized_shiftwise_block(
+    dim: int, channel_order: str = "official", strategy: str = "auto"
+) -> ShiftWiseBlock:
     torch.manual_seed(0)
-    block = ShiftWiseBlock(dim, ShiftWiseConv2d(dim, 9, 3), layer_scale_init=0.5).double()
+    operator = ShiftWiseConv2d(dim, 9, 3, channel_order=channel_order, strategy=strategy)
+    block = ShiftWiseBlock(dim, operator, layer_scale_init=0.5).double()
     randomize_batchnorm(block)
     with torch.no_grad():
         block.gamma.uniform_(-1, 1)
@@ -32,10 +35,26 @@ def test_shiftwise_block_deploy_folds_norms_se_and_grn_exactly(size):
         block.reparameterize()
         block.reparameterize()
         assert block.norm2 is None and block.gamma is None and block.fc2.bias is not None
+        assert block.norm is None and block.conv_dw.channel_order == "input"
         torch.testing.assert_close(block(x), expected, rtol=1e-12, atol=1e-12)
         channels_last = block(x.contiguous(memory_format=torch.channels_last))
     assert channels_last.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(channels_last, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("channel_order", "strategy"), [("input", "strips"), ("official", "fused")]
+)
+def test_shiftwise_block_deploy_is_exact_for_other_operator_forms(channel_order, strategy):
+    """Input-order strips fold ``norm`` too; the pieces form keeps ``norm`` and its order."""
+    block = _randomized_shiftwise_block(16, channel_order, strategy)
+    x = torch.randn(2, 16, 6, 7, dtype=torch.float64)
+    with torch.no_grad():
+        expected = block(x)
+        block.reparameterize()
+        assert (block.norm is None) == (strategy == "strips")
+        assert block.conv_dw.channel_order == channel_order
+        torch.testing.assert_close(block(x), expected, rtol=1e-12, atol=1e-12)
 
 
 def test_convnext_block_deploy_folds_layer_scale_exactly():

@@ -66,10 +66,11 @@ def test_sw_tiny_counts_match_official(sw_tiny_report: dict) -> None:
     assert _within(parts["total"]["macs"], 5.34e9)  # training graph, 2 paths
     assert _within(parts["total"]["deploy_macs"], 5.02e9)  # paths merged
     # Deploy (strips form): each operator's 2 paths and 3 BNs become two folded strip kernels
-    # [Cr, k, nk*k] and a bias (5 Cr fewer); blocks fold their norms and layer scales too.
+    # [C, k, nk*k] and a bias [C] over all channels (ghost channels as identity taps); blocks
+    # fold their norms and layer scales too.
     op = ShiftWiseConv2d(80, 51).eval()
     op.reparameterize()
-    assert sum(p.numel() for p in op.parameters()) == 2 * 60 * 17 * 3 * 3 + 60
+    assert sum(p.numel() for p in op.parameters()) == 2 * 80 * 17 * 3 * 3 + 80
     _check_parts_add_up(sw_tiny_report)
 
 

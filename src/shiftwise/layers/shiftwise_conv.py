@@ -11,6 +11,7 @@ members. The geometry (sizes, tables, strip assembly, folding) is pure functions
 from __future__ import annotations
 
 import copy
+import itertools
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,7 @@ from shiftwise.ops.sw_geometry import (
     SWGeometry,
     equivalent_kernel,
     fold_strips,
+    full_channel_strips,
     ghost_split,
     rep_channel_count,
     shift_tables,
@@ -214,8 +216,13 @@ class ShiftWiseConv2d(LargeKernelOperator):
     def output_order(self) -> torch.Tensor:
         """``[C]``: output channel ``i`` is computed from input channel ``output_order[i]``."""
         if self.channel_order == "input":
-            return torch.arange(self.channels, device=self.rep_index.device)
+            return torch.arange(self.channels, device=self.device)
         return torch.cat([self.rep_index, self.ghost_index])
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the operator's weights and tables."""
+        return next(itertools.chain(self.parameters(), self.buffers())).device
 
     def piece_weight(self) -> torch.Tensor:
         """Summed small-conv weight of all ``Cr * nk`` pieces, ``[Cr * nk, 1, k, k]``."""
@@ -256,6 +263,8 @@ class ShiftWiseConv2d(LargeKernelOperator):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Shift-wise convolution, ``[B, C, H, W] -> [B, C, H, W]``."""
         check_depthwise_input(x, self.channels)
+        if self.deploy_form == "strips":
+            return self._run_full_strips(x)
         x_rep = select_channels(x, self.rep_index)
         strips = self.strategy == "strips"
         out = self._run_strips(x_rep) if strips else self._run_shift_add(x_rep)
@@ -265,17 +274,27 @@ class ShiftWiseConv2d(LargeKernelOperator):
             out = select_channels(out, torch.argsort(torch.cat([self.rep_index, self.ghost_index])))
         return out
 
+    def _run_full_strips(self, x: torch.Tensor) -> torch.Tensor:
+        """Deployed output ``[B, C, H, W]``: two strip convs over all channels plus the bias.
+
+        Ghost channels pass through their unit centre tap, so no channel is split off or
+        gathered; only ``channel_order="official"`` reorders the output.
+        """
+        pad_h, pad_v = strip_padding(self.geometry)
+        transposed = transpose_pays(x, self.horizontal, grad_needed(x, self.horizontal))
+        out = depthwise_conv2d(x, self.horizontal, self.bias, pad_h, transposed)
+        out = out + depthwise_conv2d(x, self.vertical, padding=pad_v)
+        if self.channel_order == "official":
+            out = select_channels(out, self.output_order)
+        return out
+
     def _run_strips(self, x_rep: torch.Tensor) -> torch.Tensor:
-        """Rep output ``[B, Cr, H, W]`` by strip convolutions (two once deployed).
+        """Rep output ``[B, Cr, H, W]`` of the training form by three strip convolutions.
 
         The wide horizontal strip runs as a tall conv on transposed data when autograd will
         differentiate it on CPU (:func:`~shiftwise.ops.oriented_conv.transpose_pays`).
         """
         pad_h, pad_v = strip_padding(self.geometry)
-        if self.deploy_form == "strips":
-            transposed = transpose_pays(x_rep, self.horizontal, grad_needed(x_rep, self.horizontal))
-            out = depthwise_conv2d(x_rep, self.horizontal, self.bias, pad_h, transposed)
-            return out + depthwise_conv2d(x_rep, self.vertical, padding=pad_v)
         pieces = self.piece_weight()
         kernels = strip_kernels(pieces, self.tables, self.geometry)
         transposed = transpose_pays(x_rep, kernels[0], grad_needed(x_rep, pieces))
@@ -330,10 +349,13 @@ class ShiftWiseConv2d(LargeKernelOperator):
         (pruned by group-sparse training) dropped. An ``auto`` strategy is resolved again,
         knowing the active pieces, and decides the one inference form:
 
-        * ``strips``: two strip kernels and a bias, ``horizontal [Cr, 1, k, L]`` (the identity
-          branch and the residual folded into its centre), ``vertical [Cr, 1, L, k]``,
-          ``bias [Cr]`` (:func:`~shiftwise.ops.sw_geometry.fold_strips`); the shift tables are
-          dropped, they no longer shape the output;
+        * ``strips``: two strip kernels and a bias over all ``C`` channels in input order,
+          ``horizontal [C, 1, k, L]`` (the identity branch and the residual folded into its
+          centre; a ghost channel is a unit centre tap), ``vertical [C, 1, L, k]``, ``bias
+          [C]`` (:func:`~shiftwise.ops.sw_geometry.fold_strips`,
+          :func:`~shiftwise.ops.sw_geometry.full_channel_strips`): two depthwise convs, no
+          channel split. The shift tables are dropped, and with ``channel_order="input"`` the
+          ghost split too: they no longer shape the output;
         * ``fused``/``reference``: ``weight [A, 1, k, k]`` of the ``A`` active pieces
           (``active_index [A]`` says which, ``None`` when none was pruned), the branch scales
           ``branch_scale [3, Cr]`` and ``branch_bias [Cr]``; the small conv of the active
@@ -352,11 +374,16 @@ class ShiftWiseConv2d(LargeKernelOperator):
         if self.strategy == "strips":
             kernels = strip_kernels(pieces, self.tables, self.geometry)
             horizontal, vertical = fold_strips(kernels, scale, self.geometry)
+            horizontal, vertical, bias = full_channel_strips(
+                horizontal, vertical, bias, self.rep_index, self.channels, self.geometry
+            )
             self.horizontal = nn.Parameter(horizontal.unsqueeze(1).contiguous())
             self.vertical = nn.Parameter(vertical.unsqueeze(1).contiguous())
             self.bias = nn.Parameter(bias.detach().clone())
             for name in ("horizontal_index", "vertical_index", "identity_index"):
                 delattr(self, name)
+            if self.channel_order == "input":
+                self._drop_ghost_split()
         else:
             if active.numel() < pieces.shape[0]:
                 self.active_index = active
@@ -383,11 +410,10 @@ class ShiftWiseConv2d(LargeKernelOperator):
         ``channel_order="input"``).
         """
         if self.deploy_form == "strips":
-            bias = self.bias
-            rep = strips_kernel(self.horizontal[:, 0], self.vertical[:, 0], self.geometry)
-        else:
-            scale, bias = self.branch_affine()
-            rep = equivalent_kernel(self.strip_kernels(), scale, self.geometry)
+            kernel = strips_kernel(self.horizontal[:, 0], self.vertical[:, 0], self.geometry)
+            return kernel.unsqueeze(1), self.bias
+        scale, bias = self.branch_affine()
+        rep = equivalent_kernel(self.strip_kernels(), scale, self.geometry)
         size = rep.shape[-1]
         ghost = rep.new_zeros(self.channels - self.n_rep, size, size)
         ghost[:, size // 2, size // 2] = 1.0
@@ -395,6 +421,50 @@ class ShiftWiseConv2d(LargeKernelOperator):
         kernel = kernel.index_copy(0, self.rep_index, rep).index_copy(0, self.ghost_index, ghost)
         full_bias = bias.new_zeros(self.channels).index_copy(0, self.rep_index, bias)
         return kernel.unsqueeze(1), full_bias
+
+    @torch.no_grad()
+    def absorb_output_affine(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
+        """Fold a per-channel affine of the output into the deployed strips, in place.
+
+        Afterwards ``self(x)`` equals ``scale * before(x) + shift`` (``scale``, ``shift``:
+        ``[C]``, indexed by output channel), e.g. the eval-mode BatchNorm that follows the
+        operator. Only for the ``strips`` inference form (a ghost channel then stops being a
+        plain identity, which only the full-channel strips can express).
+        """
+        self._check_full_strips("absorb_output_affine")
+        order = self.output_order
+        scale = scale.new_empty(self.channels).index_copy(0, order, scale)
+        shift = shift.new_empty(self.channels).index_copy(0, order, shift)
+        self.horizontal.mul_(scale[:, None, None, None])
+        self.vertical.mul_(scale[:, None, None, None])
+        self.bias.copy_(self.bias * scale + shift)
+
+    def release_output_order(self) -> torch.Tensor:
+        """Switch the deployed strips to input channel order; the permutation it applied.
+
+        Returns the former :attr:`output_order` ``[C]`` (output channel ``i`` was input
+        channel ``order[i]``) for the caller to fold into what reads the output (e.g. the
+        columns of the next linear layer); afterwards ``channel_order`` is ``"input"`` and the
+        ghost split, which no longer shapes the output, is dropped.
+        """
+        self._check_full_strips("release_output_order")
+        order = self.output_order
+        if self.channel_order == "official":
+            self.channel_order = "input"
+            self._drop_ghost_split()
+        return order
+
+    def _check_full_strips(self, caller: str) -> None:
+        if self.deploy_form != "strips":
+            raise RuntimeError(
+                f"{caller}: needs a ShiftWiseConv2d deployed as strips (reparameterize() with "
+                f"the strips strategy), this one is {self.deploy_form or 'not deployed'}"
+            )
+
+    def _drop_ghost_split(self) -> None:
+        for name in ("rep_index", "ghost_index"):
+            delattr(self, name)
+            self.register_buffer(name, None)
 
     def large_kernel_parameters(self) -> list[KernelWeights]:
         """The paths, masked together (summed at deploy); ``group`` masks whole pieces."""
@@ -480,7 +550,7 @@ def with_strategy(model: nn.Module, strategy: str) -> nn.Module:
     copy_ = copy.deepcopy(model)
     for module in copy_.modules():
         if isinstance(module, ShiftWiseConv2d):
-            device = module.rep_index.device.type
+            device = module.device.type
             if module.deployed:
                 density = module.deployed_pieces / (module.n_rep * module.geometry.n_pieces)
                 resolved = resolve_strategy(strategy, density, device)

@@ -16,6 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from shiftwise.layers.conv_bn import bn_scale_shift
+from shiftwise.layers.interface import LargeKernelOperator
+from shiftwise.layers.shiftwise_conv import ShiftWiseConv2d
+from shiftwise.models.recompute import recompute_elementwise
 from shiftwise.models.tokens import channel_tokens, linear_tokens, tokens_to_channels_first
 
 # Leaf of torch.fx symbolic tracing: it picks where to fold the affine from the token count.
@@ -202,9 +205,17 @@ class ShiftWiseBlock(nn.Module):
         if self.norm2 is None:
             return self._deployed_forward(x)
         y = self.se(self.norm(self.conv_dw(x))).permute(0, 2, 3, 1)
-        y = self.fc2(self.grn(self.act(self.fc1(y)))).permute(0, 3, 1, 2)
+        y = recompute_elementwise(self._mlp_tail, self.fc1(y)).permute(0, 3, 1, 2)
         y = self.norm2(y) * self.gamma.reshape(1, -1, 1, 1)
         return x + self.drop_path(y)
+
+    def _mlp_tail(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``fc2(GRN(GELU(hidden)))``, ``[B, H, W, 4C] -> [B, H, W, C]``.
+
+        Run by :func:`~shiftwise.models.recompute.recompute_elementwise` in training: its
+        backward keeps ``hidden`` only (not the GELU and GRN outputs) and recomputes them.
+        """
+        return self.fc2(self.grn(self.act(hidden)))
 
     def _deployed_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Eval forward with ``norm``, SE and GRN folded into per-sample MLP weights.
@@ -221,9 +232,15 @@ class ShiftWiseBlock(nn.Module):
         c = self.conv_dw(x)
         height, width = c.shape[-2], c.shape[-1]
         tokens = channel_tokens(c)
-        scale, shift = bn_scale_shift(self.norm)
-        gate = self.se.gate(tokens.mean(dim=1) * scale + shift)
-        hidden = linear_tokens(tokens, self.fc1.weight, self.fc1.bias, gate * scale, gate * shift)
+        if self.norm is None:  # folded into the operator's strips by reparameterize
+            gate = self.se.gate(tokens.mean(dim=1))
+            hidden = linear_tokens(tokens, self.fc1.weight, self.fc1.bias, gate)
+        else:
+            scale, shift = bn_scale_shift(self.norm)
+            gate = self.se.gate(tokens.mean(dim=1) * scale + shift)
+            hidden = linear_tokens(
+                tokens, self.fc1.weight, self.fc1.bias, gate * scale, gate * shift
+            )
         hidden = self.act(hidden)
         grn_scale, grn_shift = self.grn.response_scale(hidden), self.grn.beta.flatten()
         out = linear_tokens(
@@ -233,15 +250,28 @@ class ShiftWiseBlock(nn.Module):
 
     @torch.no_grad()
     def reparameterize(self) -> None:
-        """Fold the eval-mode ``norm2`` and ``gamma`` into ``fc2`` (which gains a bias), in place.
+        """Fold what the eval-mode block allows into its weights, in place.
 
-        ``gamma * BN2(W z) = (s * W) z + t`` with ``s = gamma * bn_scale`` and
-        ``t = gamma * bn_shift``; afterwards ``norm2`` and ``gamma`` are ``None``. Eval output
-        is unchanged; calling it twice is harmless. The deployed block then runs
-        :meth:`_deployed_forward`, which uses ``norm``'s running statistics (eval semantics).
+        * ``norm2`` and ``gamma`` into ``fc2`` (which gains a bias): ``gamma * BN2(W z) =
+          (s * W) z + t`` with ``s = gamma * bn_scale`` and ``t = gamma * bn_shift``;
+        * when the operator is a :class:`~shiftwise.layers.ShiftWiseConv2d` deployed as
+          strips: ``norm`` into its strips
+          (:meth:`~shiftwise.layers.ShiftWiseConv2d.absorb_output_affine`), and its
+          ``[rep, ghost]`` output order into the layers that read it (the SE's ``down``
+          columns and ``up`` rows, ``fc1``'s columns;
+          :meth:`~shiftwise.layers.ShiftWiseConv2d.release_output_order`): the operator is
+          then two depthwise convs over all channels, no channel is split or gathered.
+
+        Afterwards ``norm2`` and ``gamma`` (and ``norm`` when folded) are ``None``. Eval
+        output is unchanged; calling it twice is harmless. The deployed block then runs
+        :meth:`_deployed_forward` (with ``norm``'s running statistics when it is kept).
         """
         if self.norm2 is None:
             return
+        if isinstance(self.conv_dw, LargeKernelOperator):
+            self.conv_dw.reparameterize()
+        if isinstance(self.conv_dw, ShiftWiseConv2d) and self.conv_dw.deploy_form == "strips":
+            self._fold_into_operator(self.conv_dw)
         bn_scale, bn_shift = bn_scale_shift(self.norm2)
         scale, shift = self.gamma * bn_scale, self.gamma * bn_shift
         fc2 = nn.Linear(self.fc2.in_features, self.fc2.out_features).to(self.fc2.weight)
@@ -250,3 +280,15 @@ class ShiftWiseBlock(nn.Module):
         self.fc2 = fc2
         self.norm2 = None
         self.gamma = None
+
+    def _fold_into_operator(self, operator: ShiftWiseConv2d) -> None:
+        """``norm`` into the deployed strips, their output order into SE and ``fc1``."""
+        operator.absorb_output_affine(*bn_scale_shift(self.norm))
+        self.norm = None
+        order = operator.release_output_order()  # new input channel order[i] was channel i
+        inverse = torch.argsort(order)
+        down, up = self.se.down, self.se.up
+        down.weight.copy_(down.weight[:, inverse])
+        up.weight.copy_(up.weight[inverse])
+        up.bias.copy_(up.bias[inverse])
+        self.fc1.weight.copy_(self.fc1.weight[:, inverse])

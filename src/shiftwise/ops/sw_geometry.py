@@ -33,6 +33,7 @@ __all__ = [
     "ShiftTables",
     "equivalent_kernel",
     "fold_strips",
+    "full_channel_strips",
     "ghost_split",
     "rep_channel_count",
     "shift_tables",
@@ -224,6 +225,36 @@ def fold_strips(
         dim=-1,
     )
     return horizontal, vertical
+
+
+def full_channel_strips(
+    horizontal: torch.Tensor,
+    vertical: torch.Tensor,
+    bias: torch.Tensor,
+    rep_index: torch.Tensor,
+    channels: int,
+    geometry: SWGeometry,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Folded rep strips (:func:`fold_strips`) spread over all ``C`` channels, in input order.
+
+    Args:
+        horizontal: ``[Cr, k, L]``; vertical: ``[Cr, L, k]``; bias: ``[Cr]``.
+        rep_index: ``[Cr]`` input channel of each rep row.
+        channels: ``C``.
+        geometry: the operator's geometry.
+
+    Returns ``horizontal [C, k, L]``, ``vertical [C, L, k]``, ``bias [C]``: rep channels as
+    given, ghost channels an identity (one unit tap at the centre of the horizontal strip, zero
+    vertical strip and bias), so the two strip convs over all channels give the operator's
+    output in input channel order with no channel split.
+    """
+    k, centre = geometry.small_kernel, -geometry.span[0]
+    full_h = horizontal.new_zeros(channels, *horizontal.shape[1:])
+    full_h[:, k // 2, centre] = 1.0
+    full_h = full_h.index_copy(0, rep_index, horizontal)
+    full_v = vertical.new_zeros(channels, *vertical.shape[1:]).index_copy(0, rep_index, vertical)
+    full_b = bias.new_zeros(channels).index_copy(0, rep_index, bias)
+    return full_h, full_v, full_b
 
 
 def _unit_centre(block: torch.Tensor) -> torch.Tensor:
