@@ -42,8 +42,10 @@ def recompute_elementwise(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.T
     """``fn(x)``; under autograd, its backward recomputes the non-GEMM ops of ``fn`` from ``x``.
 
     ``fn`` must be deterministic and free of side effects on module state (no BatchNorm in
-    training mode, no dropout): it runs twice. Without autograd it simply runs once.
+    training mode, no dropout): it runs twice. Without autograd it simply runs once, and under
+    ``torch.fx`` symbolic tracing (``x`` a Proxy) ``fn``'s ops are traced as they are: the
+    recomputation is a memory schedule of eager autograd, not part of the graph.
     """
-    if not (torch.is_grad_enabled() and x.requires_grad):
+    if isinstance(x, torch.fx.Proxy) or not (torch.is_grad_enabled() and x.requires_grad):
         return fn(x)
     return checkpoint(fn, x, use_reentrant=False, context_fn=_contexts)
