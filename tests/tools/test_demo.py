@@ -43,7 +43,7 @@ def test_demo_reports_what_each_trained_model_scores(
         with Image.open(entry["curve"]) as curve:
             curve.load()
         # The saved checkpoint, evaluated on its own, scores what the demo reports.
-        evaluate = ["eval", "--model", entry["model"], "--checkpoint", entry["checkpoint"]]
+        evaluate = ["eval", "--model", entry["model"], "--checkpoint", entry["resume_point"]]
         assert main([*evaluate, "--data-dir", cache, "--json"]) == 0
         result = json.loads(capsys.readouterr().out)
         assert result["count"] == NUM_VAL and result["top1"] == pytest.approx(entry["top1"])

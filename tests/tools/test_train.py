@@ -35,8 +35,9 @@ def test_run_writes_logs_curve_checkpoint_and_weights(trained: Path, capsys) -> 
     assert (trained / "curve.png").read_bytes()[:4] == b"\x89PNG"
     state = load_training_state(trained / "checkpoint.pt")
     assert (state["epoch"], state["step_in_epoch"], state["global_step"]) == (1, 0, 4)
-    assert {"optimizer", "scheduler", "ranks", "run"} <= state.keys()
-    assert state["run"]["recipe"]["batch_size"] == 32 and state["run"]["model"] == "convnext_atto"
+    assert {"optimizer", "scheduler", "ranks", "config"} <= state.keys()
+    config = state["config"]
+    assert config["optim"]["batch_size"] == 32 and config["model"]["name"] == "convnext_atto"
     assert sorted(p.name for p in trained.glob("weights-*.safetensors")) == [
         "weights-e0001-s00000004-ema.safetensors",
         "weights-e0001-s00000004.safetensors",
@@ -52,7 +53,7 @@ def test_fresh_run_refuses_to_overwrite_a_checkpoint(trained: Path, capsys) -> N
     before = {p.name: p.read_bytes() for p in trained.iterdir()}
     argv = ["train", "--model", "convnext_atto", *TINY, "--epochs", "1", "--output", str(trained)]
     assert main(argv) == 2
-    assert "already holds a checkpoint" in capsys.readouterr().err
+    assert "already holds a resume point" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in trained.iterdir()} == before
 
 
@@ -111,15 +112,17 @@ def test_resume_continues_training(trained: Path, tmp_path: Path, caplog) -> Non
     records = json.loads((resumed / "log.json").read_text())
     assert [r["epoch"] for r in records] == [2]
     state = load_training_state(resumed / "checkpoint.pt")
-    assert state["global_step"] == 8 and state["run"]["recipe"]["ema_decay"] == 0.5
+    assert state["global_step"] == 8 and state["config"]["optim"]["ema_decay"] == 0.5
 
 
 def test_recipes_follow_the_model() -> None:
-    assert default_recipe("slak_tiny").lr == 4e-3 and default_recipe("slak_tiny").epochs == 300
-    assert default_recipe("sw_tiny").drop_path == 0.2
-    assert default_recipe("convnext_tiny").drop_path == 0.1
-    assert default_recipe("sw_atto").epochs < 20 and default_recipe("sw_atto").mixup == 0
-    with pytest.raises(ValueError, match="--recipe"):
+    slak = default_recipe("slak_tiny")["optim"]
+    assert slak["lr"] == 4e-3 and slak["epochs"] == 300
+    assert default_recipe("sw_tiny")["model"]["drop_path"] == 0.2
+    assert default_recipe("convnext_tiny")["model"]["drop_path"] == 0.1
+    atto = default_recipe("sw_atto")
+    assert atto["optim"]["epochs"] < 20 and atto["augment"]["mixup"] == 0
+    with pytest.raises(ValueError, match=r"run\.recipe"):
         default_recipe("sw_atto", "imagenet")
 
 

@@ -18,8 +18,8 @@ from shiftwise.cli import main
 from shiftwise.data import BatchTransform
 from shiftwise.errors import DivergedError
 from shiftwise.io import read_weights
-from shiftwise.training import TrainConfig
-from shiftwise.training import trainer as trainer_module
+from shiftwise.training import TrainConfig, config_from_options
+from shiftwise.training import build as build_module
 
 TINY = [
     "--model", "slak_atto", "--width-factor", "0.25", "--data", "digits",
@@ -39,7 +39,7 @@ def _config(output: Path, **changes) -> TrainConfig:
         progress=False,
         output=str(output),
     )
-    return TrainConfig(**{**values, **changes})
+    return config_from_options({**values, **changes})
 
 
 def _files(directory: Path) -> dict[str, bytes]:
@@ -53,7 +53,7 @@ def no_data(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError("data was read before the arguments were checked")
 
-    monkeypatch.setattr(trainer_module, "load_data", refuse)
+    monkeypatch.setattr(build_module, "load_data", refuse)
 
 
 BAD_TRAIN_ARGS = [
@@ -134,7 +134,7 @@ def test_resume_refuses_changed_configuration_unless_allowed(
     other.mkdir()
     (other / "checkpoint.pt").write_bytes((trained / "checkpoint.pt").read_bytes())
     assert main(["train", "--resume", str(trained), "--output", str(other)]) == 2
-    assert "already holds a checkpoint" in capsys.readouterr().err
+    assert "already holds a resume point" in capsys.readouterr().err
     assert _files(trained) == before
 
 
@@ -175,7 +175,7 @@ class _Poisoned(BatchTransform):
 def test_poisoned_batch_is_skipped_and_counted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(trainer_module, "BatchTransform", _Poisoned)
+    monkeypatch.setattr(build_module, "BatchTransform", _Poisoned)
     monkeypatch.setattr(_Poisoned, "calls", {2})
     monkeypatch.setattr(_Poisoned, "count", 0)
     result = shiftwise.train(_config(tmp_path, ema_decay=0.5))
@@ -190,7 +190,7 @@ def test_poisoned_batch_is_skipped_and_counted(
 def test_poison_every_batch_diverges_without_writing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(trainer_module, "BatchTransform", _Poisoned)
+    monkeypatch.setattr(build_module, "BatchTransform", _Poisoned)
     monkeypatch.setattr(_Poisoned, "calls", set(range(1, 100)))
     monkeypatch.setattr(_Poisoned, "count", 0)
     with pytest.raises(DivergedError, match="3 consecutive steps"):

@@ -3,7 +3,7 @@
 Trains ``sw_atto`` and then ``convnext_atto`` with the same recipe on the bundled data set
 (a task whose label is the direction between two marks more than 30 pixels apart, see
 :mod:`shiftwise.data.bundled`), then prints their validation top-1 next to chance, with the
-paths of each run's training curve, log and checkpoint. Sized for about ten minutes on two
+paths of each run's training curve, log and resume point. Sized for about ten minutes on two
 CPU cores.
 """
 
@@ -15,10 +15,10 @@ import logging
 import time
 from pathlib import Path
 
-from shiftwise.errors import UsageError
 from shiftwise.io import atomic_write
 from shiftwise.tools import check_model_names
-from shiftwise.training import TrainConfig, train
+from shiftwise.tools.train import options_in_errors
+from shiftwise.training import TrainConfig, config_from_options, train
 
 __all__ = ["register", "run"]
 
@@ -47,37 +47,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _train_config(args: argparse.Namespace, model: str, output: Path) -> TrainConfig:
     """The training configuration of one demo run."""
-    return TrainConfig(
-        model=model,
-        data="bundled",
-        data_dir=args.data_dir,
-        epochs=args.epochs,
-        width_factor=args.width_factor,
-        seed=args.seed,
-        train_limit=args.train_limit,
-        val_limit=args.val_limit,
-        output=str(output / model),
-        progress=not args.no_progress,
-    )
-
-
-def _check(args: argparse.Namespace) -> None:
-    check_model_names(args.models, "--models")
-    for name in ("epochs", "train_limit", "val_limit"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise UsageError(f"--{name.replace('_', '-')}: expected an integer >= 1, got {value}")
-    if not args.width_factor > 0:
-        raise UsageError(f"--width-factor: expected a value > 0, got {args.width_factor}")
+    options = {
+        "model": model,
+        "data": "bundled",
+        "data_dir": args.data_dir,
+        "epochs": args.epochs,
+        "width_factor": args.width_factor,
+        "seed": args.seed,
+        "train_limit": args.train_limit,
+        "val_limit": args.val_limit,
+        "output": str(output / model),
+        "progress": not args.no_progress,
+    }
+    return config_from_options({k: v for k, v in options.items() if v is not None})
 
 
 def run(args: argparse.Namespace) -> int:
-    _check(args)
+    check_model_names(args.models, "--models")
     output = Path(args.output or Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}")
-    results = []
-    for model in args.models:
-        logger.info("demo: training %s", model)
-        results.append(train(_train_config(args, model, output)))
+    with options_in_errors():
+        configs = [_train_config(args, model, output) for model in args.models]
+        results = []
+        for model, config in zip(args.models, configs, strict=True):
+            logger.info("demo: training %s", model)
+            results.append(train(config))
     summary = [
         {
             "model": r.model,
@@ -85,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
             "chance": r.chance,
             "seconds": r.seconds,
             "curve": r.curve,
-            "checkpoint": r.checkpoint,
+            "resume_point": r.resume_point,
         }
         for r in results
     ]
@@ -94,11 +87,11 @@ def run(args: argparse.Namespace) -> int:
         "",
         f"shiftwise demo: bundled long-range task, {args.epochs} epochs each "
         f"(chance {results[0].chance:.1f}%)",
-        f"  {'model':<16}{'top-1':>8}{'time':>8}  training curve / checkpoint",
+        f"  {'model':<16}{'top-1':>8}{'time':>8}  training curve / resume point",
     ]
     for r in results:
         lines.append(f"  {r.model:<16}{r.top1:>7.2f}%{r.seconds:>7.0f}s  {r.curve}")
-        lines.append(f"  {'':<32}  {r.checkpoint}")
+        lines.append(f"  {'':<32}  {r.resume_point}")
     lines.append(f"  summary: {output / 'demo.json'}")
     print("\n".join(lines))
     return 0

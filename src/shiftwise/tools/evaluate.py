@@ -57,7 +57,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UsageError(f"--{name.replace('_', '-')}: expected an integer >= 1, got {value}")
-    device = check_device(args.device)
+    device = check_device(args.device, "--device")
     bundle = load_data(args.data, image_size=args.image_size, data_dir=args.data_dir)
     model, metadata = model_from_weights(
         args.checkpoint,

@@ -1,90 +1,154 @@
-"""``shiftwise train``: parses its options into a :class:`~shiftwise.training.TrainConfig`
-and runs :func:`shiftwise.training.train` (see there for what training does)."""
+"""``shiftwise train``: its options, generated from the metadata of
+:class:`~shiftwise.training.TrainConfig`'s fields, become a config for
+:func:`shiftwise.training.train` (see there for what training does).
+
+The library names config fields in its errors and log messages (``optim.lr``); this module
+is where they become the options the user typed (``--lr``).
+"""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import contextlib
+import json
+import logging
 import os
+import re
+from collections.abc import Iterator
+from typing import Any
 
-from shiftwise.training import TrainConfig, TrainResult, train
-from shiftwise.training.config import RECIPE_FIELDS
+from shiftwise.errors import ShiftwiseError
+from shiftwise.training import TrainConfig, TrainResult, config_from_options, train
+from shiftwise.training.config import iter_options, option_paths
 from shiftwise.training.recipe import RECIPES
 
-__all__ = ["add_arguments", "config_from_args", "format_report", "register", "run"]
+__all__ = [
+    "add_arguments",
+    "config_from_args",
+    "flag",
+    "flags_for_fields",
+    "format_report",
+    "options_in_errors",
+    "register",
+    "run",
+]
 
-_RECIPE_TYPES = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+_SECTION_TITLES = {
+    "model": "model",
+    "data": "data",
+    "optim": "optimization (recipe fields: the recipe's value when not given)",
+    "augment": "augmentation (recipe fields)",
+    "sparse": "sparse training (shiftwise.sparse.Masking)",
+    "run": "run",
+}
+
+
+def flag(option: str) -> str:
+    """The command-line spelling of the option ``option`` (``"batch_size" -> "--batch-size"``)."""
+    return f"--{option.replace('_', '-')}"
+
+
+_FLAGS = {path: flag(name) for path, name in option_paths().items()}
+_FIELD_PATH = re.compile(
+    r"(?<![\w./-])(" + "|".join(re.escape(path) for path in _FLAGS) + r")(?![\w.])"
+)
+
+
+def flags_for_fields(message: str) -> str:
+    """``message`` with every config field path replaced by its option (``optim.lr`` ->
+    ``--lr``)."""
+    return _FIELD_PATH.sub(lambda match: _FLAGS[match.group(1)], message)
+
+
+def _recipe_defaults(section: str, name: str) -> str:
+    values = [
+        f"{recipe} {RECIPES[recipe][section][name]}"
+        for recipe in sorted(RECIPES)
+        if name in RECIPES[recipe].get(section, {})
+    ]
+    return ", ".join(values)
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not JSON ({error.msg})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
+def _help(path: str, kind: type, option: Any) -> str:
+    section, name = path.split(".")
+    notes = []
+    if option.low is not None or option.high is not None:
+        notes.append(
+            option.expected_range(kind is int).removeprefix("a value ").removeprefix("an integer ")
+        )
+    recipe = _recipe_defaults(section, name)
+    if recipe:
+        notes.append(recipe)
+    elif option.default not in (None, {}) and kind is not bool:
+        notes.append(f"default {option.default}")
+    return option.help + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``shiftwise train``; every default is ``None`` ("not given": the
-    recipe's value, or when resuming, the checkpoint's)."""
-    parser.add_argument("--model", default=None, help="model name (default sw_atto)")
-    parser.add_argument(
-        "--data",
-        default=None,
-        help="bundled (default), fashion-mnist, digits or an ImageFolder root with train/ val/",
-    )
-    parser.add_argument("--data-dir", default=None, help="cache directory of the bundled set")
-    parser.add_argument("--image-size", type=int, default=None, help="input side (pixels)")
-    parser.add_argument("--output", default=None, help="run directory (default runs/...)")
-    parser.add_argument(
-        "--resume",
-        default=None,
-        help="run directory (newest checkpoint that verifies) or a checkpoint.pt",
-    )
-    parser.add_argument(
-        "--allow-config-change",
-        action="store_true",
-        help="let --resume change options that define the run (listed in a warning)",
-    )
-    parser.add_argument("--recipe", choices=sorted(RECIPES), default=None)
-    for name in RECIPE_FIELDS:
-        if name == "amp":
-            continue
-        kind = int if "int" in str(_RECIPE_TYPES[name]) else float
-        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None)
-    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None)
-    parser.add_argument("--accum-steps", type=int, default=None, help="gradient accumulation")
-    parser.add_argument("--width-factor", type=float, default=None)
-    parser.add_argument("--seed", type=int, default=None, help="default 0")
-    parser.add_argument("--workers", type=int, default=None, help="DataLoader workers")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: best)")
-    parser.add_argument("--train-limit", type=int, default=None, help="first N train images")
-    parser.add_argument("--val-limit", type=int, default=None, help="first N val images")
-    parser.add_argument(
-        "--checkpoint-every", type=int, default=0, help="also checkpoint every N steps"
-    )
-    parser.add_argument(
-        "--max-skipped-steps",
-        type=int,
-        default=5,
-        help="stop as diverged after N consecutive non-finite steps (default 5)",
-    )
-    parser.add_argument(
-        "--max-bad-images",
-        type=float,
-        default=0.01,
-        help="share of unreadable training images skipped before stopping (default 0.01)",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
-    sparse = parser.add_argument_group("sparse training (shiftwise.sparse.Masking)")
-    sparse.add_argument("--sparse", action="store_true", default=None, help="dynamic sparse")
-    sparse.add_argument("--density", type=float, default=None, help="default 0.6")
-    sparse.add_argument("--sparse-init", default=None, choices=("erk", "snip", "uniform"))
-    sparse.add_argument("--growth", default=None, choices=("random", "gradient"))
-    sparse.add_argument("--update-freq", type=int, default=None, help="default 100")
-    sparse.add_argument("--prune-rate", type=float, default=None, help="default 0.3")
-    sparse.add_argument(
-        "--granularity", choices=("fine", "group"), default=None, help="default: group for sw_*"
-    )
+    """One option per :class:`TrainConfig` field, in a group per section; every default is
+    ``None`` ("not given": the recipe's or default value, or when resuming, the saved one)."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for name, path, kind, option in iter_options():
+        section = path.split(".")[0]
+        if section not in groups:
+            groups[section] = parser.add_argument_group(_SECTION_TITLES[section])
+        arguments: dict[str, Any] = {
+            "dest": name,
+            "default": None,
+            "help": _help(path, kind, option),
+        }
+        if kind is bool:
+            arguments["action"] = argparse.BooleanOptionalAction
+        elif kind is dict:
+            arguments.update(type=_json_object, metavar="JSON")
+        else:
+            arguments["type"] = kind
+            if option.choices and not callable(option.choices):
+                arguments["choices"] = option.allowed()
+        groups[section].add_argument(flag(name), **arguments)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The :class:`TrainConfig` of parsed ``shiftwise train`` options."""
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    values = {k: v for k, v in vars(args).items() if k in names}
-    return TrainConfig(**values, progress=not args.no_progress)
+    """The :class:`TrainConfig` of parsed ``shiftwise train`` options (errors name options)."""
+    names = {name for name, _, _, _ in iter_options()}
+    options = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    with options_in_errors():
+        return config_from_options(options)
+
+
+@contextlib.contextmanager
+def options_in_errors() -> Iterator[None]:
+    """Within this context, library errors and the log messages of the root logger's handlers
+    name options instead of config fields."""
+    handlers = logging.getLogger().handlers
+    fields_to_flags = _FlagsFilter()
+    for handler in handlers:
+        handler.addFilter(fields_to_flags)
+    try:
+        yield
+    except ShiftwiseError as error:
+        raise type(error)(flags_for_fields(str(error))) from None
+    finally:
+        for handler in handlers:
+            handler.removeFilter(fields_to_flags)
+
+
+class _FlagsFilter(logging.Filter):
+    """Rewrites config field paths in a record's message to options."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = flags_for_fields(record.getMessage()), None
+        return True
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -113,14 +177,16 @@ def format_report(result: TrainResult) -> str:
             + (f" ({', '.join(faults)})" if faults else ""),
             f"  training curve: {result.curve}",
             f"  log:            {result.log_csv}",
-            f"  checkpoint:     {result.checkpoint}",
+            f"  resume point:   {result.resume_point}",
             f"  final weights:  {result.weights}",
         ]
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    result = train(config_from_args(args))
+    config = config_from_args(args)
+    with options_in_errors():
+        result = train(config)
     if int(os.environ.get("RANK", "0")) == 0:
         print(format_report(result))
     return 0

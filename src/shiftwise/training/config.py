@@ -1,9 +1,18 @@
-"""The configuration of a training run: :class:`TrainConfig`, its validation and resolution.
+"""The configuration of a training run: one structured :class:`TrainConfig`.
 
-A :class:`TrainConfig` holds what the user asked for (``None``: not given). :func:`validate`
-checks every value before any data is read or model built; :func:`resolve` turns it into the
-:class:`RunSpec` that defines the run (the recipe filled in from the model's default recipe,
-or, when resuming, from the checkpoint's run) and lists what a resumed run would change.
+A :class:`TrainConfig` has six sections (``model``, ``data``, ``optim``, ``augment``,
+``sparse``, ``run``); a field set to ``None`` is "not given". Every field carries an
+:class:`Option` in its metadata: its flat option name (unique over all sections: the name
+:func:`config_from_options` takes and the command line spells ``--option-name``), its help,
+its range or choices, its default, whether it defines the run (a resume may change it only
+when allowed) and whether a change on resume rebuilds the learning-rate schedule. Validation
+(:func:`validate`) and the command line's options are generated from this metadata; errors
+name the field (``optim.lr: expected a value > 0, got 0.0``).
+
+:func:`resolve` fills a requested config in: from the defaults and the recipe
+(:mod:`shiftwise.training.recipe`, chosen by the model or ``run.recipe``) for a fresh run,
+from the saved config when resuming, and lists what a resume changes as
+:class:`Difference` values.
 """
 
 from __future__ import annotations
@@ -12,6 +21,8 @@ import dataclasses
 import math
 import os
 import secrets
+import typing
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,230 +30,464 @@ from typing import Any
 import torch
 
 from shiftwise.errors import UsageError
-from shiftwise.training.recipe import RECIPES, Recipe, default_recipe
+from shiftwise.sparse import GRANULARITIES, GROWTH_MODES, INIT_MODES
+from shiftwise.training.recipe import RECIPES, default_recipe
 
 __all__ = [
     "MIN_IMAGE_SIZE",
-    "RECIPE_FIELDS",
-    "SPARSE_OPTIONS",
-    "RunSpec",
+    "SPARSE_INITS",
+    "AugmentSection",
+    "DataConfig",
+    "Difference",
+    "ModelConfig",
+    "OptimConfig",
+    "Option",
+    "RunConfig",
+    "SparseConfig",
     "TrainConfig",
     "check_device",
     "check_output_writable",
-    "flag",
+    "config_from_dict",
+    "config_from_options",
+    "config_to_dict",
+    "iter_options",
+    "merge",
+    "option_paths",
+    "reschedules",
     "resolve",
     "validate",
 ]
 
 # Every registered model reduces its input 32 times (stride-4 stem, three stride-2 stages).
 MIN_IMAGE_SIZE = 32
-DEFAULT_MODEL = "sw_atto"
-DEFAULT_DATA = "bundled"
-RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(Recipe) if f.name != "lr_base_batch")
-SPARSE_OPTIONS = ("density", "sparse_init", "growth", "update_freq", "prune_rate", "granularity")
+# The sparse initialisations a run may ask for ("dense" is the engine's no-op start).
+SPARSE_INITS = tuple(mode for mode in INIT_MODES if mode != "dense")
+# create_model arguments a run sets itself (from the data, model.width_factor, model.drop_path).
+_OWN_MODEL_ARGUMENTS = ("num_classes", "in_chans", "width_factor", "drop_path_rate")
 
 
-def flag(name: str) -> str:
-    """The command-line option of the :class:`TrainConfig` field ``name``."""
-    return f"--{name.replace('_', '-')}"
+@dataclass(frozen=True)
+class Option:
+    """What one config field means and accepts.
 
-
-@dataclass
-class TrainConfig:
-    """A training run as requested; ``None`` means "not given" (a default, or when resuming,
-    the checkpoint's value). Field ``x_y`` is the command-line option ``--x-y``.
-
-    Recipe fields (``epochs`` ... ``clip_grad``, ``amp``) override the chosen ``recipe``
-    (default: the CPU recipe for ``*_atto`` models, the papers' otherwise).
-    ``max_skipped_steps``: consecutive optimizer steps skipped for a non-finite loss or
-    gradient before the run stops as diverged. ``max_bad_images``: share of unreadable
-    training images tolerated (skipped with a warning) before the run stops.
-    ``allow_config_change``: let ``resume`` change what defines the run.
+    ``name``: the flat option name ("" = the field's name). ``low``/``high``: the closed range
+    (``low_open``/``high_open`` exclude the end); numbers must be finite. ``choices``: the
+    allowed values, or a function returning them. ``default``: the value when neither the user,
+    the recipe nor (when resuming) the saved config gives one. ``defines_run``: compared when
+    resuming. ``reschedules``: a change on resume rebuilds the learning-rate schedule.
     """
 
-    model: str | None = None
-    data: str | None = None
-    data_dir: str | None = None
-    image_size: int | None = None
-    output: str | None = None
-    resume: str | None = None
-    recipe: str | None = None
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    weight_decay: float | None = None
-    warmup_epochs: float | None = None
-    min_lr: float | None = None
-    drop_path: float | None = None
-    smoothing: float | None = None
-    mixup: float | None = None
-    cutmix: float | None = None
-    randaug_n: int | None = None
-    randaug_m: int | None = None
-    reprob: float | None = None
-    crop_scale: float | None = None
-    hflip: float | None = None
-    ema_decay: float | None = None
-    clip_grad: float | None = None
-    amp: bool | None = None
-    accum_steps: int | None = None
-    width_factor: float | None = None
-    seed: int | None = None
-    train_limit: int | None = None
-    sparse: bool | None = None
-    density: float | None = None
-    sparse_init: str | None = None
-    growth: str | None = None
-    update_freq: int | None = None
-    prune_rate: float | None = None
-    granularity: str | None = None
-    val_limit: int | None = None
-    workers: int | None = None
-    device: str | None = None
-    checkpoint_every: int = 0
-    progress: bool = True
-    max_skipped_steps: int = 5
-    max_bad_images: float = 0.01
-    allow_config_change: bool = False
+    help: str
+    name: str = ""
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: Sequence[str] | Callable[[], Sequence[str]] = ()
+    default: Any = None
+    defines_run: bool = True
+    reschedules: bool = False
+
+    def allowed(self) -> Sequence[str]:
+        """The choices (called when given as a function)."""
+        return self.choices() if callable(self.choices) else self.choices
+
+    def expected_range(self, integer: bool) -> str:
+        """``"an integer >= 1"``, ``"a value in [0, 1)"``...: what the range accepts."""
+        low = 0 if self.low is None else self.low
+        if self.high is None:
+            kind = "an integer" if integer else "a value"
+            return f"{kind} {'>' if self.low_open else '>='} {low:g}"
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"a value in {left}{low:g}, {self.high:g}{right}"
+
+    def contains(self, value: float) -> bool:
+        low_ok = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        high_ok = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return math.isfinite(value) and low_ok and high_ok
 
 
-# Fields that define the run: a resumed run may change them only with allow_config_change.
-RUN_FIELDS = (
-    "model",
-    "data",
-    "image_size",
-    "width_factor",
-    "accum_steps",
-    "seed",
-    "train_limit",
-    "sparse",
-    *SPARSE_OPTIONS,
-    *RECIPE_FIELDS,
-)
+def _option(help: str, **option: Any) -> Any:
+    """A config field (default ``None``: not given) described by ``Option(help, **option)``."""
+    return field(default=None, metadata={"option": Option(help, **option)})
 
 
-@dataclass
-class RunSpec:
-    """The resolved definition of a run (what a checkpoint records and a resume compares)."""
-
-    model: str
-    data: str
-    image_size: int | None
-    width_factor: float | None
-    accum_steps: int
-    seed: int
-    train_limit: int | None
-    sparse: bool
-    density: float
-    sparse_init: str
-    growth: str
-    update_freq: int
-    prune_rate: float
-    granularity: str | None
-    recipe: Recipe
-    changes: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain values (the recipe as a dict), as stored in a checkpoint."""
-        values = dataclasses.asdict(self)
-        values.pop("changes")
-        return values
-
-
-_RANGES: dict[str, tuple[float, float, bool]] = {
-    # name: (low, high, high is exclusive)
-    "epochs": (1, math.inf, False),
-    "batch_size": (1, math.inf, False),
-    "lr": (0, math.inf, False),
-    "weight_decay": (0, math.inf, False),
-    "warmup_epochs": (0, math.inf, False),
-    "min_lr": (0, math.inf, False),
-    "drop_path": (0, 1, True),
-    "smoothing": (0, 1, True),
-    "mixup": (0, math.inf, False),
-    "cutmix": (0, math.inf, False),
-    "randaug_n": (0, math.inf, False),
-    "randaug_m": (0, 30, False),
-    "reprob": (0, 1, False),
-    "crop_scale": (0, 1, False),
-    "hflip": (0, 1, False),
-    "ema_decay": (0, 1, True),
-    "clip_grad": (0, math.inf, False),
-    "accum_steps": (1, math.inf, False),
-    "width_factor": (0, math.inf, False),
-    "train_limit": (1, math.inf, False),
-    "val_limit": (1, math.inf, False),
-    "workers": (0, math.inf, False),
-    "checkpoint_every": (0, math.inf, False),
-    "density": (0, 1, False),
-    "update_freq": (1, math.inf, False),
-    "prune_rate": (0, 1, False),
-    "max_skipped_steps": (1, math.inf, False),
-    "max_bad_images": (0, 1, True),
-}
-_POSITIVE = ("lr", "width_factor", "density", "crop_scale")  # 0 excluded
-_CHOICES = {
-    "sparse_init": ("erk", "snip", "uniform"),
-    "growth": ("random", "gradient"),
-    "granularity": ("fine", "group"),
-}
-
-
-def _check_range(name: str, value: float) -> None:
-    low, high, exclusive = _RANGES[name]
-    positive = name in _POSITIVE
-    inside = (value > low if positive else value >= low) and (
-        value < high if exclusive else value <= high
-    )
-    if inside:
-        return
-    if high == math.inf:
-        kind = "an integer" if isinstance(value, int) else "a value"
-        expected = f"{kind} {'>' if positive else '>='} {low:g}"
-    else:
-        expected = (
-            f"a value in {'(' if positive else '['}{low:g}, {high:g}{')' if exclusive else ']'}"
-        )
-    raise UsageError(f"{flag(name)}: expected {expected}, got {value}")
-
-
-def validate(config: TrainConfig) -> None:
-    """Check every value of ``config`` that can be checked without data or a model.
-
-    Raises :class:`UsageError` naming the option: unknown model or recipe, out-of-range
-    numbers (epochs and batch size >= 1, smoothing in [0, 1), ...), image size below
-    :data:`MIN_IMAGE_SIZE`, sparse options without ``--sparse``, an unusable device.
-    """
+def _list_models() -> list[str]:
     from shiftwise.models import list_models
 
-    if config.model is not None and config.model not in list_models():
-        raise UsageError(
-            f"--model: unknown model {config.model!r}, expected one of {list_models()}"
+    return list_models()
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network: a registered model and the :func:`create_model` arguments it gets."""
+
+    name: str | None = _option(
+        "registered model name", name="model", choices=_list_models, default="sw_atto"
+    )
+    width_factor: float | None = _option(
+        "multiplies every stage width (default: the model's)", low=0, low_open=True
+    )
+    drop_path: float | None = _option(
+        "stochastic depth of the last block", low=0, high=1, high_open=True
+    )
+    kwargs: Mapping[str, Any] | None = _option(
+        'other create_model arguments as JSON, e.g. {"operator_kwargs": {"n_paths": 1}}',
+        name="model_kwargs",
+        default={},
+    )
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The data set and how it is read."""
+
+    name: str | None = _option(
+        "bundled (default), fashion-mnist, digits or an ImageFolder root with train/ val/",
+        name="data",
+        default="bundled",
+    )
+    data_dir: str | None = _option("cache directory of the bundled set", defines_run=False)
+    image_size: int | None = _option("input side in pixels (default: the data's)")
+    train_limit: int | None = _option("first N train images", low=1)
+    val_limit: int | None = _option("first N val images", low=1, defines_run=False)
+    workers: int | None = _option(
+        "DataLoader workers (default: 0 for the built-in sets, 4 otherwise)",
+        low=0,
+        defines_run=False,
+    )
+    max_bad_images: float | None = _option(
+        "share of unreadable training images skipped (with a warning) before the run stops",
+        low=0,
+        high=1,
+        high_open=True,
+        default=0.01,
+        defines_run=False,
+    )
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with linear warm-up and cosine decay per optimizer step, EMA, autocast.
+
+    ``lr`` is the peak learning rate for an effective batch of ``lr_base_batch`` samples and is
+    scaled linearly with the actual effective batch (``batch_size * accum_steps * world``).
+    """
+
+    epochs: int | None = _option("training epochs", low=1, reschedules=True)
+    batch_size: int | None = _option("images per process and step", low=1, reschedules=True)
+    lr: float | None = _option(
+        "peak learning rate at lr_base_batch images per step",
+        low=0,
+        low_open=True,
+        reschedules=True,
+    )
+    lr_base_batch: int | None = _option(
+        "effective batch that lr is given for", low=1, reschedules=True
+    )
+    weight_decay: float | None = _option(
+        "AdamW weight decay (>= 2-D weights only)", low=0, reschedules=True
+    )
+    warmup_epochs: float | None = _option(
+        "linear warm-up epochs (may be fractional)", low=0, reschedules=True
+    )
+    min_lr: float | None = _option(
+        "learning rate at the end of the cosine", low=0, reschedules=True
+    )
+    accum_steps: int | None = _option(
+        "gradient accumulation steps", low=1, default=1, reschedules=True
+    )
+    clip_grad: float | None = _option("gradient norm clipping (0: off)", low=0)
+    ema_decay: float | None = _option(
+        "weights EMA decay (0: no EMA)", low=0, high=1, high_open=True
+    )
+    amp: bool | None = _option("bf16 autocast")
+
+
+@dataclass(frozen=True)
+class AugmentSection:
+    """Training augmentation (the fields of :class:`shiftwise.data.AugmentConfig`)."""
+
+    crop_scale: float | None = _option(
+        "RandomResizedCrop's minimum area (1: no crop)", low=0, high=1, low_open=True
+    )
+    hflip: float | None = _option("horizontal flip probability", low=0, high=1)
+    randaug_n: int | None = _option("RandAugment op count (0: off)", low=0)
+    randaug_m: int | None = _option("RandAugment magnitude", low=0, high=30)
+    reprob: float | None = _option("RandomErasing probability", low=0, high=1)
+    mixup: float | None = _option("MixUp probability", low=0)
+    cutmix: float | None = _option("CutMix probability", low=0)
+    smoothing: float | None = _option("label smoothing", low=0, high=1, high_open=True)
+
+
+@dataclass(frozen=True)
+class SparseConfig:
+    """Dynamic sparse training (:class:`shiftwise.sparse.Masking`)."""
+
+    enabled: bool | None = _option("dynamic sparse training", name="sparse", default=False)
+    density: float | None = _option(
+        "kept share of the sparse weights", low=0, high=1, low_open=True, default=0.6
+    )
+    init: str | None = _option(
+        "initial layer densities", name="sparse_init", choices=SPARSE_INITS, default="erk"
+    )
+    growth: str | None = _option(
+        "how pruned weights regrow", choices=GROWTH_MODES, default="random"
+    )
+    update_freq: int | None = _option("optimizer steps between mask updates", low=1, default=100)
+    prune_rate: float | None = _option(
+        "share pruned and regrown at an update", low=0, high=1, default=0.3
+    )
+    granularity: str | None = _option(
+        "mask units (default: group for sw_* models, fine otherwise)", choices=GRANULARITIES
+    )
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Where and how the run executes, and what defines it besides the other sections."""
+
+    recipe: str | None = _option(
+        "base recipe (default: cpu for *_atto models, paper otherwise)",
+        choices=tuple(sorted(RECIPES)),
+        defines_run=False,
+    )
+    seed: int | None = _option("seed of the data order, initialisation and masks", default=0)
+    output: str | None = _option("run directory (default runs/...)", defines_run=False)
+    resume: str | None = _option(
+        "run directory (its newest resume point that verifies) or a checkpoint.pt",
+        defines_run=False,
+    )
+    allow_config_change: bool | None = _option(
+        "let resume change what defines the run (listed in a warning)",
+        default=False,
+        defines_run=False,
+    )
+    device: str | None = _option("cpu, cuda, cuda:N (default: best)", defines_run=False)
+    checkpoint_every: int | None = _option(
+        "also save a resume point every N optimizer steps (0: after each epoch only)",
+        low=0,
+        default=0,
+        defines_run=False,
+    )
+    max_skipped_steps: int | None = _option(
+        "stop as diverged after N consecutive non-finite steps",
+        low=1,
+        default=5,
+        defines_run=False,
+    )
+    progress: bool | None = _option("tqdm progress bar", default=True, defines_run=False)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training run: requested (``None`` fields: not given) or resolved (:func:`resolve`)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    augment: AugmentSection = field(default_factory=AugmentSection)
+    sparse: SparseConfig = field(default_factory=SparseConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One field a resume changes: ``field`` is its path (``optim.lr``)."""
+
+    field: str
+    saved: Any
+    requested: Any
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.saved} -> {self.requested}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The fields and their metadata
+
+
+@dataclass(frozen=True)
+class _Field:
+    section: str
+    name: str
+    kind: type  # int, float, bool, str or dict
+    option: Option
+
+    @property
+    def path(self) -> str:
+        return f"{self.section}.{self.name}"
+
+
+def _kind(annotation: Any) -> type:
+    base = next(a for a in typing.get_args(annotation) if a is not type(None))
+    return dict if typing.get_origin(base) is Mapping else base
+
+
+def _fields() -> tuple[_Field, ...]:
+    found = []
+    for section in dataclasses.fields(TrainConfig):
+        cls = section.default_factory
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            option = f.metadata["option"]
+            found.append(_Field(section.name, f.name, _kind(hints[f.name]), option))
+    return tuple(found)
+
+
+_FIELDS = _fields()
+_BY_OPTION = {(f.option.name or f.name): f for f in _FIELDS}
+_BY_PATH = {f.path: f for f in _FIELDS}
+if len(_BY_OPTION) != len(_FIELDS):
+    raise RuntimeError("two config fields share an option name")
+
+
+def iter_options() -> Iterator[tuple[str, str, type, Option]]:
+    """``(option name, field path, kind, Option)`` of every field, section by section."""
+    for f in _FIELDS:
+        yield f.option.name or f.name, f.path, f.kind, f.option
+
+
+def option_paths() -> dict[str, str]:
+    """Field path -> flat option name (``"optim.lr" -> "lr"``)."""
+    return {path: name for name, path, _, _ in iter_options()}
+
+
+def _get(config: TrainConfig, f: _Field) -> Any:
+    return getattr(getattr(config, f.section), f.name)
+
+
+def _with_values(config: TrainConfig, values: Mapping[str, Mapping[str, Any]]) -> TrainConfig:
+    """``config`` with ``values`` (section -> field -> value, ``None`` entries ignored) set."""
+    sections = {}
+    for name, section_values in values.items():
+        given = {k: v for k, v in section_values.items() if v is not None}
+        sections[name] = dataclasses.replace(getattr(config, name), **given)
+    return dataclasses.replace(config, **sections)
+
+
+def merge(base: TrainConfig, over: TrainConfig) -> TrainConfig:
+    """``base`` with every field ``over`` gives (not ``None``) replaced."""
+    return _with_values(base, config_to_dict(over))
+
+
+def config_to_dict(config: TrainConfig) -> dict[str, dict[str, Any]]:
+    """Plain nested values (section -> field -> value), as a resume point stores them."""
+    values: dict[str, dict[str, Any]] = {}
+    for f in _FIELDS:
+        value = _get(config, f)
+        values.setdefault(f.section, {})[f.name] = (
+            dict(value) if f.kind is dict and value else value
         )
-    if config.recipe is not None and config.recipe not in RECIPES:
-        raise UsageError(f"--recipe: expected one of {sorted(RECIPES)}, got {config.recipe!r}")
-    for name in _RANGES:
-        value = getattr(config, name)
+    return values
+
+
+def config_from_dict(values: Mapping[str, Mapping[str, Any]]) -> TrainConfig:
+    """Inverse of :func:`config_to_dict`; unknown sections or fields are a :class:`UsageError`."""
+    for section, section_values in values.items():
+        for name in section_values:
+            if f"{section}.{name}" not in _BY_PATH:
+                raise UsageError(f"{section}.{name}: not a training config field")
+    return _with_values(TrainConfig(), values)
+
+
+def config_from_options(options: Mapping[str, Any]) -> TrainConfig:
+    """The config of flat option names (``{"model": "sw_atto", "lr": 1e-3, "sparse": True}``;
+    the command line's option names with underscores), validated.
+
+    Raises a one-line :class:`UsageError` naming an unknown option or a bad value.
+    """
+    values: dict[str, dict[str, Any]] = {}
+    for name, value in options.items():
+        if name not in _BY_OPTION:
+            raise UsageError(f"{name}: not a training option, expected one of {sorted(_BY_OPTION)}")
+        f = _BY_OPTION[name]
+        values.setdefault(f.section, {})[f.name] = value
+    return validate(_with_values(TrainConfig(), values), devices=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+
+
+def _check_value(f: _Field, value: Any) -> Any:
+    """``value`` checked against the field's kind, range and choices (ints accepted as floats)."""
+    if f.kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, f.kind) or (f.kind is int and isinstance(value, bool)):
+        raise UsageError(f"{f.path}: expected {f.kind.__name__}, got {value!r}")
+    option = f.option
+    if f.kind in (int, float) and (option.low is not None or option.high is not None):
+        if not option.contains(value):
+            expected = option.expected_range(f.kind is int)
+            if not math.isfinite(value):
+                expected = expected.replace("a value", "a finite value", 1)
+            raise UsageError(f"{f.path}: expected {expected}, got {value}")
+    elif f.kind is float and not math.isfinite(value):
+        raise UsageError(f"{f.path}: expected a finite value, got {value}")
+    choices = option.allowed()
+    if choices and value not in choices:
+        if f.path == "model.name":
+            raise UsageError(f"{f.path}: unknown model {value!r}, expected one of {list(choices)}")
+        raise UsageError(f"{f.path}: expected one of {list(choices)}, got {value!r}")
+    return value
+
+
+def _check_model_kwargs(kwargs: Mapping[str, Any]) -> None:
+    """Every key a :class:`~shiftwise.models.LargeKernelNet` argument the run does not set."""
+    import inspect
+
+    from shiftwise.models.network import LargeKernelNet
+
+    accepted = set(inspect.signature(LargeKernelNet).parameters) - set(_OWN_MODEL_ARGUMENTS)
+    for key in kwargs:
+        if key in _OWN_MODEL_ARGUMENTS:
+            raise UsageError(
+                f"model.kwargs: {key!r} is set by the run (data, model.width_factor, "
+                "model.drop_path), not by model.kwargs"
+            )
+        if key not in accepted:
+            raise UsageError(
+                f"model.kwargs: unknown create_model argument {key!r}, expected one of "
+                f"{sorted(accepted)}"
+            )
+
+
+def validate(config: TrainConfig, devices: bool = True) -> TrainConfig:
+    """Check every value of ``config`` that can be checked without data or a model, and
+    return it (ints given for float fields become floats).
+
+    Raises :class:`UsageError` naming the field: a wrong type, an out-of-range number (all
+    numbers finite), a value not among the choices (unknown model or recipe...), an image size
+    below :data:`MIN_IMAGE_SIZE`, sparse fields without ``sparse.enabled``, an unknown
+    ``model.kwargs`` key, and (``devices``) an unusable device.
+    """
+    values: dict[str, dict[str, Any]] = {}
+    for f in _FIELDS:
+        value = _get(config, f)
         if value is not None:
-            _check_range(name, value)
-    if config.image_size is not None and config.image_size < MIN_IMAGE_SIZE:
+            values.setdefault(f.section, {})[f.name] = _check_value(f, value)
+    config = _with_values(config, values)
+    if config.data.image_size is not None and config.data.image_size < MIN_IMAGE_SIZE:
         raise UsageError(
-            f"--image-size: the models reduce their input {MIN_IMAGE_SIZE} times, expected "
-            f"at least {MIN_IMAGE_SIZE}, got {config.image_size}"
+            f"data.image_size: the models reduce their input {MIN_IMAGE_SIZE} times, expected "
+            f"at least {MIN_IMAGE_SIZE}, got {config.data.image_size}"
         )
-    for name, choices in _CHOICES.items():
-        value = getattr(config, name)
-        if value is not None and value not in choices:
-            raise UsageError(f"{flag(name)}: expected one of {list(choices)}, got {value!r}")
-    if not config.sparse:
-        given = [flag(name) for name in SPARSE_OPTIONS if getattr(config, name) is not None]
+    if not config.sparse.enabled:
+        given = [f.path for f in _FIELDS if f.section == "sparse" and f.name != "enabled"]
+        given = [path for path in given if _get(config, _BY_PATH[path]) is not None]
         if given:
-            raise UsageError(f"{given[0]}: only applies to sparse training; add --sparse")
-    check_device(config.device)
+            raise UsageError(f"{given[0]}: only applies to sparse training; add sparse.enabled")
+    if config.model.kwargs:
+        _check_model_kwargs(config.model.kwargs)
+    if devices:
+        check_device(config.run.device, "run.device")
+    return config
 
 
-def check_device(name: str | None, option: str = "--device") -> torch.device:
-    """The device ``name`` (default: CUDA when available, else CPU), checked to exist."""
+def check_device(name: str | None, option: str) -> torch.device:
+    """The device ``name`` (default: CUDA when available, else CPU), checked to exist; errors
+    name ``option``."""
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -265,7 +510,7 @@ def check_device(name: str | None, option: str = "--device") -> torch.device:
     return device
 
 
-def check_output_writable(directory: Path, option: str = "--output") -> None:
+def check_output_writable(directory: Path, option: str = "run.output") -> None:
     """Create ``directory`` if needed and write and remove a probe file in it."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -277,45 +522,51 @@ def check_output_writable(directory: Path, option: str = "--output") -> None:
         raise UsageError(f"{option}: cannot write to {str(directory)!r} ({reason})") from None
 
 
-def resolve(config: TrainConfig, saved: dict[str, Any] | None = None) -> RunSpec:
-    """The run ``config`` asks for; when resuming, ``saved`` (a checkpoint's
-    :meth:`RunSpec.as_dict`) supplies every value not given, and the given values that differ
-    from it are listed in ``changes`` as ``"--option: saved -> new"``."""
-    if saved is None:
-        model = config.model or DEFAULT_MODEL
-        base = default_recipe(model, config.recipe)
-        values: dict[str, Any] = {
-            "model": model,
-            "data": config.data or DEFAULT_DATA,
-            "image_size": None,
-            "width_factor": None,
-            "accum_steps": 1,
-            "seed": 0,
-            "train_limit": None,
-            "sparse": False,
-            "density": 0.6,
-            "sparse_init": "erk",
-            "growth": "random",
-            "update_freq": 100,
-            "prune_rate": 0.3,
-            "granularity": None,
-        }
-    else:
-        values = {k: v for k, v in saved.items() if k != "recipe"}
-        base = Recipe(**saved["recipe"])
-        if config.recipe is not None:
-            base = default_recipe(config.model or values["model"], config.recipe)
-    recipe = base.replace(**{name: getattr(config, name) for name in RECIPE_FIELDS})
-    saved_recipe = base if saved is None else Recipe(**saved["recipe"])
-    changes = []
-    for name in RUN_FIELDS:
-        if name in RECIPE_FIELDS:
-            old, new = getattr(saved_recipe, name), getattr(recipe, name)
-        else:
-            given = getattr(config, name)
-            old = values[name]
-            new = old if given is None else given
-            values[name] = new
-        if saved is not None and new != old:
-            changes.append(f"{flag(name)}: {old} -> {new}")
-    return RunSpec(**values, recipe=recipe, changes=changes)
+# ---------------------------------------------------------------------------------------------
+# Resolution
+
+
+def _defaults() -> TrainConfig:
+    values: dict[str, dict[str, Any]] = {}
+    for f in _FIELDS:
+        if f.option.default is not None:
+            default = f.option.default
+            values.setdefault(f.section, {})[f.name] = dict(default) if f.kind is dict else default
+    return _with_values(TrainConfig(), values)
+
+
+def resolve(
+    requested: TrainConfig, saved: TrainConfig | None = None
+) -> tuple[TrainConfig, list[Difference]]:
+    """The run ``requested`` asks for, every field filled in (``None`` only where the model or
+    data decides: image size, width factor, granularity...), and what it changes.
+
+    Fresh run: defaults, then the recipe (``run.recipe``, or the model's default), then the
+    given fields. Resume: the fields that define the run come from ``saved`` (a resolved
+    config), replaced by the named recipe's when ``run.recipe`` is given, then by the given
+    fields; the others from the defaults and the given fields. The differences are the
+    run-defining fields that differ from ``saved`` (empty for a fresh run).
+    """
+    base = _defaults()
+    if saved is not None:
+        saved_run: dict[str, dict[str, Any]] = {}
+        for f in _FIELDS:
+            if f.option.defines_run:
+                saved_run.setdefault(f.section, {})[f.name] = _get(saved, f)
+        base = _with_values(base, saved_run)
+    model = requested.model.name or base.model.name
+    if saved is None or requested.run.recipe is not None:
+        base = _with_values(base, default_recipe(model, requested.run.recipe))
+    resolved = merge(base, requested)
+    differences = []
+    if saved is not None:
+        for f in _FIELDS:
+            old, new = _get(saved, f), _get(resolved, f)
+            if f.option.defines_run and old != new:
+                differences.append(Difference(f.path, old, new))
+    return resolved, differences
+
+
+def reschedules(differences: Sequence[Difference]) -> bool:
+    """Whether any of ``differences`` changes the learning-rate schedule."""
+    return any(_BY_PATH[d.field].option.reschedules for d in differences)
