@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,6 +33,8 @@ __all__ = [
     "register",
     "run",
 ]
+
+logger = logging.getLogger(__name__)
 
 _SECTION_TITLES = {
     "model": "model",
@@ -116,14 +119,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             if option.choices and not callable(option.choices):
                 arguments["choices"] = option.allowed()
         groups[section].add_argument(flag(name), **arguments)
+        for old in option.deprecated:
+            arguments.update(dest=old, help=argparse.SUPPRESS)
+            groups[section].add_argument(flag(old), **arguments)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The :class:`TrainConfig` of parsed ``shiftwise train`` options (errors name options)."""
     names = {name for name, _, _, _ in iter_options()}
+    names |= {old for _, _, _, option in iter_options() for old in option.deprecated}
     options = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    with options_in_errors():
-        return config_from_options(options)
+    with options_in_errors(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DeprecationWarning)
+        config = config_from_options(options)
+    for warning in caught:  # deprecated option names, said in the user's words
+        logger.warning("%s", re.sub(r"'(\w+)'", lambda m: flag(m.group(1)), str(warning.message)))
+    return config
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ from shiftwise.data import AugmentConfig, BatchTransform, DataBundle, load_data
 from shiftwise.errors import UsageError
 from shiftwise.io import PREVIOUS_NAME, STATE_NAME, CheckpointWriter, clean_run_directory
 from shiftwise.sparse import Masking
-from shiftwise.training.checkpointing import restore_run, resume_point_and_config
+from shiftwise.training.resume_points import restore_run, resume_point_and_config
 from shiftwise.training.config import (
     AugmentSection,
     TrainConfig,

@@ -22,6 +22,7 @@ import math
 import os
 import secrets
 import typing
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,7 @@ class Option:
     allowed values, or a function returning them. ``default``: the value when neither the user,
     the recipe nor (when resuming) the saved config gives one. ``defines_run``: compared when
     resuming. ``reschedules``: a change on resume rebuilds the learning-rate schedule.
+    ``deprecated``: former option names, still accepted with a :class:`DeprecationWarning`.
     """
 
     help: str
@@ -87,6 +89,7 @@ class Option:
     default: Any = None
     defines_run: bool = True
     reschedules: bool = False
+    deprecated: tuple[str, ...] = ()
 
     def allowed(self) -> Sequence[str]:
         """The choices (called when given as a function)."""
@@ -264,8 +267,9 @@ class RunConfig:
         defines_run=False,
     )
     device: str | None = _option("cpu, cuda, cuda:N (default: best)", defines_run=False)
-    checkpoint_every: int | None = _option(
+    resume_point_every: int | None = _option(
         "also save a resume point every N optimizer steps (0: after each epoch only)",
+        deprecated=("checkpoint_every",),
         low=0,
         default=0,
         defines_run=False,
@@ -338,6 +342,7 @@ def _fields() -> tuple[_Field, ...]:
 _FIELDS = _fields()
 _BY_OPTION = {(f.option.name or f.name): f for f in _FIELDS}
 _BY_PATH = {f.path: f for f in _FIELDS}
+_DEPRECATED = {old: f for f in _FIELDS for old in f.option.deprecated}
 if len(_BY_OPTION) != len(_FIELDS):
     raise RuntimeError("two config fields share an option name")
 
@@ -399,6 +404,14 @@ def config_from_options(options: Mapping[str, Any]) -> TrainConfig:
     """
     values: dict[str, dict[str, Any]] = {}
     for name, value in options.items():
+        if name in _DEPRECATED:
+            new = _DEPRECATED[name].option.name or _DEPRECATED[name].name
+            warnings.warn(
+                f"the training option {name!r} is deprecated, use {new!r}",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            name = new
         if name not in _BY_OPTION:
             raise UsageError(f"{name}: not a training option, expected one of {sorted(_BY_OPTION)}")
         f = _BY_OPTION[name]

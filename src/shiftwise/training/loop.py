@@ -1,5 +1,5 @@
 """The step loop: one epoch of training (micro-batches, accumulation, skipped non-finite
-steps, resume points every ``run.checkpoint_every`` steps) and its evaluation record."""
+steps, resume points every ``run.resume_point_every`` steps) and its evaluation record."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from shiftwise.errors import DataError, DivergedError
-from shiftwise.training.checkpointing import save_resume_point
+from shiftwise.training.resume_points import save_resume_point
 from shiftwise.training.evaluation import evaluate_model
 from shiftwise.training.state import EpochTotals, TrainingRun
 
@@ -90,7 +90,7 @@ def train_epoch(run: TrainingRun, epoch: int) -> None:
         done += 1
         progress.update(1)
         progress.set_postfix(lr=f"{run.scheduler.get_last_lr()[0]:.2e}")
-        every = run.config.run.checkpoint_every
+        every = run.config.run.resume_point_every
         if every and run.global_step % every == 0 and done < run.steps_per_epoch:
             run.state_path = save_resume_point(run, epoch, done) or run.state_path
     progress.close()

@@ -11,7 +11,7 @@ Faults: an optimizer step whose loss or gradient is not finite is skipped (weigh
 statistics, EMA and masks unchanged) and counted; ``run.max_skipped_steps`` consecutive skips stop
 the run with :class:`~shiftwise.errors.DivergedError`, and no file is ever written from
 non-finite weights. Unreadable images are skipped (see :mod:`shiftwise.data.datasets`) up to a
-``data.max_bad_images`` share. Resume points are written by :mod:`shiftwise.training.checkpointing`.
+``data.max_bad_images`` share. Resume points are written by :mod:`shiftwise.training.resume_points`.
 
 Reproducibility: the data order of an epoch is a permutation seeded by ``(seed, epoch)``
 and every random augmentation draws from torch's global generator, whose state (with
@@ -33,7 +33,7 @@ import torch.distributed as dist
 
 from shiftwise.io import STATE_NAME, save_weights, weights_file
 from shiftwise.training.build import build_run
-from shiftwise.training.checkpointing import save_resume_point, weights_metadata
+from shiftwise.training.resume_points import save_resume_point, weights_metadata
 from shiftwise.training.config import TrainConfig
 from shiftwise.training.evaluation import evaluate_model
 from shiftwise.training.loop import evaluate_epoch, train_epoch
