@@ -19,7 +19,6 @@ from shiftwise.data import AugmentConfig, BatchTransform, DataBundle, load_data
 from shiftwise.errors import UsageError
 from shiftwise.io import PREVIOUS_NAME, STATE_NAME, CheckpointWriter, clean_run_directory
 from shiftwise.sparse import Masking
-from shiftwise.training.resume_points import restore_run, resume_point_and_config
 from shiftwise.training.config import (
     AugmentSection,
     TrainConfig,
@@ -31,6 +30,7 @@ from shiftwise.training.distributed import DistContext, init_distributed
 from shiftwise.training.evaluation import val_loader
 from shiftwise.training.log import TrainLog
 from shiftwise.training.optimization import build_optimizer, build_scheduler, scaled_lr
+from shiftwise.training.resume_points import restore_run, resume_point_and_config
 from shiftwise.training.rng import seed_everything
 from shiftwise.training.sampler import EpochSampler
 from shiftwise.training.state import TrainingRun

@@ -16,8 +16,8 @@ from torch import nn
 from tqdm import tqdm
 
 from shiftwise.errors import DataError, DivergedError
-from shiftwise.training.resume_points import save_resume_point
 from shiftwise.training.evaluation import evaluate_model
+from shiftwise.training.resume_points import save_resume_point
 from shiftwise.training.state import EpochTotals, TrainingRun
 
 __all__ = ["evaluate_epoch", "train_epoch"]

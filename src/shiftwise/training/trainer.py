@@ -33,10 +33,10 @@ import torch.distributed as dist
 
 from shiftwise.io import STATE_NAME, save_weights, weights_file
 from shiftwise.training.build import build_run
-from shiftwise.training.resume_points import save_resume_point, weights_metadata
 from shiftwise.training.config import TrainConfig
 from shiftwise.training.evaluation import evaluate_model
 from shiftwise.training.loop import evaluate_epoch, train_epoch
+from shiftwise.training.resume_points import save_resume_point, weights_metadata
 from shiftwise.training.state import EpochTotals, TrainingRun
 
 __all__ = ["TrainResult", "train"]
