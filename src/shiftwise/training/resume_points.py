@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from pathlib import Path
 from typing import Any
 
 import torch.distributed as dist
@@ -17,6 +18,7 @@ import torch.distributed as dist
 from shiftwise.errors import UsageError
 from shiftwise.io import find_resumable
 from shiftwise.training.config import (
+    Difference,
     TrainConfig,
     config_from_dict,
     config_from_options,
@@ -45,7 +47,7 @@ def _saved_config(resume: dict[str, Any]) -> TrainConfig:
 
 def resume_point_and_config(
     requested: TrainConfig,
-) -> tuple[dict[str, Any] | None, TrainConfig, list]:
+) -> tuple[dict[str, Any] | None, TrainConfig, list[Difference]]:
     """The verified resume point of ``run.resume`` (``None``: a fresh run), the resolved
     config and what the resume changes (refused unless ``run.allow_config_change``)."""
     if requested.run.resume is None:
@@ -69,7 +71,7 @@ def weights_metadata(run: TrainingRun) -> dict[str, Any]:
     return {"image_size": run.bundle.image_size, "data": run.bundle.name}
 
 
-def save_resume_point(run: TrainingRun, epoch: int, step_in_epoch: int):
+def save_resume_point(run: TrainingRun, epoch: int, step_in_epoch: int) -> Path | None:
     """Write a resume point (rank 0) after ``step_in_epoch`` steps of epoch ``epoch``;
     returns the state file's path (``None`` on other ranks)."""
     mine = {"rng": capture_rng(), "totals": run.totals.as_dict()}
