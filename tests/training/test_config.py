@@ -22,6 +22,7 @@ from shiftwise.training.config import (
     resolve,
 )
 from shiftwise.training.recipe import RECIPES
+from shiftwise.training.resume_points import saved_config
 
 
 def test_every_field_is_one_uniquely_named_option() -> None:
@@ -136,3 +137,30 @@ def test_a_deprecated_option_name_still_works_with_a_warning() -> None:
     with pytest.warns(DeprecationWarning, match="'checkpoint_every' is deprecated"):
         config = config_from_options({"checkpoint_every": 3})
     assert config.run.resume_point_every == 3
+
+
+def test_a_resume_point_of_the_flat_format_still_resumes() -> None:
+    current, _ = resolve(config_from_options({"model": "slak_atto", "sparse": True, "lr": 0.5}))
+    flat = {
+        "model": "slak_atto",
+        "data": "bundled",
+        "image_size": None,
+        "width_factor": None,
+        "accum_steps": 1,
+        "seed": 0,
+        "train_limit": None,
+        "sparse": True,
+        "density": 0.6,
+        "sparse_init": "erk",
+        "growth": "random",
+        "update_freq": 100,
+        "prune_rate": 0.3,
+        "granularity": None,
+        "recipe": {**RECIPES["cpu"]["optim"], **RECIPES["cpu"]["augment"], "lr": 0.5},
+    }
+    flat["recipe"]["drop_path"] = 0.0
+    saved = saved_config({"path": "x/checkpoint.pt", "run": flat})
+    assert resolve(TrainConfig(), saved) == (current, [])
+    assert saved_config({"path": "p", "config": config_to_dict(current)}) == current
+    with pytest.raises(UsageError, match="records no run configuration"):
+        saved_config({"path": "p"})

@@ -51,6 +51,7 @@ __all__ = [
     "config_from_dict",
     "config_from_options",
     "config_to_dict",
+    "defaults",
     "iter_options",
     "merge",
     "option_paths",
@@ -539,7 +540,8 @@ def check_output_writable(directory: Path, option: str = "run.output") -> None:
 # Resolution
 
 
-def _defaults() -> TrainConfig:
+def defaults() -> TrainConfig:
+    """Every field's :attr:`Option.default` (``None`` where the recipe, model or data decides)."""
     values: dict[str, dict[str, Any]] = {}
     for f in _FIELDS:
         if f.option.default is not None:
@@ -560,7 +562,7 @@ def resolve(
     fields; the others from the defaults and the given fields. The differences are the
     run-defining fields that differ from ``saved`` (empty for a fresh run).
     """
-    base = _defaults()
+    base = defaults()
     if saved is not None:
         saved_run: dict[str, dict[str, Any]] = {}
         for f in _FIELDS:

@@ -23,6 +23,8 @@ from shiftwise.training.config import (
     config_from_dict,
     config_from_options,
     config_to_dict,
+    defaults,
+    merge,
     reschedules,
     resolve,
 )
@@ -30,18 +32,25 @@ from shiftwise.training.optimization import build_scheduler
 from shiftwise.training.rng import capture_rng, restore_rng
 from shiftwise.training.state import EpochTotals, TrainingRun
 
-__all__ = ["restore_run", "resume_point_and_config", "save_resume_point", "weights_metadata"]
+__all__ = [
+    "restore_run",
+    "resume_point_and_config",
+    "save_resume_point",
+    "saved_config",
+    "weights_metadata",
+]
 
 logger = logging.getLogger(__name__)
 
 
-def _saved_config(resume: dict[str, Any]) -> TrainConfig:
-    """The resolved config a resume point records (older files: a flat ``run`` record)."""
+def saved_config(resume: dict[str, Any]) -> TrainConfig:
+    """The resolved config a resume point records (older files: a flat ``run`` record);
+    fields it predates take their defaults."""
     if "config" in resume:
-        return config_from_dict(resume["config"])
+        return merge(defaults(), config_from_dict(resume["config"]))
     if "run" in resume:
         flat = {k: v for k, v in resume["run"].items() if k not in ("recipe", "changes")}
-        return config_from_options({**flat, **resume["run"]["recipe"]})
+        return merge(defaults(), config_from_options({**flat, **resume["run"]["recipe"]}))
     raise UsageError(f"run.resume: {resume['path']!r} records no run configuration")
 
 
@@ -54,7 +63,7 @@ def resume_point_and_config(
         config, differences = resolve(requested)
         return None, config, differences
     resume = find_resumable(requested.run.resume, "run.resume")
-    config, differences = resolve(requested, _saved_config(resume))
+    config, differences = resolve(requested, saved_config(resume))
     changes = "; ".join(str(d) for d in differences)
     if differences and not config.run.allow_config_change:
         raise UsageError(
