@@ -18,6 +18,7 @@ from the saved config when resuming, and lists what a resume changes as
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import os
 import secrets
@@ -31,6 +32,7 @@ from typing import Any
 import torch
 
 from shiftwise.errors import UsageError
+from shiftwise.models import LargeKernelNet, list_models
 from shiftwise.sparse import GRANULARITIES, GROWTH_MODES, INIT_MODES
 from shiftwise.training.recipe import RECIPES, default_recipe
 
@@ -116,18 +118,12 @@ def _option(help: str, **option: Any) -> Any:
     return field(default=None, metadata={"option": Option(help, **option)})
 
 
-def _list_models() -> list[str]:
-    from shiftwise.models import list_models
-
-    return list_models()
-
-
 @dataclass(frozen=True)
 class ModelConfig:
     """The network: a registered model and the :func:`create_model` arguments it gets."""
 
     name: str | None = _option(
-        "registered model name", name="model", choices=_list_models, default="sw_atto"
+        "registered model name", name="model", choices=list_models, default="sw_atto"
     )
     width_factor: float | None = _option(
         "multiplies every stage width (default: the model's)", low=0, low_open=True
@@ -449,10 +445,6 @@ def _check_value(f: _Field, value: Any) -> Any:
 
 def _check_model_kwargs(kwargs: Mapping[str, Any]) -> None:
     """Every key a :class:`~shiftwise.models.LargeKernelNet` argument the run does not set."""
-    import inspect
-
-    from shiftwise.models.network import LargeKernelNet
-
     accepted = set(inspect.signature(LargeKernelNet).parameters) - set(_OWN_MODEL_ARGUMENTS)
     for key in kwargs:
         if key in _OWN_MODEL_ARGUMENTS:
