@@ -1,7 +1,7 @@
 """Everything shiftwise writes to or reads from disk: weights, training state, atomic writes.
 
 **Weights** (``shiftwise train``'s ``model.safetensors`` / ``model-ema.safetensors``, the
-``weights-*.safetensors`` of a checkpoint, ``shiftwise convert``'s output,
+``weights-*.safetensors`` of a resume point, ``shiftwise convert``'s output,
 :func:`save_weights`) are one safetensors file per model: the plain ``state_dict`` (no
 prefix). Its metadata records what rebuilds the model from the file alone:
 
@@ -18,10 +18,11 @@ The EMA weights of ``X.safetensors`` are ``X-ema.safetensors`` (:func:`weights_f
 **Training state** (``checkpoint.pt``) is ``torch.save`` of ``{"format", "sha256",
 "payload"}``: ``payload`` is the serialized state (optimizer, scheduler, masks, RNG states,
 counters, the run's configuration, and the names and digests of its weights files) as a uint8
-tensor and ``sha256`` its digest, so a damaged file is detected before use. A checkpoint
-writes its weights files first and the state file (the commit point) last; the state it
-replaces is kept as ``checkpoint-previous.pt`` (a hard link, so there is no moment without a
-complete ``checkpoint.pt``), and only weights files referenced by neither are deleted.
+tensor and ``sha256`` its digest, so a damaged file is detected before use. A state file and
+the weights files it names form a *resume point*, written by
+:class:`shiftwise.training.resume_writer.ResumePointWriter` (weights first, the state file
+last); this module reads them (:func:`load_training_state`, :func:`find_resumable`, which
+:func:`read_weights` also uses for a run directory).
 
 **Safety.** Files are written to a temporary file in the same directory (created with the
 process umask), flushed, ``fsync``-ed and moved into place with ``os.replace``;
@@ -66,7 +67,7 @@ __all__ = [
     "SAFE_GLOBALS",
     "STATE_NAME",
     "WEIGHTS_FORMAT",
-    "CheckpointWriter",
+    "atomic_link",
     "atomic_write",
     "check_state_dict",
     "clean_run_directory",
@@ -74,7 +75,9 @@ __all__ = [
     "load_checkpoint",
     "load_training_state",
     "read_weights",
+    "referenced_weights_files",
     "safe_torch_load",
+    "save_training_state",
     "save_weights",
     "tensor_digest",
     "weights_file",
@@ -149,7 +152,7 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def _atomic_link(source: Path, path: Path) -> None:
+def atomic_link(source: Path, path: Path) -> None:
     """Make ``path`` a hard link to ``source`` (a copy where links fail), atomically."""
     if path.exists() and os.path.samefile(source, path):
         return  # already (a run killed between this link and the next state write)
@@ -175,7 +178,7 @@ def clean_run_directory(directory: str | os.PathLike) -> list[Path]:
     removed = [p for p in directory.glob(f".*{TEMP_SUFFIX}") if p.is_file()]
     keep: set[str] = set()
     for name in (STATE_NAME, PREVIOUS_NAME):
-        keep |= _referenced_files(directory / name)
+        keep |= referenced_weights_files(directory / name)
     removed += [p for p in directory.glob("weights-*.safetensors") if p.name not in keep]
     for path in removed:
         path.unlink(missing_ok=True)
@@ -431,9 +434,11 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, weights: str = "m
 # Training state
 
 
-def _save_state(path: Path, state: Mapping[str, Any]) -> None:
+def save_training_state(path: Path, state: Mapping[str, Any]) -> None:
+    """Write ``state`` (which must list its weights files under ``"weights"``) as the
+    training state file ``path``, with the format and the digest of its content."""
     buffer = BytesIO()
-    torch.save(dict(state), buffer)
+    torch.save({**state, "format": STATE_FORMAT}, buffer)
     payload = buffer.getvalue()
     outer = {
         "format": STATE_FORMAT,
@@ -461,7 +466,7 @@ def _read_state(path: Path, flag: str) -> dict[str, Any]:
     return state
 
 
-def _referenced_files(path: Path) -> set[str]:
+def referenced_weights_files(path: Path) -> set[str]:
     """Names of the weights files the state file ``path`` refers to (empty if unreadable)."""
     try:
         state = _read_state(path, "path")
@@ -525,68 +530,3 @@ def find_resumable(path: str | os.PathLike, flag: str = "path") -> dict[str, Any
     if not failures:
         raise MissingFileError(f"{flag}: no {STATE_NAME} in {str(path)!r}")
     raise CheckpointError(f"{flag}: no checkpoint in {str(path)!r} verifies: {'; '.join(failures)}")
-
-
-class CheckpointWriter:
-    """Writes the checkpoints of one run directory, keeping the previous one beside the latest.
-
-    ``resumed`` is the state the run continued from (``None`` for a fresh run): when it is
-    this directory's ``checkpoint.pt`` that file becomes ``checkpoint-previous.pt`` at the
-    first save; a damaged ``checkpoint.pt`` is never promoted to previous.
-    """
-
-    def __init__(self, directory: str | os.PathLike, resumed: Mapping[str, Any] | None) -> None:
-        self.directory = Path(directory)
-        self.latest: set[str] | None = None  # weights files of a trusted checkpoint.pt
-        self.previous: set[str] = set()
-        if resumed is not None and Path(resumed["path"]).parent == self.directory:
-            files = {entry["file"] for entry in resumed["weights"].values()}
-            if Path(resumed["path"]).name == STATE_NAME:
-                self.latest = files
-                self.previous = _referenced_files(self.directory / PREVIOUS_NAME)
-            else:
-                self.previous = files
-
-    def save(
-        self,
-        tensors: Mapping[str, Mapping[str, torch.Tensor]],
-        state: Mapping[str, Any],
-        *,
-        model: str,
-        model_kwargs: Mapping[str, Any],
-        metadata: Mapping[str, Any],
-    ) -> Path:
-        """Write ``tensors`` (``{"model": state_dict, "ema": ...}``) and ``state`` (which
-        must hold ``epoch`` and ``global_step``); returns the state file's path."""
-        for kind, state_dict in tensors.items():
-            bad = non_finite(state_dict)
-            if bad:
-                raise DivergedError(
-                    f"training diverged: the {kind} weights hold NaN or infinity (e.g. {bad[0]}) "
-                    f"at step {state['global_step']}; nothing was written, the last good "
-                    f"checkpoint in {str(self.directory)!r} is untouched"
-                )
-        stem = f"weights-e{state['epoch']:04d}-s{state['global_step']:08d}"
-        entries = {}
-        for kind, state_dict in tensors.items():
-            file = weights_file(self.directory / f"{stem}.safetensors", kind)
-            digest = save_weights(
-                state_dict,
-                file,
-                model=model,
-                model_kwargs=model_kwargs,
-                weights=kind,
-                metadata=metadata,
-            )
-            entries[kind] = {"file": file.name, "sha256": digest}
-        latest = self.directory / STATE_NAME
-        if self.latest is not None and latest.is_file():
-            _atomic_link(latest, self.directory / PREVIOUS_NAME)
-            self.previous = self.latest
-        _save_state(latest, {**state, "format": STATE_FORMAT, "weights": entries})
-        self.latest = {entry["file"] for entry in entries.values()}
-        keep = self.latest | self.previous
-        for file in self.directory.glob("weights-*.safetensors"):
-            if file.name not in keep:
-                file.unlink(missing_ok=True)
-        return latest

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Subset
 
 from shiftwise.data import AugmentConfig, BatchTransform, DataBundle, load_data
 from shiftwise.errors import UsageError
-from shiftwise.io import PREVIOUS_NAME, STATE_NAME, CheckpointWriter, clean_run_directory
+from shiftwise.io import PREVIOUS_NAME, STATE_NAME, clean_run_directory
 from shiftwise.sparse import Masking
 from shiftwise.training.config import (
     AugmentSection,
@@ -31,6 +31,7 @@ from shiftwise.training.evaluation import val_loader
 from shiftwise.training.log import TrainLog
 from shiftwise.training.optimization import build_optimizer, build_scheduler, scaled_lr
 from shiftwise.training.resume_points import restore_run, resume_point_and_config
+from shiftwise.training.resume_writer import ResumePointWriter
 from shiftwise.training.rng import seed_everything
 from shiftwise.training.sampler import EpochSampler
 from shiftwise.training.state import TrainingRun
@@ -219,7 +220,7 @@ def build_run(requested: TrainConfig) -> TrainingRun:
         sampler=sampler,
         loader=loader,
         val=val,
-        writer=CheckpointWriter(output, resume),
+        writer=ResumePointWriter(output, resume),
         log=TrainLog(output),
         model_kwargs=model_kwargs,
         steps_per_epoch=steps_per_epoch,

@@ -3,7 +3,8 @@ to resume and the config it implies, writing a run's state, and restoring a run 
 
 A resume point records the resolved config (``config_to_dict``), the epoch, the step in the
 epoch and the global step, the optimizer, schedule, masks, EMA count, and each rank's RNG
-states and epoch sums. Files are written by :class:`shiftwise.io.CheckpointWriter`.
+states and epoch sums. Files are written by
+:class:`~shiftwise.training.resume_writer.ResumePointWriter`.
 """
 
 from __future__ import annotations

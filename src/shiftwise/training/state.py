@@ -12,11 +12,11 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 
 from shiftwise.data import BatchTransform, DataBundle
-from shiftwise.io import CheckpointWriter
 from shiftwise.sparse import Masking
 from shiftwise.training.config import AugmentSection, Difference, TrainConfig
 from shiftwise.training.distributed import DistContext
 from shiftwise.training.log import TrainLog
+from shiftwise.training.resume_writer import ResumePointWriter
 from shiftwise.training.sampler import EpochSampler
 
 __all__ = ["EpochTotals", "TrainingRun"]
@@ -58,7 +58,7 @@ class TrainingRun:
     sampler: EpochSampler
     loader: DataLoader
     val: DataLoader
-    writer: CheckpointWriter
+    writer: ResumePointWriter
     log: TrainLog
     model_kwargs: dict[str, object]
     steps_per_epoch: int
