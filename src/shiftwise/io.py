@@ -451,10 +451,10 @@ def save_training_state(path: Path, state: Mapping[str, Any]) -> None:
 def _read_state(path: Path, flag: str) -> dict[str, Any]:
     """The verified inner state of a ``checkpoint.pt`` (weights files not read)."""
     if not path.is_file():
-        raise MissingFileError(f"{flag}: no checkpoint at {str(path)!r}")
+        raise MissingFileError(f"{flag}: no training state at {str(path)!r}")
     outer = safe_torch_load(path, flag)
     if not isinstance(outer, dict) or outer.get("format") != STATE_FORMAT:
-        raise CheckpointError(f"{flag}: {str(path)!r} is not a shiftwise training checkpoint")
+        raise CheckpointError(f"{flag}: {str(path)!r} is not a shiftwise training state file")
     payload = outer["payload"].numpy().tobytes()
     if hashlib.sha256(payload).hexdigest() != outer.get("sha256"):
         raise CheckpointError(
@@ -462,7 +462,7 @@ def _read_state(path: Path, flag: str) -> dict[str, Any]:
         )
     state = safe_torch_load(BytesIO(payload), flag)
     if not isinstance(state, dict) or "weights" not in state:
-        raise CheckpointError(f"{flag}: {str(path)!r} is not a shiftwise training checkpoint")
+        raise CheckpointError(f"{flag}: {str(path)!r} is not a shiftwise training state file")
     return state
 
 
@@ -501,7 +501,7 @@ def load_training_state(path: str | os.PathLike, flag: str = "path") -> dict[str
 
 
 def find_resumable(path: str | os.PathLike, flag: str = "path") -> dict[str, Any]:
-    """The newest checkpoint under ``path`` that verifies (see :func:`load_training_state`).
+    """The newest resume point under ``path`` that verifies (see :func:`load_training_state`).
 
     ``path`` is a state file (it must verify) or a run directory: ``checkpoint.pt`` is tried
     first, then ``checkpoint-previous.pt``; a damaged one is skipped with a warning (an
@@ -509,7 +509,7 @@ def find_resumable(path: str | os.PathLike, flag: str = "path") -> dict[str, Any
     """
     path = Path(path)
     if not path.exists():
-        raise MissingFileError(f"{flag}: no checkpoint at {str(path)!r}")
+        raise MissingFileError(f"{flag}: no training state at {str(path)!r}")
     if not path.is_dir():
         return load_training_state(path, flag)
     failures = []
@@ -525,8 +525,10 @@ def find_resumable(path: str | os.PathLike, flag: str = "path") -> dict[str, Any
             logger.warning("%s", error)
             continue
         if failures:
-            logger.warning("%s: resuming from the previous checkpoint %s", flag, state["path"])
+            logger.warning("%s: resuming from the previous resume point %s", flag, state["path"])
         return state
     if not failures:
         raise MissingFileError(f"{flag}: no {STATE_NAME} in {str(path)!r}")
-    raise CheckpointError(f"{flag}: no checkpoint in {str(path)!r} verifies: {'; '.join(failures)}")
+    raise CheckpointError(
+        f"{flag}: no resume point in {str(path)!r} verifies: {'; '.join(failures)}"
+    )

@@ -215,9 +215,9 @@ def test_damaged_checkpoints(trained: Path, tmp_path: Path, capsys, caplog) -> N
     assert main(["train", "--resume", str(run / "checkpoint.pt")]) == 2
     err = capsys.readouterr().err
     assert f"--resume: '{run / 'checkpoint.pt'}' is " in err and err.count("\n") == 1
-    # the run directory: the previous checkpoint verifies and is used (and said so)
+    # the run directory: the previous resume point verifies and is used (and said so)
     assert main(["train", "--resume", str(run), "--no-progress"]) == 0
-    assert "resuming from the previous checkpoint" in caplog.text
+    assert "resuming from the previous resume point" in caplog.text
     assert "checkpoint-previous.pt" in caplog.text
     # eval on a damaged / truncated weights file names --checkpoint and the file
     weights = run / "model.safetensors"
@@ -232,7 +232,7 @@ def test_damaged_checkpoints(trained: Path, tmp_path: Path, capsys, caplog) -> N
     for name in ("checkpoint.pt", "checkpoint-previous.pt"):
         (run / name).write_bytes((run / name).read_bytes()[:500])
     assert main(["train", "--resume", str(run)]) == 2
-    assert f"--resume: no checkpoint in '{run}' verifies" in capsys.readouterr().err
+    assert f"--resume: no resume point in '{run}' verifies" in capsys.readouterr().err
 
 
 def _image_folder(root: Path) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from shiftwise.errors import ShiftwiseError
 from shiftwise.training import TrainConfig, TrainResult, config_from_options, train
-from shiftwise.training.config import iter_options, option_paths
+from shiftwise.training.config import Option, iter_options, option_paths
 from shiftwise.training.recipe import RECIPES
 
 __all__ = [
@@ -64,6 +64,7 @@ def flags_for_fields(message: str) -> str:
 
 
 def _recipe_defaults(section: str, name: str) -> str:
+    """``"cpu 6, paper 300"``: each recipe's value of the field (empty when no recipe sets it)."""
     values = [
         f"{recipe} {RECIPES[recipe][section][name]}"
         for recipe in sorted(RECIPES)
@@ -82,13 +83,12 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
-def _help(path: str, kind: type, option: Any) -> str:
+def _help(path: str, kind: type, option: Option) -> str:
+    """The option's help: what it is, its range, its default or each recipe's value."""
     section, name = path.split(".")
     notes = []
     if option.low is not None or option.high is not None:
-        notes.append(
-            option.expected_range(kind is int).removeprefix("a value ").removeprefix("an integer ")
-        )
+        notes.append(option.bounds())
     recipe = _recipe_defaults(section, name)
     if recipe:
         notes.append(recipe)

@@ -98,14 +98,18 @@ class Option:
         """The choices (called when given as a function)."""
         return self.choices() if callable(self.choices) else self.choices
 
-    def expected_range(self, integer: bool) -> str:
-        """``"an integer >= 1"``, ``"a value in [0, 1)"``...: what the range accepts."""
+    def bounds(self) -> str:
+        """``">= 1"``, ``"> 0"``, ``"in [0, 1)"``...: the range in words."""
         low = 0 if self.low is None else self.low
         if self.high is None:
-            kind = "an integer" if integer else "a value"
-            return f"{kind} {'>' if self.low_open else '>='} {low:g}"
+            return f"{'>' if self.low_open else '>='} {low:g}"
         left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
-        return f"a value in {left}{low:g}, {self.high:g}{right}"
+        return f"in {left}{low:g}, {self.high:g}{right}"
+
+    def expected_range(self, integer: bool) -> str:
+        """``"an integer >= 1"``, ``"a value in [0, 1)"``...: what the range accepts."""
+        kind = "an integer" if integer and self.high is None else "a value"
+        return f"{kind} {self.bounds()}"
 
     def contains(self, value: float) -> bool:
         low_ok = self.low is None or (value > self.low if self.low_open else value >= self.low)
@@ -129,7 +133,10 @@ class ModelConfig:
         "multiplies every stage width (default: the model's)", low=0, low_open=True
     )
     drop_path: float | None = _option(
-        "stochastic depth of the last block", low=0, high=1, high_open=True
+        "stochastic depth of the last block (paper recipe: 0.2 for sw_* models)",
+        low=0,
+        high=1,
+        high_open=True,
     )
     kwargs: Mapping[str, Any] | None = _option(
         'other create_model arguments as JSON, e.g. {"operator_kwargs": {"n_paths": 1}}',
@@ -143,7 +150,7 @@ class DataConfig:
     """The data set and how it is read."""
 
     name: str | None = _option(
-        "bundled (default), fashion-mnist, digits or an ImageFolder root with train/ val/",
+        "bundled, fashion-mnist, digits or an ImageFolder root with train/ val/",
         name="data",
         default="bundled",
     )
