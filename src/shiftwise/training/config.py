@@ -326,6 +326,10 @@ class _Field:
     def path(self) -> str:
         return f"{self.section}.{self.name}"
 
+    @property
+    def option_name(self) -> str:
+        return self.option.name or self.name
+
 
 def _kind(annotation: Any) -> type:
     base = next(a for a in typing.get_args(annotation) if a is not type(None))
@@ -344,17 +348,15 @@ def _fields() -> tuple[_Field, ...]:
 
 
 _FIELDS = _fields()
-_BY_OPTION = {(f.option.name or f.name): f for f in _FIELDS}
+_BY_OPTION = {f.option_name: f for f in _FIELDS}  # unique (tested)
 _BY_PATH = {f.path: f for f in _FIELDS}
 _DEPRECATED = {old: f for f in _FIELDS for old in f.option.deprecated}
-if len(_BY_OPTION) != len(_FIELDS):
-    raise RuntimeError("two config fields share an option name")
 
 
 def iter_options() -> Iterator[tuple[str, str, type, Option]]:
     """``(option name, field path, kind, Option)`` of every field, section by section."""
     for f in _FIELDS:
-        yield f.option.name or f.name, f.path, f.kind, f.option
+        yield f.option_name, f.path, f.kind, f.option
 
 
 def option_paths() -> dict[str, str]:
@@ -409,7 +411,7 @@ def config_from_options(options: Mapping[str, Any]) -> TrainConfig:
     values: dict[str, dict[str, Any]] = {}
     for name, value in options.items():
         if name in _DEPRECATED:
-            new = _DEPRECATED[name].option.name or _DEPRECATED[name].name
+            new = _DEPRECATED[name].option_name
             warnings.warn(
                 f"the training option {name!r} is deprecated, use {new!r}",
                 DeprecationWarning,
