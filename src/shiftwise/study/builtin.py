@@ -2,12 +2,12 @@
 
 * ``papers``: sw_atto, slak_atto and convnext_atto at equal epochs (2, the papers'
   comparison) and convnext_atto again at equal training cost (``match_time``: the epochs whose
-  measured time matches sw_atto's), on full Fashion-MNIST (32 px) and on the bundled
-  long-range set (64 px, its first 6,000 training images), 3 seeds, width factor 0.5.
+  measured time matches sw_atto's), on full Fashion-MNIST (60,000 images at 32 px) and on
+  the full bundled long-range set (12,000 images at 64 px), 3 seeds, width factor 0.5.
 * ``ablations``: on the bundled set (where the operator's design matters), 3 seeds: SW 1 vs 2
   paths, 1 vs 4 shuffles, ghost ratio 0 vs 0.23, dense vs group-sparse at density 0.6 (SW
-  Tables 1-3), SLaK dense vs sparse at 0.6. Sparse runs prune and regrow every 25 steps so
-  that a 2-epoch run (187 steps) sees several rounds.
+  Tables 1-3), SLaK dense vs sparse at 0.6. Sparse runs prune and regrow every 50 steps so
+  that a 2-epoch run (374 steps) sees 7 rounds.
 * ``quick``: seconds on 64 scikit-learn digits, every feature of a study once (an axis, a
   ``match_time`` entry, a group-sparse SW entry with ``model_kwargs``, an ablation axis);
   for tests.
@@ -20,7 +20,7 @@ from typing import Any
 __all__ = ["GRIDS"]
 
 _MODELS = ["sw_atto", "slak_atto", "convnext_atto"]
-_BUNDLED = {"data": "bundled", "train_limit": 6000}
+_BUNDLED = {"data": "bundled"}
 
 
 def _papers_runs(name: str, data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -46,7 +46,7 @@ PAPERS: dict[str, Any] = {
     ],
 }
 
-_SPARSE = {"sparse": True, "density": 0.6, "update_freq": 25}
+_SPARSE = {"sparse": True, "density": 0.6, "update_freq": 50}
 ABLATIONS: dict[str, Any] = {
     "name": "ablations",
     "description": "the operator's design choices (SW Tables 1-3) and SLaK's sparsity",

@@ -96,26 +96,26 @@ def check_grid(grid: Grid) -> dict[str, EntryPlan]:
     return plans
 
 
-def measure_step_seconds(plan: EntryPlan, steps: int = 2) -> float:
-    """Mean wall time of one training step (forward, backward, AdamW) of ``plan``'s model on
-    a random batch ``[batch_size, in_chans, image_size, image_size]``, after one warm-up step."""
+def measure_step_seconds(plan: EntryPlan, steps: int = 3) -> float:
+    """The fastest of ``steps`` training steps (forward, backward, AdamW) of ``plan``'s model
+    on a random batch ``[batch_size, in_chans, image_size, image_size]``, after one warm-up
+    step (the minimum: other processes on the machine only ever add time)."""
     model = plan.model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     images = torch.randn(plan.batch_size, plan.in_chans, plan.image_size, plan.image_size)
     labels = torch.zeros(plan.batch_size, dtype=torch.long)
-    elapsed = 0.0
-    for step in range(steps + 1):
+    times = []
+    for _ in range(steps + 1):
         started = time.perf_counter()
         F.cross_entropy(model(images), labels).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if step > 0:
-            elapsed += time.perf_counter() - started
-    return elapsed / steps
+        times.append(time.perf_counter() - started)
+    return min(times[1:])
 
 
 def estimate_seconds(grid: Grid, plans: dict[str, EntryPlan]) -> dict[str, tuple[int, float]]:
-    """``{entry: (epochs, seconds per run)}`` predicted from one measured step per entry:
+    """``{entry: (epochs, seconds per run)}`` predicted from a timed step per entry:
     an epoch is its training steps plus validation (a forward pass taken as a third of a
     step); ``match_time`` entries get the epochs :func:`matched_epochs` gives on these
     predictions. A rough guide: setup and data loading are not counted."""

@@ -5,6 +5,7 @@ a time estimate."""
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from tqdm import tqdm
@@ -42,9 +43,11 @@ def format_plan(grid, estimates: dict[str, tuple[int, float]]) -> str:
             f"{f'{epochs}{matched}':>6} {len(entry.seeds):>5} "
             f"{_duration(seconds * len(entry.seeds)):>10}"
         )
+    load = os.getloadavg()[0]
     lines.append(
-        f"\nestimated total {_duration(total)} (timed steps on random data; setup and "
-        "data loading not counted; * epochs matched to measured times when run)"
+        f"\nestimated total {_duration(total)}: fastest of 3 timed steps on random data per "
+        f"entry, now (load average {load:.1f} on {os.cpu_count()} CPUs); setup and data loading "
+        "not counted; * epochs matched to measured times when run"
     )
     return "\n".join(lines)
 
@@ -80,9 +83,12 @@ def run(args: argparse.Namespace) -> int:
     if args.output is None:
         raise UsageError("--output: required (the study directory) unless --dry-run")
     output = Path(args.output)
-    bar = tqdm(total=len(grid.runs()), unit="run", disable=args.no_progress, dynamic_ncols=True)
+    bars: list[tqdm] = []  # opened at the first report, once the grid has been checked
 
     def show(progress: Progress) -> None:
+        if not bars:
+            bars.append(tqdm(total=progress.total, unit="run", disable=args.no_progress))
+        bar = bars[0]
         bar.n = progress.done
         eta = "?" if progress.eta_seconds is None else _duration(progress.eta_seconds)
         bar.set_postfix_str(f"left {progress.total - progress.done}, ETA {eta}", refresh=False)
@@ -91,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         results = run_study(grid, output, show)
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
     paths = write_report(output, grid, results)
     print((output / "summary.md").read_text())
     print(f"summary: {paths['csv']}, {paths['json']}, {paths['markdown']}")

@@ -12,8 +12,8 @@ import dataclasses
 import math
 import os
 import secrets
-from dataclasses import dataclass, field
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
