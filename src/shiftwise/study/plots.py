@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -59,59 +59,64 @@ def _half_ci(row: dict[str, Any]) -> float:
     return 0.0 if math.isnan(half) else half
 
 
-def plot_accuracy_vs_time(
-    rows: Sequence[dict[str, Any]], results: Sequence[dict[str, Any]], path: Path
+def _per_data_set(
+    rows: Sequence[dict[str, Any]],
+    results: Sequence[dict[str, Any]],
+    draw: Callable[[Any, dict[str, Any], list[dict[str, Any]], str], None],
+    axis_labels: dict[str, str],
+    path: Path,
 ) -> tuple[Path, tuple[int, int]]:
-    """Top-1 against training seconds per run, per data set (see the module docstring)."""
+    """One panel per data set; ``draw(ax, row, runs, color)`` draws one configuration."""
     panels = _by_data(rows)
     fig, axes = _figure(len(panels))
     for ax, (data, data_rows) in zip(axes, panels.items(), strict=True):
         for index, row in enumerate(data_rows):
-            color = f"C{index % 10}"
             runs = [r for r in results if r["entry"] == row["entry"]]
-            ax.scatter(
-                [r["training_seconds"] for r in runs],
-                [r["top1"] for r in runs],
-                color=color,
-                alpha=0.5,
-                s=18,
-            )
-            ax.errorbar(
-                row["training_seconds_mean"],
-                row["top1_mean"],
-                yerr=_half_ci(row),
-                color=color,
-                marker="X",
-                markersize=10,
-                capsize=4,
-                label=row["entry"],
-            )
-        ax.set(xlabel="training time (s)", ylabel="top-1 (%)", title=data)
+            draw(ax, row, runs, f"C{index % 10}")
+        ax.set(title=data, **axis_labels)
         ax.legend(fontsize="small")
     return _save(fig, path)
+
+
+def _draw_accuracy_vs_time(ax, row: dict[str, Any], runs: list[dict[str, Any]], color: str):
+    seconds = [r["training_seconds"] for r in runs]
+    ax.scatter(seconds, [r["top1"] for r in runs], color=color, alpha=0.5, s=18)
+    ax.errorbar(
+        row["training_seconds_mean"],
+        row["top1_mean"],
+        yerr=_half_ci(row),
+        color=color,
+        marker="X",
+        markersize=10,
+        capsize=4,
+        label=row["entry"],
+    )
+
+
+def _draw_curve(ax, row: dict[str, Any], runs: list[dict[str, Any]], color: str):
+    length = min(len(r["val_top1"]) for r in runs)
+    values = np.array([r["val_top1"][:length] for r in runs])
+    mean, epochs = values.mean(axis=0), np.arange(1, length + 1)
+    ax.plot(epochs, mean, "o-", color=color, label=row["entry"])
+    if len(runs) > 1:
+        std = values.std(axis=0, ddof=1)
+        ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2)
+
+
+def plot_accuracy_vs_time(
+    rows: Sequence[dict[str, Any]], results: Sequence[dict[str, Any]], path: Path
+) -> tuple[Path, tuple[int, int]]:
+    """Top-1 against training seconds per run, per data set (see the module docstring)."""
+    labels = {"xlabel": "training time (s)", "ylabel": "top-1 (%)"}
+    return _per_data_set(rows, results, _draw_accuracy_vs_time, labels, path)
 
 
 def plot_curves(
     rows: Sequence[dict[str, Any]], results: Sequence[dict[str, Any]], path: Path
 ) -> tuple[Path, tuple[int, int]]:
     """Validation top-1 per epoch, mean and +- one standard deviation band over seeds."""
-    panels = _by_data(rows)
-    fig, axes = _figure(len(panels))
-    for ax, (data, data_rows) in zip(axes, panels.items(), strict=True):
-        for index, row in enumerate(data_rows):
-            curves = [r["val_top1"] for r in results if r["entry"] == row["entry"]]
-            length = min(len(c) for c in curves)
-            values = np.array([c[:length] for c in curves])
-            mean = values.mean(axis=0)
-            epochs = np.arange(1, length + 1)
-            color = f"C{index % 10}"
-            ax.plot(epochs, mean, "o-", color=color, label=row["entry"])
-            if len(curves) > 1:
-                std = values.std(axis=0, ddof=1)
-                ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2)
-        ax.set(xlabel="epoch", ylabel="validation top-1 (%)", title=data)
-        ax.legend(fontsize="small")
-    return _save(fig, path)
+    labels = {"xlabel": "epoch", "ylabel": "validation top-1 (%)"}
+    return _per_data_set(rows, results, _draw_curve, labels, path)
 
 
 def plot_ablations(
