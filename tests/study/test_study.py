@@ -11,7 +11,7 @@ import pytest
 
 import shiftwise.training
 from shiftwise.cli import main
-from shiftwise.study import load_grid, run_study
+from shiftwise.study import Progress, load_grid, run_study
 from shiftwise.study.runner import RESULT_NAME
 
 pytestmark = pytest.mark.slow
@@ -102,7 +102,10 @@ def test_killed_study_resumes_without_repeating_finished_runs(tmp_path: Path, mo
         return real_train(config)
 
     monkeypatch.setattr(shiftwise.training, "train", recorded_train)
-    results = run_study(grid, output)
+    progress = []
+    results = run_study(grid, output, progress.append)
+    wall = json.loads(before[1])["wall_seconds"]  # the ETA of seed 1: seed 0's measured time
+    assert progress == [Progress(1, 2, 1, "tiny-seed1", wall), Progress(2, 2, 1, None, 0.0)]
     assert [(c.seed, c.resume) for c in configs] == [(1, str(killed))]
     assert (finished.stat().st_mtime_ns, finished.read_bytes()) == before
     log = json.loads((killed / "log.json").read_text())

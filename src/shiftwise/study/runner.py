@@ -143,7 +143,9 @@ def _run_record(
     }
 
 
-def _eta(grid: Grid, results: list[dict[str, Any]], left: list[tuple[Entry, int]]) -> float | None:
+def _eta(
+    plans: dict[str, EntryPlan], results: list[dict[str, Any]], left: list[tuple[Entry, int]]
+) -> float | None:
     """Seconds the runs ``left`` should take: per run, the mean wall time of its entry's
     finished runs, else the mean wall time per epoch of all finished runs times its epochs
     (a ``match_time`` entry not yet resolved: its target's mean)."""
@@ -161,7 +163,7 @@ def _eta(grid: Grid, results: list[dict[str, Any]], left: list[tuple[Entry, int]
         if known is None and entry.match_time is not None:
             known = mean_wall(entry.match_time.of)
         if known is None:
-            known = per_epoch * entry.options.get("epochs", 1)
+            known = per_epoch * (plans[entry.name].epochs or 1)
         total += known
     return total
 
@@ -193,7 +195,7 @@ def run_study(
         for index, (entry, seed) in enumerate(todo):
             run_id, run_dir = entry.run_id(seed), output / "runs" / entry.run_id(seed)
             if on_progress is not None:
-                eta = _eta(grid, results, todo[index:])
+                eta = _eta(plans, results, todo[index:])
                 on_progress(Progress(skipped + index, len(runs), skipped, run_id, eta))
             epochs = _epochs(entry, plans[entry.name], results)
             options = {
