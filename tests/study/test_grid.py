@@ -111,3 +111,19 @@ def test_output_of_another_study_or_foreign_files_is_refused(tmp_path: Path) -> 
     (other / "study.json").write_text('{"name": "other"}')
     with pytest.raises(UsageError, match="holds a study of another grid"):
         run_study(grid, other)
+
+
+def test_directory_left_with_only_the_lock_is_taken(tmp_path: Path) -> None:
+    from shiftwise.study.runner import _LOCK_NAME, STUDY_NAME, _study_directory
+
+    grid = parse_grid({"seeds": [0], "runs": [{"name": "a"}]})
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    (stale / _LOCK_NAME).touch()  # a study killed before it wrote study.json
+    with (
+        _study_directory(stale, grid),
+        pytest.raises(UsageError, match="another shiftwise study is running"),
+        _study_directory(stale, grid),
+    ):
+        pass
+    assert (stale / STUDY_NAME).is_file()

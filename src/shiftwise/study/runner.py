@@ -64,7 +64,7 @@ def _study_directory(output: Path, grid: Grid) -> Iterator[None]:
                 f"--output: {str(output)!r} holds a study of another grid "
                 f"(its {STUDY_NAME} differs); choose another --output"
             )
-    elif output.exists() and any(output.iterdir()):
+    elif output.exists() and any(path.name != _LOCK_NAME for path in output.iterdir()):
         raise UsageError(f"--output: {str(output)!r} is not empty and holds no {STUDY_NAME}")
     output.mkdir(parents=True, exist_ok=True)
     with open(output / _LOCK_NAME, "a") as lock:
