@@ -64,3 +64,22 @@ def test_no_ablation_plot_without_axes(tmp_path: Path) -> None:
     assert not (tmp_path / "a.png").exists()
     path, size = plot_curves(rows, [{**_results()[0], "entry": "a"}], tmp_path / "c.png")
     assert _decoded_size(path) == size == (500, 400)
+
+
+def test_report_of_single_seeds_is_strict_json_and_markdown(tmp_path: Path) -> None:
+    import json
+
+    from shiftwise.study import write_report
+
+    results = [r for r in _results() if r["seed"] == 0]
+    paths = write_report(tmp_path, GRID, results)
+
+    def refuse(constant: str):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    summary = json.loads(paths["json"].read_text(), parse_constant=refuse)
+    assert [row["top1_std"] for row in summary["configurations"]] == [None, None, None]
+    assert (
+        "| sw | m | bundled | 2 | 1 | 60.00 ± n/a | n/a to n/a |" in paths["markdown"].read_text()
+    )
+    assert {"accuracy_vs_time", "curves", "ablations"} <= paths.keys()
