@@ -79,7 +79,7 @@ def test_the_command_line_has_every_option_and_reads_back_the_same_config() -> N
         ({"recipe": "imagenet"}, "run.recipe: expected one of ['cpu', 'paper']"),
         ({"density": 0.5}, "sparse.density: only applies to sparse training"),
         ({"image_size": 16}, "data.image_size: the models reduce their input 32 times"),
-        ({"lrr": 1}, "lrr: not a training option"),
+        ({"lrr": 1}, "lrr: unknown training option"),
         ({"model_kwargs": {"n_pathz": 1}}, "model.kwargs: unknown create_model argument 'n_pathz'"),
         ({"model_kwargs": {"num_classes": 3}}, "model.kwargs: 'num_classes' is set by the run"),
     ],

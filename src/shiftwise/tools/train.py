@@ -15,7 +15,7 @@ import logging
 import os
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from shiftwise.errors import ShiftwiseError
@@ -51,16 +51,16 @@ def flag(option: str) -> str:
     return f"--{option.replace('_', '-')}"
 
 
-_FLAGS = {path: flag(name) for path, name in option_paths().items()}
+_OPTIONS = option_paths()
 _FIELD_PATH = re.compile(
-    r"(?<![\w./-])(" + "|".join(re.escape(path) for path in _FLAGS) + r")(?![\w.])"
+    r"(?<![\w./-])(" + "|".join(re.escape(path) for path in _OPTIONS) + r")(?![\w.])"
 )
 
 
-def flags_for_fields(message: str) -> str:
-    """``message`` with every config field path replaced by its option (``optim.lr`` ->
-    ``--lr``)."""
-    return _FIELD_PATH.sub(lambda match: _FLAGS[match.group(1)], message)
+def flags_for_fields(message: str, spell: Callable[[str], str] = flag) -> str:
+    """``message`` with every config field path replaced by its option as ``spell`` writes it
+    (``optim.lr`` -> ``--lr``; ``spell=str``: the flat option name ``lr``)."""
+    return _FIELD_PATH.sub(lambda match: spell(_OPTIONS[match.group(1)]), message)
 
 
 def _recipe_defaults(section: str, name: str) -> str:
@@ -138,17 +138,17 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 @contextlib.contextmanager
-def options_in_errors() -> Iterator[None]:
+def options_in_errors(spell: Callable[[str], str] = flag) -> Iterator[None]:
     """Within this context, library errors and the log messages of the root logger's handlers
-    name options instead of config fields."""
+    name options (as ``spell`` writes them) instead of config fields."""
     handlers = logging.getLogger().handlers
-    fields_to_flags = _FlagsFilter()
+    fields_to_flags = _FlagsFilter(spell)
     for handler in handlers:
         handler.addFilter(fields_to_flags)
     try:
         yield
     except ShiftwiseError as error:
-        raise type(error)(flags_for_fields(str(error))) from None
+        raise type(error)(flags_for_fields(str(error), spell)) from None
     finally:
         for handler in handlers:
             handler.removeFilter(fields_to_flags)
@@ -157,8 +157,12 @@ def options_in_errors() -> Iterator[None]:
 class _FlagsFilter(logging.Filter):
     """Rewrites config field paths in a record's message to options."""
 
+    def __init__(self, spell: Callable[[str], str]) -> None:
+        super().__init__()
+        self.spell = spell
+
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = flags_for_fields(record.getMessage()), None
+        record.msg, record.args = flags_for_fields(record.getMessage(), self.spell), None
         return True
 
 

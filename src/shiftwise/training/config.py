@@ -419,7 +419,9 @@ def config_from_options(options: Mapping[str, Any]) -> TrainConfig:
             )
             name = new
         if name not in _BY_OPTION:
-            raise UsageError(f"{name}: not a training option, expected one of {sorted(_BY_OPTION)}")
+            raise UsageError(
+                f"{name}: unknown training option, expected one of {sorted(_BY_OPTION)}"
+            )
         f = _BY_OPTION[name]
         values.setdefault(f.section, {})[f.name] = value
     return validate(_with_values(TrainConfig(), values), devices=False)
