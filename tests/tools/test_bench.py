@@ -449,6 +449,25 @@ def test_training_and_inference_calls_on_a_tiny_model(targets):
     assert out.shape == (2, 3) and not out.requires_grad
 
 
+def test_training_call_goes_through_the_given_forward(targets):
+    """The compiled form is called, and used as given (``OptimizedModule`` has no ``bool``)."""
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+
+    class Forward:  # stands for torch.compile(model)
+        calls = 0
+
+        def __call__(self, x):
+            Forward.calls += 1
+            return model(x)
+
+        def __len__(self):
+            raise TypeError("no len()")
+
+    shape = targets.script.Shape(2, 2, in_chans=1, num_classes=3, channels_last=False)
+    targets.script.training_call(model, shape, Forward())()
+    assert Forward.calls == 1
+
+
 def test_time_row_leaves_out_a_failing_variant_and_records_the_load(targets):
     calls = []
 
