@@ -182,15 +182,22 @@ def _other_cpu_text(value: float | None) -> str:
 
 
 def run_summary(name: str, payload: Mapping[str, Any]) -> str:
-    """One line saying what a run measured: code, versions, threads, load at its start."""
+    """One line saying what a run measured: code, versions, threads, load at its start, and
+    how many load warnings it gave."""
     env = payload.get("environment", {})
     commit = (env.get("commit") or "unknown")[:7] + (" (dirty)" if env.get("dirty") else "")
-    return (
-        f"- **{name}**: shiftwise {commit} from `{env.get('shiftwise_file', '?')}`, "
-        f"torch {env.get('torch', '?')}, {env.get('threads', '?')} threads, "
-        f"{env.get('date', '?')}, load average at the start {_load_text(env.get('load_average'))}"
-        f"{', quick' if payload.get('settings', {}).get('quick') else ''}"
-    )
+    parts = [
+        f"- **{name}**: shiftwise {commit} from `{env.get('shiftwise_file', '?')}`",
+        f"torch {env.get('torch', '?')}",
+        f"{env.get('threads', '?')} threads",
+        str(env.get("date", "?")),
+        f"load average at the start {_load_text(env.get('load_average'))}",
+    ]
+    if payload.get("settings", {}).get("quick"):
+        parts.append("quick")
+    if payload.get("warnings"):
+        parts.append(f"**{len(payload['warnings'])} load warnings**")
+    return ", ".join(parts)
 
 
 def render_table(runs: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
@@ -221,7 +228,9 @@ def render_table(runs: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
         f"| row | {' | '.join(names)} |",
         f"|---|{'---|' * len(names)}",
     ]
-    row_names = list(dict.fromkeys(row for _, p in runs for row in p.get("rows", {})))
+    measured = {row for _, payload in runs for row in payload.get("rows", {})}
+    in_order = [*dict.fromkeys(figure.row for figure in FIGURES), *sorted(measured)]
+    row_names = [row for row in dict.fromkeys(in_order) if row in measured]
     for row in row_names:
         cells = []
         for _, payload in runs:

@@ -298,9 +298,9 @@ def _run_payload(commit: str, ratios: dict, load: list, other: float | None) -> 
 def test_compare_table_renders_both_runs_targets_and_loads(targets):
     before = _run_payload(
         "ea92dc5aaaa",
-        {
-            ("deploy_b1", "eager:sw/convnext"): {"median": 0.75, "q1": 0.7, "q3": 0.8},
+        {  # rows out of the table's order
             ("train_memory", "memory:sw/convnext"): {"median": 1.43},
+            ("deploy_b1", "eager:sw/convnext"): {"median": 0.75, "q1": 0.7, "q3": 0.8},
         },
         [0.12, 0.2, 0.3],
         0.05,
@@ -315,6 +315,7 @@ def test_compare_table_renders_both_runs_targets_and_loads(targets):
         [0.25, 0.2, 0.3],
         None,
     )
+    before["warnings"] = ["deploy_b1: other processes kept ...", "train_memory: ..."]
     table = targets.report.render_table([("before", before), ("after", after)])
     lines = table.splitlines()
     assert "| figure | before | after | target | met? |" in lines
@@ -337,8 +338,12 @@ def test_compare_table_renders_both_runs_targets_and_loads(targets):
         and "load average at the start 0.12 / 0.20 / 0.30" in line
         for line in lines
     )
-    assert "| deploy_b1 | 0.12 → 2.00, other 0.05 | 0.25 → 2.00, other — |" in lines
-    assert "| train_memory | 0.12 → 2.00, other 0.05 | 0.25 → 2.00, other — |" in lines
+    assert lines[0].endswith(", **2 load warnings**") and "warnings" not in lines[1]
+    load_rows = lines[lines.index("| row | before | after |") + 2 :]
+    assert load_rows == [  # in the order of the targets table
+        "| deploy_b1 | 0.12 → 2.00, other 0.05 | 0.25 → 2.00, other — |",
+        "| train_memory | 0.12 → 2.00, other 0.05 | 0.25 → 2.00, other — |",
+    ]
 
 
 def test_compare_command_prints_and_writes_the_table(targets, tmp_path, capsys):
