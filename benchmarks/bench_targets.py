@@ -9,7 +9,7 @@ Models: SW-T (``sw_tiny``), SLaK-T (``slak_tiny``) and, as references, timm's ow
 a two-op ``torchvision`` schema shim, as in the tests). Without timm the reference is our
 ``convnext_tiny`` and V2-T is skipped; the JSON says which.
 
-Rows (``--rows``):
+Rows (``--rows``, default all but ``train_224_compile``):
 
 * ``deploy_b1``, ``deploy_b8``: inference at 224 px, batch 1 / 8, 1000 classes. Every model
   is ``shiftwise.reparameterize``-d once, in eval mode, channels-last weights and input, no
@@ -17,11 +17,12 @@ Rows (``--rows``):
   that module, default mode, one compilation per batch size) and ``onnxruntime`` (the module
   exported by ``shiftwise.tools.export.export_onnx``, one file per model with a dynamic batch,
   ``ORT_ENABLE_ALL``, ``--threads`` intra-op threads, sequential).
-* ``train_224``, ``train_128``: one training step at batch 8 (forward, cross-entropy,
+* ``train_128``, ``train_224``: one training step at batch 8 (forward, cross-entropy,
   backward, AdamW step, gradients set to ``None``), channels-last, train mode, no activation
-  checkpointing beyond what a model does by itself; ``eager`` for all four models,
-  ``compile`` (``torch.compile`` of the model; loss, backward and AdamW eager) for SW-T and
-  ConvNeXt-T.
+  checkpointing beyond what a model does by itself; ``eager`` for all four models and, at
+  128 px, ``compile`` (``torch.compile`` of the model; loss, backward and AdamW eager) for
+  SW-T and ConvNeXt-T. ``train_224_compile``: the compiled step at 224 px, only when asked
+  for (``--rows``): compiling SW-T's training step takes minutes at each input size.
 * ``train_atto_demo``, ``train_atto_fmnist``: the training step of ``sw_atto``,
   ``slak_atto`` and our ``convnext_atto`` as ``shiftwise train`` runs it on the bundled data
   set (``shiftwise demo``: 64 px, 1 channel, 4 classes) and on Fashion-MNIST (28 px images
@@ -86,24 +87,27 @@ logger = logging.getLogger("bench_targets")
 
 RESULTS = Path(__file__).parent / "results"
 RUNTIMES = ("eager", "compile", "onnxruntime")
-# in the order measured: the JSON is written after each row, and the costliest (two training
-# compilations of SW-T at 224 px) comes last
+# in the order measured (the JSON is written after each row)
 ROWS = (
     "deploy_b1",
     "deploy_b8",
     "train_128",
+    "train_224",
     "train_atto_demo",
     "train_atto_fmnist",
     "train_memory",
-    "train_224",
+    "train_224_compile",
 )
+# train_224_compile only on demand: compiling SW-T's training step takes minutes at each size
+DEFAULT_ROWS = ROWS[:-1]
 REPEATS = {
-    "deploy_b1": 9,
+    "deploy_b1": 7,
     "deploy_b8": 5,
+    "train_128": 5,
     "train_224": 5,
-    "train_128": 7,
-    "train_atto_demo": 9,
-    "train_atto_fmnist": 9,
+    "train_atto_demo": 7,
+    "train_atto_fmnist": 7,
+    "train_224_compile": 5,
 }
 QUICK_REPEATS = 3
 WARMUP_CALLS = 2  # untimed calls per variant: the first compiles, the second runs compiled
@@ -140,7 +144,11 @@ class Shape:
 
 
 DEPLOY_SIZE = 224
-TRAIN_SHAPES = {"train_224": Shape(8, 224), "train_128": Shape(8, 128)}
+TRAIN_ROWS = {  # row: (shape, the runtimes it times)
+    "train_128": (Shape(8, 128), ("eager", "compile")),
+    "train_224": (Shape(8, 224), ("eager",)),
+    "train_224_compile": (Shape(8, 224), ("compile",)),
+}
 # shiftwise train's view of the two real-data runs (src/shiftwise/data, training/recipe.py):
 # bundled 64 px / Fashion-MNIST resized to 32 px, 1 channel (the CPU recipe has no RandAugment,
 # which would need 3), the CPU recipe's batch 64 and label smoothing 0.1, width factor 0.5.
@@ -272,8 +280,10 @@ def time_row(
     record: dict[str, Any] = {"shape": dataclasses.asdict(shape), "repeats": repeats}
     record["errors"] = errors
     logger.info("  timing %d variants x %d rounds", len(variants), repeats)
+    stats = {}
     with recording_other_cpu(record):
-        stats = measure_interleaved(variants, torch.device("cpu"), repeats=repeats, warmup=0)
+        if variants:  # none: every variant failed, or the row's runtimes were not asked for
+            stats = measure_interleaved(variants, torch.device("cpu"), repeats=repeats, warmup=0)
     record["step"] = {name: stat.to_dict() for name, stat in stats.items()}
     record["images_per_s"] = {name: shape.batch / stat.median for name, stat in stats.items()}
     record["ratios"] = pairwise_ratios(stats)
@@ -346,22 +356,33 @@ def measure_deploy(
             record = begin_row()
 
 
+def compiled_training_call(model: nn.Module, shape: Shape) -> Callable[[], object]:
+    """:func:`training_call` through ``torch.compile(model)`` (loss, backward, AdamW eager)."""
+    return training_call(model, shape, torch.compile(model))
+
+
 def measure_training(row: str, runtimes: list[str], repeats: int) -> dict[str, Any]:
-    """A T-size training-step row (``train_224`` / ``train_128``)."""
-    shape = TRAIN_SHAPES[row]
+    """A T-size training-step row of :data:`TRAIN_ROWS`, in its runtimes among ``runtimes``
+    (compiled: the models of :data:`COMPILED_TRAINING` only)."""
+    shape, row_runtimes = TRAIN_ROWS[row]
     record = begin_row()
     logger.info("%s: training step %d px, batch %d", row, shape.image_size, shape.batch)
+    wanted = [
+        (runtime, key)
+        for runtime in row_runtimes
+        if runtime in runtimes
+        for key in tiny_keys()
+        if runtime == "eager" or key in COMPILED_TRAINING
+    ]
     models = {
-        key: build_tiny(key).train().to(memory_format=torch.channels_last) for key in tiny_keys()
+        key: build_tiny(key).train().to(memory_format=torch.channels_last)
+        for key in dict.fromkeys(key for _, key in wanted)
     }
-    builders = {}
-    for key, model in models.items():
-        if "eager" in runtimes:
-            builders[variant("eager", key)] = functools.partial(training_call, model, shape)
-        if "compile" in runtimes and key in COMPILED_TRAINING:
-            builders[variant("compile", key)] = functools.partial(
-                lambda m: training_call(m, shape, torch.compile(m)), model
-            )
+    step = {"eager": training_call, "compile": compiled_training_call}
+    builders = {
+        variant(runtime, key): functools.partial(step[runtime], models[key], shape)
+        for runtime, key in wanted
+    }
     record |= time_row(builders, shape, repeats)
     return record
 
@@ -505,7 +526,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if deploy_rows:
         measure_deploy(deploy_rows, config["runtimes"], config["repeats"], args.threads, done)
     for row in rows:
-        if row in TRAIN_SHAPES:
+        if row in TRAIN_ROWS:
             done(row, measure_training(row, config["runtimes"], config["repeats"][row]))
         elif row in ATTO_SHAPES:
             done(row, measure_atto(row, config["repeats"][row], args.atto_channels_last))
@@ -531,7 +552,13 @@ def compare(before: Path, after: Path, out: Path) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2, help="torch and onnxruntime threads")
-    parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS))
+    parser.add_argument(
+        "--rows",
+        nargs="+",
+        choices=ROWS,
+        default=list(DEFAULT_ROWS),
+        help="default: all but train_224_compile",
+    )
     parser.add_argument(
         "--runtimes",
         nargs="+",
