@@ -426,13 +426,19 @@ def measure_memory(threads: int) -> dict[str, Any]:
     """Peak training memory of SW-T and ConvNeXt-T (224 px, batch 8), one subprocess each."""
     record = begin_row()
     logger.info("train_memory: peak training memory 224 px, batch 8")
+    record["errors"], record["ratios"] = {}, {}
     with recording_other_cpu(record):
         for key in ("sw", "convnext"):
             command = [sys.executable, __file__, "--memory-child", key, "--threads", str(threads)]
-            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-            record[key] = json.loads(output.strip().splitlines()[-1])
-    ratio = record["sw"]["process_peak_bytes"] / record["convnext"]["process_peak_bytes"]
-    record["ratios"] = {"memory:sw/convnext": {"median": ratio}}
+            child = subprocess.run(command, capture_output=True, text=True)
+            if child.returncode != 0:
+                record["errors"][key] = child.stderr[-1000:]
+                logger.warning("  memory of %s failed: %s", key, child.stderr.strip()[-200:])
+                continue
+            record[key] = json.loads(child.stdout.strip().splitlines()[-1])
+    if not record["errors"]:
+        ratio = record["sw"]["process_peak_bytes"] / record["convnext"]["process_peak_bytes"]
+        record["ratios"]["memory:sw/convnext"] = {"median": ratio}
     return record
 
 
