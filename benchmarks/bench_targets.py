@@ -387,20 +387,21 @@ def measure_training(row: str, runtimes: list[str], repeats: int) -> dict[str, A
     return record
 
 
+def atto_training_call(key: str, shape: Shape) -> Callable[[], object]:
+    """The training step of atto model ``key`` on ``shape``, weights in the input's layout."""
+    layout = torch.channels_last if shape.channels_last else torch.contiguous_format
+    return training_call(build_atto(key, shape).train().to(memory_format=layout), shape)
+
+
 def measure_atto(row: str, repeats: int, channels_last: bool) -> dict[str, Any]:
     """An atto training-step row at the demo's or the Fashion-MNIST run's shapes (eager)."""
     shape = ATTO_SHAPES[row]
     if channels_last:
         shape = dataclasses.replace(shape, channels_last=True)
-    layout = torch.channels_last if channels_last else torch.contiguous_format
     record = begin_row()
     logger.info("%s: atto training step %d px, batch %d", row, shape.image_size, shape.batch)
     builders = {
-        variant("eager", key): functools.partial(
-            lambda k: training_call(build_atto(k, shape).train().to(memory_format=layout), shape),
-            key,
-        )
-        for key in ATTO
+        variant("eager", key): functools.partial(atto_training_call, key, shape) for key in ATTO
     }
     record |= time_row(builders, shape, repeats)
     record["models"] = {key: f"shiftwise {name}" for key, name in ATTO.items()}
