@@ -128,12 +128,16 @@ def test_atomic_write_uses_the_umask_and_leaves_no_temp(tmp_path: Path, umask: i
 
 def test_clean_run_directory_removes_interrupted_writes_only(tmp_path: Path) -> None:
     _, path = _atto_weights(tmp_path)
-    (tmp_path / ".checkpoint.pt.123-abcd.tmp").write_bytes(b"")
-    (tmp_path / ".weights-e0001-s00000004.safetensors.9-ff.tmp").write_bytes(b"x" * 100)
+    (tmp_path / ".checkpoint.pt.123-0123abcd.tmp").write_bytes(b"")
+    (tmp_path / ".weights-e0001-s00000004.safetensors.9-ffffffff.tmp").write_bytes(b"x" * 100)
     (tmp_path / "weights-e0001-s00000004.safetensors").write_bytes(b"orphan")
+    mine = {".notes.tmp": b"n", "weights-mine.safetensors": b"w", ".a.1-abcd.tmp": b"t"}
+    for name, data in mine.items():  # not named the way shiftwise names its files
+        (tmp_path / name).write_bytes(data)
     removed = swio.clean_run_directory(tmp_path)
     assert len(removed) == 3
-    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, *mine])
+    assert all((tmp_path / name).read_bytes() == data for name, data in mine.items())
 
 
 def _state_file(path: Path, inner: bytes) -> None:

@@ -12,7 +12,7 @@ import torch
 
 from shiftwise.data import BatchTransform, load_data
 from shiftwise.errors import UsageError
-from shiftwise.models.weights import model_from_weights
+from shiftwise.models.weights import model_from_weights, recorded_int
 from shiftwise.training.config import check_device
 from shiftwise.training.evaluation import evaluate_model, val_loader
 
@@ -66,12 +66,14 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
         flag="--checkpoint",
         defaults={"num_classes": bundle.num_classes, "in_chans": bundle.in_chans},
     )
-    if "num_classes" in metadata and int(metadata["num_classes"]) != bundle.num_classes:
+    classes = recorded_int(
+        metadata, "num_classes", bundle.num_classes, args.checkpoint, "--checkpoint"
+    )
+    if classes != bundle.num_classes:
         raise UsageError(
-            f"--data: {args.data!r} has {bundle.num_classes} classes, the checkpoint "
-            f"{metadata['num_classes']}"
+            f"--data: {args.data!r} has {bundle.num_classes} classes, the checkpoint {classes}"
         )
-    in_chans = int(metadata.get("in_chans", bundle.in_chans))
+    in_chans = recorded_int(metadata, "in_chans", bundle.in_chans, args.checkpoint, "--checkpoint")
     model.eval()
     if args.reparam:
         reparameterize(model)
@@ -79,7 +81,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
     # reorder of every dense conv weight per call.
     model.to(device=device, memory_format=torch.channels_last)
     transform = BatchTransform(
-        int(metadata.get("image_size", bundle.image_size)),
+        recorded_int(metadata, "image_size", bundle.image_size, args.checkpoint, "--checkpoint"),
         bundle.mean,
         bundle.std,
         bundle.num_classes,

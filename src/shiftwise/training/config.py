@@ -56,7 +56,10 @@ class TrainConfig:
     (default: the CPU recipe for ``*_atto`` models, the papers' otherwise).
     ``max_skipped_steps``: consecutive optimizer steps skipped for a non-finite loss or
     gradient before the run stops as diverged. ``max_bad_images``: share of unreadable
-    training images tolerated (skipped with a warning) before the run stops.
+    training images tolerated (skipped with a warning) before the run stops. These two,
+    ``val_limit`` and ``checkpoint_every`` are taken from the checkpoint when resuming and not
+    given (:mod:`shiftwise.training.resumed_options`, which has their defaults: 5, 0.01, all
+    images, 0 = only at epoch ends).
     ``allow_config_change``: let ``resume`` change what defines the run.
     """
 
@@ -99,10 +102,10 @@ class TrainConfig:
     val_limit: int | None = None
     workers: int | None = None
     device: str | None = None
-    checkpoint_every: int = 0
+    checkpoint_every: int | None = None
     progress: bool = True
-    max_skipped_steps: int = 5
-    max_bad_images: float = 0.01
+    max_skipped_steps: int | None = None
+    max_bad_images: float | None = None
     allow_config_change: bool = False
 
 
