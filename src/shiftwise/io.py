@@ -35,7 +35,8 @@ files named the way shiftwise names them). Only regular files are read
 (:func:`read_regular_file`): a FIFO, device or socket is refused before it is opened. Every
 ``torch.load`` is ``weights_only=True`` with an explicit allow-list of harmless globals
 (:data:`SAFE_GLOBALS`); a pickle that needs anything else is refused with
-:class:`~shiftwise.errors.UnsafeFileError` naming the global. Non-finite weights are never written (:class:`~shiftwise.errors.DivergedError`).
+:class:`~shiftwise.errors.UnsafeFileError` naming the global. Non-finite weights are never
+written (:class:`~shiftwise.errors.DivergedError`).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import torch
 from shiftwise.data import BatchTransform, load_data
 from shiftwise.errors import UsageError
 from shiftwise.models.weights import model_from_weights, recorded_int
-from shiftwise.training.config import check_device
+from shiftwise.training.config import MIN_IMAGE_SIZE, check_device
 from shiftwise.training.evaluation import evaluate_model, val_loader
 
 __all__ = ["evaluate_checkpoint", "register", "run"]
@@ -57,6 +57,11 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UsageError(f"--{name.replace('_', '-')}: expected an integer >= 1, got {value}")
+    if args.image_size is not None and args.image_size < MIN_IMAGE_SIZE:
+        raise UsageError(
+            f"--image-size: the models reduce their input {MIN_IMAGE_SIZE} times, expected at "
+            f"least {MIN_IMAGE_SIZE}, got {args.image_size}"
+        )
     device = check_device(args.device)
     bundle = load_data(args.data, image_size=args.image_size, data_dir=args.data_dir)
     model, metadata = model_from_weights(

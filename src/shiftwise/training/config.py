@@ -182,6 +182,7 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "prune_rate": (0, 1, False),
     "max_skipped_steps": (1, math.inf, False),
     "max_bad_images": (0, 1, True),
+    "seed": (0, 2**63 - 1, False),
 }
 _POSITIVE = ("lr", "width_factor", "density", "crop_scale")  # 0 excluded
 _CHOICES = {
@@ -193,6 +194,8 @@ _CHOICES = {
 
 def _check_range(name: str, value: float) -> None:
     low, high, exclusive = _RANGES[name]
+    if not math.isfinite(value):
+        raise UsageError(f"{flag(name)}: expected a finite value, got {value}")
     positive = name in _POSITIVE
     inside = (value > low if positive else value >= low) and (
         value < high if exclusive else value <= high
@@ -203,9 +206,7 @@ def _check_range(name: str, value: float) -> None:
         kind = "an integer" if isinstance(value, int) else "a value"
         expected = f"{kind} {'>' if positive else '>='} {low:g}"
     else:
-        expected = (
-            f"a value in {'(' if positive else '['}{low:g}, {high:g}{')' if exclusive else ']'}"
-        )
+        expected = f"a value in {'(' if positive else '['}{low:g}, {high if isinstance(high, int) else format(high, 'g')}{')' if exclusive else ']'}"
     raise UsageError(f"{flag(name)}: expected {expected}, got {value}")
 
 
@@ -228,6 +229,10 @@ def validate(config: TrainConfig) -> None:
         value = getattr(config, name)
         if value is not None:
             _check_range(name, value)
+    if config.width_factor is not None:
+        from shiftwise.models.registry import check_width_factor
+
+        check_width_factor(config.model or DEFAULT_MODEL, config.width_factor, flag("width_factor"))
     if config.image_size is not None and config.image_size < MIN_IMAGE_SIZE:
         raise UsageError(
             f"--image-size: the models reduce their input {MIN_IMAGE_SIZE} times, expected "
@@ -321,4 +326,9 @@ def resolve(config: TrainConfig, saved: dict[str, Any] | None = None) -> RunSpec
             values[name] = new
         if saved is not None and new != old:
             changes.append(f"{flag(name)}: {old} -> {new}")
+    if recipe.min_lr > recipe.lr:
+        raise UsageError(
+            f"{flag('min_lr')}: expected a value <= the learning rate {recipe.lr:g}, "
+            f"got {recipe.min_lr:g}"
+        )
     return RunSpec(**values, recipe=recipe, changes=changes)
