@@ -206,7 +206,8 @@ def _check_range(name: str, value: float) -> None:
         kind = "an integer" if isinstance(value, int) else "a value"
         expected = f"{kind} {'>' if positive else '>='} {low:g}"
     else:
-        expected = f"a value in {'(' if positive else '['}{low:g}, {high if isinstance(high, int) else format(high, 'g')}{')' if exclusive else ']'}"
+        top = high if isinstance(high, int) else format(high, "g")
+        expected = f"a value in {'(' if positive else '['}{low:g}, {top}{')' if exclusive else ']'}"
     raise UsageError(f"{flag(name)}: expected {expected}, got {value}")
 
 
