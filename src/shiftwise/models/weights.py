@@ -23,6 +23,7 @@ from torch.utils._device import _device_constructors
 from shiftwise.errors import CheckpointError, UsageError
 from shiftwise.io import check_state_dict, read_weights, save_weights
 from shiftwise.models.registry import MODEL_CONFIGS, create_model, list_models
+from shiftwise.models.reparam import reparameterize
 
 __all__ = [
     "ARCHITECTURE_KWARGS",
@@ -42,7 +43,8 @@ def save_checkpoint(
 
     ``metadata`` may name the ``model`` and its ``num_classes`` / ``in_chans`` /
     ``width_factor`` (for a module they are read from it); they are recorded so the file
-    rebuilds its model. Returns ``path``.
+    rebuilds its model. A re-parameterised module is recorded as ``form="deployed"``, which
+    :func:`model_from_weights` re-parameterises before loading. Returns ``path``.
     """
     meta = dict(metadata or {})
     kwargs = {k: meta.pop(k) for k in ("num_classes", "in_chans", "width_factor") if k in meta}
@@ -53,8 +55,17 @@ def save_checkpoint(
         name = name or (getattr(module, "pretrained_cfg", None) or {}).get("architecture")
         kwargs = {**_module_kwargs(module, name), **kwargs}
         state_dict = module.state_dict()
+        if name in MODEL_CONFIGS and _is_deployed(name, kwargs, state_dict):
+            meta["form"] = "deployed"
     save_weights(state_dict, path, model=name, model_kwargs=kwargs, metadata=meta)
     return Path(path)
+
+
+def _is_deployed(name: str, kwargs: Mapping[str, Any], state_dict: Mapping[str, Any]) -> bool:
+    """Whether ``state_dict`` has other keys than model ``name``'s training form."""
+    with _LargeTensorsOnMeta(_META_ELEMENTS):
+        training = create_model(name, **kwargs)
+    return set(training.state_dict()) != set(state_dict)
 
 
 def _module_kwargs(module: nn.Module, name: str | None) -> dict[str, Any]:
@@ -185,7 +196,12 @@ class _LargeTensorsOnMeta(TorchFunctionMode):
 
 
 def _check_architecture(
-    name: str, kwargs: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], path, flag: str
+    name: str,
+    kwargs: Mapping[str, Any],
+    tensors: Mapping[str, torch.Tensor],
+    path,
+    flag: str,
+    exact: bool = True,
 ) -> None:
     """Check the file's tensors against model ``name`` built with ``kwargs`` before anything
     large is allocated: a lower bound of the model's parameters (every block's MLP holds at
@@ -203,6 +219,8 @@ def _check_architecture(
             f"with stage widths {dims} has more than {at_least} parameters, the file holds "
             f"{held} values)"
         )
+    if not exact:
+        return
     try:
         with _LargeTensorsOnMeta(_META_ELEMENTS):
             skeleton = create_model(name, **kwargs)
@@ -244,7 +262,11 @@ def model_from_weights(
     kwargs: dict[str, Any] = dict(defaults or {})
     kwargs.update(architecture_kwargs(metadata, path, flag))
     kwargs.update({key: value for key, value in overrides.items() if value is not None})
-    _check_architecture(name, kwargs, tensors, path, flag)
+    deployed = metadata.get("form") == "deployed"
+    _check_architecture(name, kwargs, tensors, path, flag, exact=not deployed)
     model = create_model(name, **kwargs)
+    if deployed:  # the file holds the re-parameterised form: check it after reparameterize
+        model = reparameterize(model.eval())
+        check_state_dict(model, tensors, source=f"{flag} {str(path)!r}")
     model.load_state_dict(tensors, strict=True)
     return model, metadata
