@@ -76,6 +76,10 @@ BAD_TRAIN_ARGS = [
     (["--max-bad-images", "1"], "--max-bad-images: expected a value in [0, 1), got 1.0"),
     (["--model", "resnet50"], "--model: unknown model 'resnet50'"),
     (["--output", "FILE/sub"], "--output: cannot write to"),
+    (["--seed", "99999999999999999999999"], "--seed: expected a value in [0, 9223372036854775807]"),
+    (["--width-factor", "1e-9"], "--width-factor: slak_atto needs a width factor >="),
+    (["--lr", "inf"], "--lr: expected a finite value, got inf"),
+    (["--min-lr", "0.1", "--lr", "0.01"], "--min-lr: expected a value <= the learning rate 0.01"),
 ]
 if not torch.cuda.is_available():
     BAD_TRAIN_ARGS.append(
