@@ -110,7 +110,8 @@ def claim_run_directory(
     if path.exists() and not path.is_dir():
         raise UsageError(f"{option}: {str(path)!r} exists and is not a directory")
     if not created and not _is_owned(path):
-        found = sorted(p.name for p in path.iterdir() if p.name != LOCK_NAME)
+        # (the lock file, or a manifest's temporary file: a claim killed half-way)
+        found = sorted(p.name for p in path.iterdir() if not p.name.startswith(".shiftwise-run."))
         legacy = resuming and (path / STATE_NAME).is_file()
         if found and not legacy:
             more = f" and {len(found) - 1} more" if len(found) > 1 else ""
