@@ -624,7 +624,7 @@ def _referenced_files(path: Path) -> set[str]:
     return {entry["file"] for entry in state["weights"].values()}
 
 
-def load_training_state(path: str | os.PathLike, flag: str = "--resume") -> dict[str, Any]:
+def load_training_state(path: str | os.PathLike, flag: str = "path") -> dict[str, Any]:
     """The state of the ``checkpoint.pt`` at ``path`` with its weights, all verified.
 
     Adds ``"path"`` (the state file), ``"tensors"`` (``{"model": state_dict, "ema": ...}``)
@@ -649,7 +649,7 @@ def load_training_state(path: str | os.PathLike, flag: str = "--resume") -> dict
     return {**state, "path": str(path), "tensors": tensors, "weights_metadata": metadata}
 
 
-def find_resumable(path: str | os.PathLike, flag: str = "--resume") -> dict[str, Any]:
+def find_resumable(path: str | os.PathLike, flag: str = "path") -> dict[str, Any]:
     """The newest checkpoint under ``path`` that verifies (see :func:`load_training_state`).
 
     ``path`` is a state file (it must verify) or a run directory: ``checkpoint.pt`` is tried
