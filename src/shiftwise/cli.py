@@ -32,6 +32,7 @@ TOOL_MODULES = (
     "shiftwise.tools.bench",
     "shiftwise.tools.erf",
     "shiftwise.tools.export",
+    "shiftwise.tools.study",
 )
 
 EPILOG = (

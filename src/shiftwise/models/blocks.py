@@ -18,8 +18,8 @@ from torch import nn
 from shiftwise.layers.conv_bn import bn_scale_shift
 from shiftwise.layers.interface import LargeKernelOperator
 from shiftwise.layers.shiftwise_conv import ShiftWiseConv2d
-from shiftwise.models.recompute import recompute_elementwise
 from shiftwise.models.tokens import channel_tokens, linear_tokens, tokens_to_channels_first
+from shiftwise.ops.grn_mlp import gelu_grn_linear
 
 # Leaf of torch.fx symbolic tracing: it picks where to fold the affine from the token count.
 torch.fx.wrap("linear_tokens")
@@ -205,17 +205,9 @@ class ShiftWiseBlock(nn.Module):
         if self.norm2 is None:
             return self._deployed_forward(x)
         y = self.se(self.norm(self.conv_dw(x))).permute(0, 2, 3, 1)
-        y = recompute_elementwise(self._mlp_tail, self.fc1(y)).permute(0, 3, 1, 2)
-        y = self.norm2(y) * self.gamma.reshape(1, -1, 1, 1)
+        y = gelu_grn_linear(self.fc1(y), self.grn.gamma, self.grn.beta, self.fc2.weight)
+        y = self.norm2(y.permute(0, 3, 1, 2)) * self.gamma.reshape(1, -1, 1, 1)
         return x + self.drop_path(y)
-
-    def _mlp_tail(self, hidden: torch.Tensor) -> torch.Tensor:
-        """``fc2(GRN(GELU(hidden)))``, ``[B, H, W, 4C] -> [B, H, W, C]``.
-
-        Run by :func:`~shiftwise.models.recompute.recompute_elementwise` in training: its
-        backward keeps ``hidden`` only (not the GELU and GRN outputs) and recomputes them.
-        """
-        return self.fc2(self.grn(self.act(hidden)))
 
     def _deployed_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Eval forward with ``norm``, SE and GRN folded into per-sample MLP weights.
