@@ -126,14 +126,20 @@ def _check_value(key: str, kind: str, value: Any, path: Path, flag: str) -> Any:
         raise _bad(path, flag, f"{key} must be a list of 4 integers >= 1, got {value!r}")
     if kind == "str" and not isinstance(value, str):
         raise _bad(path, flag, f"{key} must be a string, got {value!r}")
-    if kind == "dict":
-        plain = (str, int, float, bool, type(None))
-        if not isinstance(value, dict) or not all(
-            isinstance(v, plain) and not (isinstance(v, float) and not math.isfinite(v))
-            for v in value.values()
-        ):
-            raise _bad(path, flag, f"{key} must map names to finite plain values, got {value!r}")
+    if kind == "dict" and not (
+        isinstance(value, dict) and all(_is_plain(v) for v in value.values())
+    ):
+        raise _bad(path, flag, f"{key} must map names to finite plain values, got {value!r}")
     return value
+
+
+def _is_plain(value: Any) -> bool:
+    """A string, finite number, bool, ``None`` or a list of those (JSON without objects)."""
+    if isinstance(value, list):
+        return all(_is_plain(item) for item in value)
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, str | int | bool | type(None))
 
 
 def architecture_kwargs(metadata: Mapping[str, str], path: Path, flag: str) -> dict[str, Any]:
