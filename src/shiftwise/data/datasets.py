@@ -93,7 +93,7 @@ class ImageFolderDataset(Dataset):
         for label, name in enumerate(self.classes):
             files = _image_entries(root / name)
             if not files and not allow_empty:
-                raise UsageError(
+                raise MissingFileError(
                     f"class folder {str(root / name)!r} holds no images (expected "
                     f"{', '.join(IMAGE_EXTENSIONS)}); remove it or add images"
                 )
