@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 from torch.autograd.graph import saved_tensors_hooks
+from torch.utils.flop_counter import FlopCounterMode
 
 from shiftwise.layers.conv_bn import track_batch_statistics
 from shiftwise.ops.conv_bn_sum import conv_bn_sum, conv_bn_sum_op
@@ -131,3 +132,17 @@ def test_saves_the_input_not_the_branch_outputs(flip):
     with saved_tensors_hooks(pack, lambda tensor: tensor):
         _fused(x, kernels, paddings, [flip, False, False], norms).sum().backward()
     assert saved == {x.untyped_storage().data_ptr()}
+
+
+def test_flop_counter_counts_the_convolutions():
+    kernels, norms = _case(2, [(3, 7), (7, 3), (3, 3)])
+    x = torch.randn(2, CHANNELS, 6, 8, dtype=torch.float64)
+    paddings = [(1, 1, 3, 3), (3, 3, 1, 1), (1, 1, 1, 1)]
+    counts = []
+    for forward in (_fused, _reference):
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            forward(x, kernels, paddings, [True, False, False], copy.deepcopy(norms))
+        counts.append(counter.get_flop_counts()["Global"])
+    conv = torch.ops.aten.convolution
+    assert counts[0][torch.ops.shiftwise.conv_bn_sum] == counts[1][conv] == 2 * 2 * 5 * 48 * 51

@@ -296,7 +296,8 @@ class ShiftWiseConv2d(LargeKernelOperator):
 
         The wide horizontal strip runs as a tall conv on transposed data when autograd will
         differentiate it on CPU (:func:`~shiftwise.ops.oriented_conv.transpose_pays`). With
-        training-mode BNs (outside autocast) the branches, BNs and residual run as the one
+        training-mode BNs (outside autocast; a BN in eval mode, e.g. ``norm_eval``, runs op by op)
+        the branches, BNs and residual run as the one
         op :func:`~shiftwise.ops.conv_bn_sum.conv_bn_sum`, which keeps only ``x_rep`` for
         the backward instead of the three branch outputs.
         """
@@ -308,7 +309,11 @@ class ShiftWiseConv2d(LargeKernelOperator):
         paddings = (pad_h, pad_v, (self.small_kernel // 2,) * 4)
         transposed = (transpose_pays(x_rep, kernels[0], grad_needed(x_rep, pieces)), False, False)
         norms = (self.bn_h, self.bn_v, self.bn_identity)
-        if self.bn_h is not None and self.training and not is_autocast(self.device.type):
+        if (
+            self.bn_h is not None
+            and all(n.training for n in norms)
+            and not is_autocast(self.device.type)
+        ):
             out, means, invstds = conv_bn_sum(
                 x_rep,
                 kernels,

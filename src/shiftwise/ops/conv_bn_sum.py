@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import register_flop_formula
 
 from shiftwise.ops.oriented_conv import conv_kernel
 
@@ -158,3 +159,12 @@ def _backward(ctx, grad: torch.Tensor, grad_statistics: torch.Tensor | None):
 
 
 conv_bn_sum_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+@register_flop_formula(torch.ops.shiftwise.conv_bn_sum)
+def _conv_bn_sum_flops(x_shape, kernel_shapes, *_, **__) -> int:
+    """FLOPs of the depthwise convolutions (``2 * B * C * H * W * kh * kw`` each, "same"
+    outputs), as ``FlopCounterMode`` counts a convolution."""
+    batch, channels, height, width = x_shape
+    taps = sum(shape[-2] * shape[-1] for shape in kernel_shapes)
+    return 2 * batch * channels * height * width * taps
