@@ -53,18 +53,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-limit", type=int, default=None, help="first N train images")
     parser.add_argument("--val-limit", type=int, default=None, help="first N val images")
     parser.add_argument(
-        "--checkpoint-every", type=int, default=0, help="also checkpoint every N steps"
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        help="also checkpoint every N steps (default 0: at epoch ends only)",
     )
     parser.add_argument(
         "--max-skipped-steps",
         type=int,
-        default=5,
+        default=None,
         help="stop as diverged after N consecutive non-finite steps (default 5)",
     )
     parser.add_argument(
         "--max-bad-images",
         type=float,
-        default=0.01,
+        default=None,
         help="share of unreadable training images skipped before stopping (default 0.01)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")

@@ -58,7 +58,10 @@ class TrainConfig:
     (default: the CPU recipe for ``*_atto`` models, the papers' otherwise).
     ``max_skipped_steps``: consecutive optimizer steps skipped for a non-finite loss or
     gradient before the run stops as diverged. ``max_bad_images``: share of unreadable
-    training images tolerated (skipped with a warning) before the run stops.
+    training images tolerated (skipped with a warning) before the run stops. These two,
+    ``val_limit`` and ``checkpoint_every`` are taken from the checkpoint when resuming and not
+    given (:mod:`shiftwise.training.resumed_options`, which has their defaults: 5, 0.01, all
+    images, 0 = only at epoch ends).
     ``allow_config_change``: let ``resume`` change what defines the run.
     ``model_kwargs``: extra :func:`~shiftwise.models.create_model` arguments (e.g.
     ``{"operator_kwargs": {"n_paths": 1}}``), recorded in the weights' metadata.
@@ -104,10 +107,10 @@ class TrainConfig:
     val_limit: int | None = None
     workers: int | None = None
     device: str | None = None
-    checkpoint_every: int = 0
+    checkpoint_every: int | None = None
     progress: bool = True
-    max_skipped_steps: int = 5
-    max_bad_images: float = 0.01
+    max_skipped_steps: int | None = None
+    max_bad_images: float | None = None
     allow_config_change: bool = False
 
 
@@ -186,6 +189,7 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "prune_rate": (0, 1, False),
     "max_skipped_steps": (1, math.inf, False),
     "max_bad_images": (0, 1, True),
+    "seed": (0, 2**63 - 1, False),
 }
 # create_model arguments that have their own option (or come from the data).
 _OWN_MODEL_ARGUMENTS = ("num_classes", "in_chans", "width_factor", "drop_path_rate")
@@ -199,6 +203,8 @@ _CHOICES = {
 
 def _check_range(name: str, value: float) -> None:
     low, high, exclusive = _RANGES[name]
+    if not math.isfinite(value):
+        raise UsageError(f"{flag(name)}: expected a finite value, got {value}")
     positive = name in _POSITIVE
     inside = (value > low if positive else value >= low) and (
         value < high if exclusive else value <= high
@@ -209,9 +215,8 @@ def _check_range(name: str, value: float) -> None:
         kind = "an integer" if isinstance(value, int) else "a value"
         expected = f"{kind} {'>' if positive else '>='} {low:g}"
     else:
-        expected = (
-            f"a value in {'(' if positive else '['}{low:g}, {high:g}{')' if exclusive else ']'}"
-        )
+        top = high if isinstance(high, int) else format(high, "g")
+        expected = f"a value in {'(' if positive else '['}{low:g}, {top}{')' if exclusive else ']'}"
     raise UsageError(f"{flag(name)}: expected {expected}, got {value}")
 
 
@@ -234,6 +239,10 @@ def validate(config: TrainConfig) -> None:
         value = getattr(config, name)
         if value is not None:
             _check_range(name, value)
+    if config.width_factor is not None:
+        from shiftwise.models.registry import check_width_factor
+
+        check_width_factor(config.model or DEFAULT_MODEL, config.width_factor, flag("width_factor"))
     if config.image_size is not None and config.image_size < MIN_IMAGE_SIZE:
         raise UsageError(
             f"--image-size: the models reduce their input {MIN_IMAGE_SIZE} times, expected "
@@ -357,4 +366,9 @@ def resolve(config: TrainConfig, saved: dict[str, Any] | None = None) -> RunSpec
             values[name] = new
         if saved is not None and new != old:
             changes.append(f"{flag(name)}: {old} -> {new}")
+    if recipe.min_lr > recipe.lr:
+        raise UsageError(
+            f"{flag('min_lr')}: expected a value <= the learning rate {recipe.lr:g}, "
+            f"got {recipe.min_lr:g}"
+        )
     return RunSpec(**values, recipe=recipe, changes=changes)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import random
 import time
@@ -59,12 +60,15 @@ from shiftwise.training.config import (
     TrainConfig,
     check_device,
     check_output_writable,
+    flag,
     resolve,
     validate,
 )
 from shiftwise.training.evaluation import evaluate_model, val_loader
 from shiftwise.training.log import TrainLog
 from shiftwise.training.recipe import Recipe
+from shiftwise.training.resumed_options import resumed_options, saved_options
+from shiftwise.training.run_directory import RunDirectory, claim_run_directory
 
 __all__ = ["EpochSampler", "TrainResult", "capture_rng", "restore_rng", "train"]
 
@@ -188,6 +192,7 @@ class _Run:
     skipped_total: int = 0
     bad_total: int = 0
     state_path: Path | None = None
+    directory: RunDirectory | None = None  # the claimed (locked) run directory, rank 0
 
 
 def capture_rng() -> dict[str, Any]:
@@ -296,7 +301,27 @@ def _setup(config: TrainConfig) -> _Run:
 
     validate(config)
     resume, spec = _resume_and_spec(config)
+    config = resumed_options(config, resume.get("options") if resume is not None else None)
     output = _output_dir(config, spec, resume)
+    # -- run directory ownership and lock (shiftwise.training.run_directory) --
+    directory = None
+    if os.environ.get("RANK", "0") == "0":
+        resuming_here = resume is not None and Path(resume["path"]).parent.resolve() == (
+            output.resolve()
+        )
+        directory = claim_run_directory(output, resuming=resuming_here, option=flag("output"))
+    try:
+        run = _build_run(config, resume, spec, output)
+    except BaseException:
+        if directory is not None:
+            directory.abandon()  # removes the directory again if this run created it
+        raise
+    run.directory = directory
+    return run
+
+
+def _build_run(config: TrainConfig, resume: dict | None, spec: RunSpec, output: Path) -> _Run:
+    """Read the data and build everything of a run in the claimed directory ``output``."""
     check_output_writable(output)
     device = check_device(config.device)
     bundle = load_data(spec.data, image_size=spec.image_size, data_dir=config.data_dir)
@@ -516,6 +541,7 @@ def _checkpoint(run: _Run, epoch: int, step_in_epoch: int) -> Path | None:
         "ema_n_averaged": int(run.ema.n_averaged.item()) if run.ema is not None else 0,
         "ranks": ranks,
         "run": run.spec.as_dict(),
+        "options": saved_options(run.config),
         "num_classes": run.bundle.num_classes,
     }
     return run.writer.save(
@@ -657,8 +683,8 @@ def _optimizer_step(run, step_loss, step_micro, buffers, saved_buffers, epoch, d
             raise DivergedError(
                 f"training diverged: {run.consecutive_skips} consecutive steps had a non-finite "
                 f"loss or gradient (epoch {epoch + 1}, step {done + 1}; --max-skipped-steps "
-                f"{run.config.max_skipped_steps}); the last good checkpoint in "
-                f"{str(run.output)!r} is untouched; try a lower --lr or --clip-grad"
+                f"{run.config.max_skipped_steps}); {run.writer.safe_on_disk()}; try a lower "
+                "--lr or --clip-grad"
             )
     run.optimizer.zero_grad(set_to_none=True)
     with warnings.catch_warnings():  # a skipped first step: "scheduler before optimizer"
@@ -721,9 +747,33 @@ def _val_count(run: _Run) -> int:
     return len(run.bundle.val) if limit is None else min(limit, len(run.bundle.val))
 
 
-def _save_final(run: _Run) -> Path:
+def _fail_diverged(run: _Run, val_loss: float) -> None:
+    """End a run whose last optimizer step was skipped or whose final validation loss is not
+    finite: its weights go to ``model-diverged.safetensors`` (when finite; never to
+    ``model.safetensors``) and :class:`DivergedError` is raised."""
+    if run.consecutive_skips > 0:
+        reason = f"its last {run.consecutive_skips} optimizer step(s) had a non-finite loss"
+    else:
+        reason = f"its final validation loss is {val_loss}"
+    kept = "nothing was written for them (they are not finite)"
+    if run.ctx.main:
+        if run.log.records:
+            run.log.plot()
+        try:
+            path = _save_final(run, "model-diverged.safetensors")
+            kept = f"they were written to {str(path)!r} for inspection"
+        except DivergedError:
+            pass
+    raise DivergedError(
+        f"training diverged: {reason}; the final weights are not saved as model.safetensors, "
+        f"{kept}; the checkpoints in {str(run.output)!r} are kept; try a lower --lr or "
+        "--clip-grad"
+    )
+
+
+def _save_final(run: _Run, name: str = "model.safetensors") -> Path:
     """``model.safetensors`` (and ``model-ema.safetensors``) of the finished run (rank 0)."""
-    final = run.output / "model.safetensors"
+    final = run.output / name
     if not run.ctx.main:
         return final
     weights = {"model": run.model.state_dict()}
@@ -757,6 +807,8 @@ def train(config: TrainConfig) -> TrainResult:
             dist.barrier()  # no rank tears the process group down while another still uses it
         return result
     finally:
+        if run.directory is not None:
+            run.directory.release()
         if run.ctx.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
 
@@ -766,12 +818,14 @@ def _train(run: _Run, started: float) -> TrainResult:
         _log_start(run)
     recipe = run.recipe
     metrics = ema_metrics = None
+    val_loss = math.nan
     for epoch in range(run.start_epoch, recipe.epochs):
         epoch_start = time.perf_counter()
         _train_epoch(run, epoch)
         record = _evaluate_epoch(run, epoch, epoch_start)
         run.totals = _EpochTotals()
         metrics = {"top1": record["val_top1"], "top5": record["val_top5"]}
+        val_loss = record["val_loss"]
         ema_metrics = {"top1": record["ema_top1"]} if "ema_top1" in record else None
         if run.ctx.main:  # log first: a run killed before the checkpoint repeats the epoch
             run.log.append(record)
@@ -790,10 +844,13 @@ def _train(run: _Run, started: float) -> TrainResult:
             )
     if metrics is None:  # resumed a finished run: evaluate what it holds
         metrics = evaluate_model(run.model, run.val, run.transform, run.device, recipe.amp)
+        val_loss = metrics["loss"]
         if run.ema is not None:
             ema_metrics = evaluate_model(
                 run.ema.module, run.val, run.transform, run.device, recipe.amp
             )
+    if run.consecutive_skips > 0 or not math.isfinite(val_loss):
+        _fail_diverged(run, val_loss)
     final = _save_final(run)
     if run.ctx.main and run.log.records:
         run.log.plot()
