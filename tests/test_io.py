@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import json
 import os
+import re
 import stat
 from io import BytesIO
 from pathlib import Path
@@ -13,11 +15,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save as save_safetensors
 
 from shiftwise import io as swio
 from shiftwise.cli import main
-from shiftwise.errors import CheckpointError, DivergedError, UnsafeFileError
-from shiftwise.models import create_model, load_checkpoint, model_from_weights, save_checkpoint
+from shiftwise.errors import CheckpointError, DivergedError, UnsafeFileError, UsageError, WriteError
+from shiftwise.models import (
+    create_model,
+    load_checkpoint,
+    model_from_weights,
+    reparameterize,
+    save_checkpoint,
+)
+from shiftwise.training.resume_writer import ResumePointWriter
 
 ATTO = {"num_classes": 10, "in_chans": 1, "width_factor": 0.25}
 
@@ -128,12 +138,16 @@ def test_atomic_write_uses_the_umask_and_leaves_no_temp(tmp_path: Path, umask: i
 
 def test_clean_run_directory_removes_interrupted_writes_only(tmp_path: Path) -> None:
     _, path = _atto_weights(tmp_path)
-    (tmp_path / ".checkpoint.pt.123-abcd.tmp").write_bytes(b"")
-    (tmp_path / ".weights-e0001-s00000004.safetensors.9-ff.tmp").write_bytes(b"x" * 100)
+    (tmp_path / ".checkpoint.pt.123-0123abcd.tmp").write_bytes(b"")
+    (tmp_path / ".weights-e0001-s00000004.safetensors.9-ffffffff.tmp").write_bytes(b"x" * 100)
     (tmp_path / "weights-e0001-s00000004.safetensors").write_bytes(b"orphan")
+    mine = {".notes.tmp": b"n", "weights-mine.safetensors": b"w", ".a.1-abcd.tmp": b"t"}
+    for name, data in mine.items():  # not named the way shiftwise names its files
+        (tmp_path / name).write_bytes(data)
     removed = swio.clean_run_directory(tmp_path)
     assert len(removed) == 3
-    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, *mine])
+    assert all((tmp_path / name).read_bytes() == data for name, data in mine.items())
 
 
 def _state_file(path: Path, inner: bytes) -> None:
@@ -240,3 +254,135 @@ def test_legacy_prefixed_files_still_load(tmp_path: Path) -> None:
         json.loads(swio.read_weights(tmp_path / "old.safetensors")[1].get("model_kwargs", "{}"))
         == {}
     )
+
+
+def test_checkpoint_writer_keeps_latest_and_previous(tmp_path: Path) -> None:
+    writer = ResumePointWriter(tmp_path, None)
+    for step in (1, 2, 3):
+        state = {"epoch": 0, "global_step": step}
+        tensors = {"model": {"w": torch.full((2,), float(step))}}
+        writer.save(tensors, state, model="slak_atto", model_kwargs={}, metadata={})
+    latest = swio.load_training_state(tmp_path / swio.STATE_NAME)
+    previous = swio.load_training_state(tmp_path / swio.PREVIOUS_NAME)
+    assert (latest["global_step"], previous["global_step"]) == (3, 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoint-previous.pt",
+        "checkpoint.pt",
+        "weights-e0000-s00000002.safetensors",
+        "weights-e0000-s00000003.safetensors",
+    ]
+    # a run killed between linking the previous state and writing the new one leaves both
+    # names on one file; resuming from it must not leave the link's temporary file behind
+    os.unlink(tmp_path / swio.PREVIOUS_NAME)
+    os.link(tmp_path / swio.STATE_NAME, tmp_path / swio.PREVIOUS_NAME)
+    writer = ResumePointWriter(tmp_path, swio.find_resumable(tmp_path))
+    state = {"epoch": 0, "global_step": 4}
+    writer.save({"model": {"w": torch.ones(2)}}, state, model="m", model_kwargs={}, metadata={})
+    assert not list(tmp_path.glob(".*.tmp"))
+    assert swio.load_training_state(tmp_path / swio.PREVIOUS_NAME)["global_step"] == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 18: metadata is covered by the digest and validated; only regular files are read;
+# failed writes are one error and leave nothing
+
+
+def _resign(path: Path, **changes: str) -> Path:
+    """Rewrite ``path`` with metadata ``changes`` and a valid digest (a crafted file)."""
+    tensors, metadata = swio.read_weights(path)
+    metadata = {**metadata, **changes}
+    metadata["sha256"] = swio.weights_digest(tensors, metadata)
+    path.write_bytes(save_safetensors(tensors, metadata=metadata))
+    return path
+
+
+def test_the_digest_covers_the_metadata(tmp_path: Path) -> None:
+    _, path = _atto_weights(tmp_path)
+    tensors, metadata = swio.read_weights(path)
+    changed = {**metadata, "model_kwargs": metadata["model_kwargs"].replace("10", "11")}
+    path.write_bytes(save_safetensors(tensors, metadata=changed))  # sha256 kept: not re-signed
+    with pytest.raises(CheckpointError, match="is damaged"):
+        swio.read_weights(path)
+
+
+def test_files_of_the_previous_format_still_load_with_a_warning(tmp_path: Path, caplog) -> None:
+    model, path = _atto_weights(tmp_path)
+    tensors, metadata = swio.read_weights(path)
+    metadata.update(format="shiftwise-weights-2", sha256=swio.tensor_digest(tensors))
+    path.write_bytes(save_safetensors(tensors, metadata=metadata))
+    rebuilt, _ = model_from_weights(path)
+    assert torch.equal(rebuilt.head.fc.weight, model.head.fc.weight)
+    assert "does not cover its metadata" in caplog.text
+
+
+CRAFTED = [
+    ({"model_kwargs": "[1, 2]"}, "model_kwargs must be a JSON object"),
+    ({"model_kwargs": '{"block": "os.system"}'}, "does not describe a model create_model"),
+    ({"model_kwargs": '{"checkpoint_path": "/etc/passwd"}'}, "is not an architecture argument"),
+    ({"model_kwargs": '{"num_classes": 10'}, "model_kwargs is not JSON"),
+    ({"num_classes": "abc"}, "num_classes must be a number, got 'abc'"),
+    ({"num_classes": "-5"}, "num_classes must be an integer >= 0, got -5"),
+    ({"width_factor": "nan"}, "width_factor must be a finite number >= 0, got nan"),
+    ({"model_kwargs": '{"drop_rate": NaN}'}, "drop_rate must be a finite number"),
+    # would allocate 5 GB / 160 GB before any shape was checked
+    ({"width_factor": "200"}, "has more than"),
+    ({"model_kwargs": '{"dims": [100000, 100000, 100000, 100000]}'}, "has more than"),
+]
+
+
+@pytest.mark.parametrize(("changes", "message"), CRAFTED, ids=lambda v: str(v)[:40])
+def test_crafted_metadata_is_one_error_before_any_large_allocation(
+    changes, message, tmp_path: Path
+) -> None:
+    _, path = _atto_weights(tmp_path)
+    _resign(path, **changes)
+    with pytest.raises(CheckpointError, match=re.escape(message)) as error:
+        model_from_weights(path)
+    assert str(error.value).startswith("path: ") and "\n" not in str(error.value)
+
+
+def test_integer_tensors_do_not_load_into_float_parameters(tmp_path: Path) -> None:
+    model = create_model("slak_atto", **ATTO)
+    tensors = {
+        k: v.to(torch.int32) if v.is_floating_point() else v for k, v in model.state_dict().items()
+    }
+    path = tmp_path / "int.safetensors"
+    path.write_bytes(save_safetensors(tensors))  # no digest, no metadata
+    with pytest.raises(CheckpointError, match="dtype mismatches"):
+        load_checkpoint(create_model("slak_atto", **ATTO), path)
+
+
+def test_a_deployed_model_is_rebuilt_from_its_file(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = reparameterize(create_model("sw_atto", **ATTO).eval())
+    save_checkpoint(model, tmp_path / "deployed.safetensors")
+    rebuilt, metadata = model_from_weights(tmp_path / "deployed.safetensors")
+    assert metadata["form"] == "deployed"
+    x = torch.randn(2, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(rebuilt.eval()(x), model(x))
+
+
+def test_only_regular_files_are_read(tmp_path: Path) -> None:
+    fifo = tmp_path / "x.safetensors"
+    os.mkfifo(fifo)
+    for read in (swio.read_weights, swio.safe_torch_load, swio.read_regular_file):
+        with pytest.raises(UsageError, match=r"path: '.*x.safetensors' is a FIFO, expected"):
+            read(fifo)
+    with pytest.raises(UsageError, match="is a directory"):
+        swio.read_regular_file(tmp_path)
+
+
+def test_a_failed_write_is_one_error_and_leaves_the_previous_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "a.bin"
+    swio.atomic_write(path, b"old")
+
+    def disk_full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(swio.os, "fsync", disk_full)
+    with pytest.raises(WriteError, match=r"cannot write '.*a.bin' \(No space left on device\); "):
+        swio.atomic_write(path, b"new")
+    assert path.read_bytes() == b"old" and sorted(tmp_path.iterdir()) == [path]

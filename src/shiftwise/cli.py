@@ -3,8 +3,10 @@
 Each tool module exposes ``register(subparsers)``, which adds its sub-command and sets the
 function to run as ``func`` on the parsed arguments. The library's own errors
 (:class:`shiftwise.errors.ShiftwiseError`) become one line on stderr and their exit code
-(2: usage or input error, 3: diverged training); Ctrl-C exits 130. Any other exception is a
-bug and keeps its traceback.
+(2: usage or input error, or a file that could not be written; 3: diverged training); Ctrl-C
+exits 130 and SIGTERM 143, each with one line (the ``finally`` clauses run, so a run
+directory's lock is released and temporary files removed). Any other exception is a bug and
+keeps its traceback.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
-from shiftwise.errors import EXIT_INTERRUPTED, ShiftwiseError
+from shiftwise.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, ShiftwiseError
 
 __all__ = ["main"]
 
@@ -31,7 +35,18 @@ TOOL_MODULES = (
     "shiftwise.tools.study",
 )
 
-EPILOG = "exit codes: 0 success, 2 usage or input error, 3 training diverged, 130 interrupted"
+EPILOG = (
+    "exit codes: 0 success, 2 usage or input error or a failed write, 3 training diverged, "
+    "130 interrupted (Ctrl-C), 143 terminated (SIGTERM)"
+)
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread on SIGTERM, so it unwinds like Ctrl-C."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,15 +72,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("shiftwise").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
     try:
         result = args.func(args)
     except ShiftwiseError as error:
         message = " ".join(str(error).split())
         print(f"shiftwise {args.command}: error: {message}", file=sys.stderr)
         return error.exit_code
+    except Terminated:
+        print(f"shiftwise {args.command}: terminated (SIGTERM)", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print(f"shiftwise {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return int(result or 0)
 
 

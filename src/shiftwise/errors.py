@@ -11,9 +11,12 @@ code   meaning
 0      success
 2      usage or input error: a bad option, an unreadable / unsafe / mismatched file,
        unreadable data (:class:`UsageError` and its subclasses)
+2      a file could not be written (disk full, permissions: :class:`WriteError`); nothing
+       partial is left and the previous version of the file is unchanged
 3      the training run diverged (:class:`DivergedError`); the last good checkpoint
        and weights files are untouched
 130    interrupted (Ctrl-C, SIGINT)
+143    terminated (SIGTERM); handled like an interruption
 =====  ==========================================================================
 """
 
@@ -23,6 +26,7 @@ __all__ = [
     "EXIT_DIVERGED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_TERMINATED",
     "EXIT_USAGE",
     "CheckpointError",
     "DataError",
@@ -31,12 +35,14 @@ __all__ = [
     "ShiftwiseError",
     "UnsafeFileError",
     "UsageError",
+    "WriteError",
 ]
 
 EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 class ShiftwiseError(Exception):
@@ -69,3 +75,8 @@ class DivergedError(ShiftwiseError):
     """Training produced non-finite losses, gradients or weights; nothing was written."""
 
     exit_code = EXIT_DIVERGED
+
+
+class WriteError(ShiftwiseError, OSError):
+    """A file could not be written (disk full, read-only, ...); the message names the file and
+    what is still safe on disk. Nothing partial was left."""

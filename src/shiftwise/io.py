@@ -1,7 +1,7 @@
 """Everything shiftwise writes to or reads from disk: weights, training state, atomic writes.
 
 **Weights** (``shiftwise train``'s ``model.safetensors`` / ``model-ema.safetensors``, the
-``weights-*.safetensors`` of a resume point, ``shiftwise convert``'s output,
+``weights-*.safetensors`` of a checkpoint, ``shiftwise convert``'s output,
 :func:`save_weights`) are one safetensors file per model: the plain ``state_dict`` (no
 prefix). Its metadata records what rebuilds the model from the file alone:
 
@@ -9,27 +9,34 @@ prefix). Its metadata records what rebuilds the model from the file alone:
 * ``model``: the registered name; ``model_kwargs``: JSON of the :func:`create_model`
   arguments that differ from the registered configuration (classes, input channels, width,
   operator options); ``num_classes``, ``in_chans``, ``width_factor`` also on their own;
-* ``shiftwise_version``; ``sha256``: :func:`tensor_digest` of the tensors, verified on every
-  load;
+* ``shiftwise_version``; ``sha256``: :func:`weights_digest` of the tensors *and* of every
+  other metadata entry, verified on every load;
 * anything the writer adds (``image_size``, ``data``, ``epoch``, ``converted_from``...).
+
+Files of the previous format ``shiftwise-weights-2`` (whose ``sha256`` covers the tensors only)
+still load, with a warning that their metadata is not covered; the metadata of every file is
+validated like user input before it is used (:mod:`shiftwise.models.weights`).
 
 The EMA weights of ``X.safetensors`` are ``X-ema.safetensors`` (:func:`weights_file`).
 
 **Training state** (``checkpoint.pt``) is ``torch.save`` of ``{"format", "sha256",
 "payload"}``: ``payload`` is the serialized state (optimizer, scheduler, masks, RNG states,
 counters, the run's configuration, and the names and digests of its weights files) as a uint8
-tensor and ``sha256`` its digest, so a damaged file is detected before use. A state file and
-the weights files it names form a *resume point*, written by
-:class:`shiftwise.training.resume_writer.ResumePointWriter` (weights first, the state file
-last); this module reads them (:func:`load_training_state`, :func:`find_resumable`, which
-:func:`read_weights` also uses for a run directory).
+tensor and ``sha256`` its digest, so a damaged file is detected before use. A checkpoint
+writes its weights files first and the state file (the commit point) last; the state it
+replaces is kept as ``checkpoint-previous.pt`` (a hard link, so there is no moment without a
+complete ``checkpoint.pt``), and only weights files referenced by neither are deleted.
 
 **Safety.** Files are written to a temporary file in the same directory (created with the
-process umask), flushed, ``fsync``-ed and moved into place with ``os.replace``;
-:func:`clean_run_directory` removes what an interrupted write left. Every ``torch.load`` is
-``weights_only=True`` with an explicit allow-list of harmless globals (:data:`SAFE_GLOBALS`);
-a pickle that needs anything else is refused with :class:`~shiftwise.errors.UnsafeFileError`
-naming the global. Non-finite weights are never written (:class:`~shiftwise.errors.DivergedError`).
+process umask), flushed, ``fsync``-ed and moved into place with ``os.replace``; a write that
+fails (disk full, ...) raises :class:`~shiftwise.errors.WriteError` naming the file, with
+nothing partial left. :func:`clean_run_directory` removes what an interrupted write left (only
+files named the way shiftwise names them). Only regular files are read
+(:func:`read_regular_file`): a FIFO, device or socket is refused before it is opened. Every
+``torch.load`` is ``weights_only=True`` with an explicit allow-list of harmless globals
+(:data:`SAFE_GLOBALS`); a pickle that needs anything else is refused with
+:class:`~shiftwise.errors.UnsafeFileError` naming the global. Non-finite weights are never
+written (:class:`~shiftwise.errors.DivergedError`).
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ import os
 import pickle
 import re
 import secrets
+import stat
 from collections.abc import Callable, Mapping
 from io import BytesIO
 from pathlib import Path
@@ -49,7 +57,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
@@ -59,6 +67,8 @@ from shiftwise.errors import (
     DivergedError,
     MissingFileError,
     UnsafeFileError,
+    UsageError,
+    WriteError,
 )
 from shiftwise.version import __version__
 
@@ -69,28 +79,37 @@ __all__ = [
     "WEIGHTS_FORMAT",
     "atomic_link",
     "atomic_write",
+    "check_regular_file",
     "check_state_dict",
     "clean_run_directory",
     "find_resumable",
     "load_checkpoint",
     "load_training_state",
+    "os_error_reason",
+    "read_regular_file",
     "read_weights",
     "referenced_weights_files",
     "safe_torch_load",
     "save_training_state",
     "save_weights",
     "tensor_digest",
+    "weights_digest",
     "weights_file",
 ]
 
 logger = logging.getLogger(__name__)
 
-WEIGHTS_FORMAT = "shiftwise-weights-2"
+WEIGHTS_FORMAT = "shiftwise-weights-3"
+TENSOR_DIGEST_FORMAT = "shiftwise-weights-2"  # its sha256 covers the tensors only
 LEGACY_WEIGHTS_FORMAT = "shiftwise-checkpoint-1"  # "model."/"ema."-prefixed keys, one file
 STATE_FORMAT = "shiftwise-state-2"
 STATE_NAME = "checkpoint.pt"
 PREVIOUS_NAME = "checkpoint-previous.pt"
 TEMP_SUFFIX = ".tmp"
+# What shiftwise names its temporary files and checkpoint weights (clean_run_directory
+# removes nothing else).
+TEMP_PATTERN = re.compile(r"\..+\.\d+-[0-9a-f]{8}\.tmp")
+CHECKPOINT_WEIGHTS_PATTERN = re.compile(r"weights-e\d{4}-s\d{8}(-ema)?\.safetensors")
 
 
 def _numpy_scalar_globals() -> list[Any]:
@@ -102,6 +121,67 @@ def _numpy_scalar_globals() -> list[Any]:
 
 # Globals an official (or our) checkpoint may carry besides tensors; all are plain data.
 SAFE_GLOBALS: tuple[Any, ...] = (argparse.Namespace, *_numpy_scalar_globals())
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading only regular files
+
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _refuse_irregular(mode: int, path: Path, option: str) -> None:
+    if stat.S_ISREG(mode):
+        return
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+    raise UsageError(f"{option}: {str(path)!r} is {kind}, expected a regular file")
+
+
+def check_regular_file(path: str | os.PathLike, option: str = "path") -> Path:
+    """``path`` if it is a regular file (links followed); raises :class:`MissingFileError`
+    when it does not exist and a one-line :class:`UsageError` naming ``option`` when it is a
+    FIFO, device, socket or directory (opening those could block or have side effects)."""
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise MissingFileError(f"{option}: no such file {str(path)!r}") from None
+    except OSError as error:
+        raise UsageError(
+            f"{option}: cannot read {str(path)!r} ({os_error_reason(error)})"
+        ) from None
+    _refuse_irregular(mode, path, option)
+    return path
+
+
+def read_regular_file(path: str | os.PathLike, option: str = "path") -> bytes:
+    """The bytes of the regular file ``path``; anything else is refused before it is opened
+    (see :func:`check_regular_file`), and the opened file is checked again (``O_NONBLOCK``, so
+    a FIFO swapped in after the check cannot block)."""
+    path = check_regular_file(path, option)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as error:
+        raise UsageError(
+            f"{option}: cannot read {str(path)!r} ({os_error_reason(error)})"
+        ) from None
+    with os.fdopen(fd, "rb") as handle:
+        _refuse_irregular(os.fstat(fd).st_mode, path, option)
+        try:
+            return handle.read()
+        except OSError as error:
+            raise UsageError(
+                f"{option}: cannot read {str(path)!r} ({os_error_reason(error)})"
+            ) from None
+
+
+def os_error_reason(error: OSError) -> str:
+    return error.strerror or type(error).__name__
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,24 +197,32 @@ def atomic_write(path: str | os.PathLike, data: bytes | Callable[[BinaryIO], Non
 
     The temporary file lives in the same directory, is created with mode ``0o666`` minus the
     process umask, and is ``fsync``-ed before ``os.replace``; the directory is synced after.
-    On any error the temporary file is removed and ``path`` is unchanged. Returns ``path``.
+    On any error the temporary file is removed and ``path`` is unchanged; an ``OSError``
+    (disk full, read-only file system, ...) becomes one :class:`WriteError` naming ``path``.
+    Returns ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_path(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            if callable(data):
-                data(handle)
-            else:
-                handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                if callable(data):
+                    data(handle)
+                else:
+                    handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    except OSError as error:
+        before = "its previous version is unchanged" if path.exists() else "no file was left"
+        raise WriteError(
+            f"cannot write {str(path)!r} ({os_error_reason(error)}); {before}", *error.args[:1]
+        ) from None
     _fsync_directory(path.parent)
     return path
 
@@ -170,16 +258,20 @@ def atomic_link(source: Path, path: Path) -> None:
 
 
 def clean_run_directory(directory: str | os.PathLike) -> list[Path]:
-    """Remove the temporary files interrupted writes left in ``directory`` and the
-    ``weights-*.safetensors`` files no state file there refers to; returns what was removed."""
+    """Remove the temporary files interrupted writes left in ``directory`` and the checkpoint
+    weights files (``weights-eNNNN-sNNNNNNNN[-ema].safetensors``) no state file there refers
+    to; files named otherwise are never touched. Returns what was removed."""
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    removed = [p for p in directory.glob(f".*{TEMP_SUFFIX}") if p.is_file()]
+    files = [p for p in directory.iterdir() if p.is_file() and not p.is_symlink()]
+    removed = [p for p in files if TEMP_PATTERN.fullmatch(p.name)]
     keep: set[str] = set()
     for name in (STATE_NAME, PREVIOUS_NAME):
         keep |= referenced_weights_files(directory / name)
-    removed += [p for p in directory.glob("weights-*.safetensors") if p.name not in keep]
+    removed += [
+        p for p in files if CHECKPOINT_WEIGHTS_PATTERN.fullmatch(p.name) and p.name not in keep
+    ]
     for path in removed:
         path.unlink(missing_ok=True)
     if removed:
@@ -200,6 +292,8 @@ def safe_torch_load(source: str | os.PathLike | BytesIO, flag: str = "path") -> 
     one (nothing of it is executed) and :class:`CheckpointError` when the file is damaged.
     """
     name = repr(str(source)) if not isinstance(source, BytesIO) else "the checkpoint payload"
+    if not isinstance(source, BytesIO):
+        source = BytesIO(read_regular_file(source, flag))
     try:
         with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
             return torch.load(source, map_location="cpu", weights_only=True)
@@ -238,13 +332,28 @@ def _first_line(error: BaseException) -> str:
 # Weights files
 
 
-def tensor_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
-    """SHA-256 of the tensors (name, dtype, shape and bytes, in sorted name order)."""
-    digest = hashlib.sha256()
+def _hash_tensors(digest: Any, state_dict: Mapping[str, torch.Tensor]) -> None:
     for key in sorted(state_dict):
         tensor = state_dict[key].detach().cpu().contiguous()
         digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+
+
+def tensor_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 of the tensors (name, dtype, shape and bytes, in sorted name order): the
+    ``sha256`` of files of the previous format ``shiftwise-weights-2``."""
+    digest = hashlib.sha256()
+    _hash_tensors(digest, state_dict)
+    return digest.hexdigest()
+
+
+def weights_digest(state_dict: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> str:
+    """SHA-256 of the tensors (as :func:`tensor_digest`) followed by every metadata entry but
+    ``sha256`` itself (JSON, sorted keys): a changed byte anywhere in the file changes it."""
+    digest = hashlib.sha256()
+    _hash_tensors(digest, state_dict)
+    covered = {key: value for key, value in metadata.items() if key != "sha256"}
+    digest.update(json.dumps(covered, sort_keys=True).encode())
     return digest.hexdigest()
 
 
@@ -279,7 +388,7 @@ def save_weights(
     ``model`` and ``model_kwargs`` (the :func:`create_model` arguments that differ from the
     registered configuration) let :func:`model_from_weights` rebuild the model; ``metadata``
     values are stored as strings. Raises :class:`DivergedError` (writing nothing) when a
-    floating-point tensor is not finite. Returns the tensors' :func:`tensor_digest`.
+    floating-point tensor is not finite. Returns the file's :func:`weights_digest`.
     """
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     bad = non_finite(tensors)
@@ -289,34 +398,37 @@ def save_weights(
             f"(e.g. {bad[0]}); the previous files are untouched"
         )
     kwargs = dict(model_kwargs or {})
-    digest = tensor_digest(tensors)
     meta = {key: str(value) for key, value in (metadata or {}).items()}
     meta.update(
         format=WEIGHTS_FORMAT,
         weights=weights,
         model_kwargs=json.dumps(kwargs, sort_keys=True),
         shiftwise_version=__version__,
-        sha256=digest,
     )
     if model is not None:
         meta["model"] = model
     for key in ("num_classes", "in_chans", "width_factor"):
         if key in kwargs:
             meta[key] = str(kwargs[key])
+    digest = meta["sha256"] = weights_digest(tensors, meta)
     atomic_write(path, save_safetensors(tensors, metadata=meta))
     return digest
 
 
 def read_weights(
-    path: str | os.PathLike, weights: str = "model", flag: str = "path"
+    path: str | os.PathLike,
+    weights: str = "model",
+    flag: str = "path",
+    weights_flag: str = "weights",
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """The state_dict and metadata of the ``weights`` entry of ``path``.
 
     ``path`` is a weights file (its ``-ema`` sibling for ``weights="ema"``), a
     ``checkpoint.pt`` or a run directory (the checkpoint's weights files); files of the
-    previous single-file format (``model.``/``ema.`` prefixes) still load. The recorded
-    digest is verified. Errors name ``flag``: :class:`MissingFileError`, or
-    :class:`CheckpointError` for a damaged file or a missing entry.
+    previous formats (``model.``/``ema.`` prefixes; a digest of the tensors only) still load.
+    The recorded digest is verified. Errors name ``flag`` (``weights_flag`` for a missing
+    entry): :class:`MissingFileError`, or :class:`CheckpointError` for a damaged file or a
+    missing entry; anything but a regular file or directory is refused unopened.
     """
     path = Path(path)
     if not path.exists():
@@ -325,52 +437,86 @@ def read_weights(
         state = find_resumable(path, flag)
         if weights not in state["tensors"]:
             raise CheckpointError(
-                f"--weights: {str(path)!r} holds {sorted(state['tensors'])} weights, "
+                f"{weights_flag}: {str(path)!r} holds {sorted(state['tensors'])} weights, "
                 f"not {weights!r}"
             )
         return state["tensors"][weights], state["weights_metadata"][weights]
-    metadata = _metadata(path, flag)
+    data = read_regular_file(path, flag)
+    metadata = _metadata(data, path, flag)
     if metadata.get("format") == LEGACY_WEIGHTS_FORMAT:
-        flat = _read_tensors(path, flag)
+        flat = _read_tensors(data, path, flag)
         grouped: dict[str, dict[str, torch.Tensor]] = {}
         for key, tensor in flat.items():
-            prefix, name = key.split(".", 1)
+            prefix, _, name = key.partition(".")
             grouped.setdefault(prefix, {})[name] = tensor
         if weights not in grouped:
             raise CheckpointError(
-                f"--weights: {str(path)!r} holds {sorted(grouped)} weights, not {weights!r}"
+                f"{weights_flag}: {str(path)!r} holds {sorted(grouped)} weights, not {weights!r}"
             )
         return grouped[weights], metadata
     if metadata.get("weights", "model") != weights:
         target = weights_file(path, weights)
         if not target.is_file():
             raise CheckpointError(
-                f"--weights: {str(path)!r} holds ['{metadata.get('weights', 'model')}'] "
+                f"{weights_flag}: {str(path)!r} holds ['{metadata.get('weights', 'model')}'] "
                 f"weights, not {weights!r} (no {target.name!r} beside it)"
             )
-        path, metadata = target, _metadata(target, flag)
-    tensors = _read_tensors(path, flag)
-    recorded = metadata.get("sha256")
-    if recorded is not None and tensor_digest(tensors) != recorded:
-        raise CheckpointError(
-            f"{flag}: {str(path)!r} is damaged (its tensors do not match the recorded sha256)"
-        )
+        path = target
+        data = read_regular_file(path, flag)
+        metadata = _metadata(data, path, flag)
+    tensors = _read_tensors(data, path, flag)
+    _verify_digest(tensors, metadata, path, flag)
     return tensors, metadata
 
 
-def _metadata(path: Path, flag: str) -> dict[str, str]:
+def _verify_digest(
+    tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str], path: Path, flag: str
+) -> None:
+    """Check the recorded ``sha256`` (over tensors and metadata; tensors only in the previous
+    format, with a warning that its metadata is not covered)."""
+    recorded = metadata.get("sha256")
+    if recorded is None:
+        return
+    if metadata.get("format") == TENSOR_DIGEST_FORMAT:
+        logger.warning(
+            "%s: %r was written by an earlier shiftwise: its digest does not cover its "
+            "metadata (saving it again upgrades it)",
+            flag,
+            str(path),
+        )
+        actual = tensor_digest(tensors)
+    else:
+        actual = weights_digest(tensors, metadata)
+    if actual != recorded:
+        raise CheckpointError(
+            f"{flag}: {str(path)!r} is damaged (its tensors and metadata do not match the "
+            "recorded sha256)"
+        )
+
+
+def _metadata(data: bytes, path: Path, flag: str) -> dict[str, str]:
+    """The ``__metadata__`` of the safetensors bytes ``data`` (an 8-byte little-endian header
+    length, then the JSON header), checked to be a string-to-string map."""
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            return dict(handle.metadata() or {})
-    except (SafetensorError, OSError, ValueError) as error:
+        size = int.from_bytes(data[:8], "little")
+        if len(data) < 8 or size > len(data) - 8:
+            raise ValueError("header length beyond the end of the file")
+        header = json.loads(data[8 : 8 + size])
+        metadata = header.get("__metadata__") or {} if isinstance(header, dict) else None
+        if not isinstance(metadata, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+        ):
+            raise ValueError("its metadata is not a map of strings")
+    except (ValueError, UnicodeDecodeError) as error:
         raise CheckpointError(
             f"{flag}: {str(path)!r} is not a readable safetensors file ({_first_line(error)})"
         ) from None
+    return metadata
 
 
-def _read_tensors(path: Path, flag: str) -> dict[str, torch.Tensor]:
+def _read_tensors(data: bytes, path: Path, flag: str) -> dict[str, torch.Tensor]:
     try:
-        return load_safetensors(path.read_bytes())
+        return load_safetensors(data)
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(
             f"{flag}: {str(path)!r} is not a readable safetensors file ({_first_line(error)})"
@@ -380,8 +526,10 @@ def _read_tensors(path: Path, flag: str) -> dict[str, torch.Tensor]:
 def check_state_dict(
     model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint"
 ) -> None:
-    """Raise one :class:`CheckpointError` listing the missing and unexpected keys and the
-    shape mismatches (``key: file shape vs model shape``) of ``state_dict``, if any."""
+    """Raise one :class:`CheckpointError` listing the missing and unexpected keys, the
+    shape mismatches (``key: file shape vs model shape``) and the dtype mismatches (a
+    floating-point tensor where the model has an integer one or the reverse) of
+    ``state_dict``, if any. ``model`` may live on the meta device (nothing is allocated)."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
@@ -390,11 +538,17 @@ def check_state_dict(
         for k in expected
         if k in state_dict and state_dict[k].shape != expected[k].shape
     ]
+    kinds = [
+        f"{k}: {state_dict[k].dtype} in the file, {expected[k].dtype} in the model"
+        for k in expected
+        if k in state_dict and state_dict[k].is_floating_point() != expected[k].is_floating_point()
+    ]
     problems = []
     for label, items in (
         ("missing keys", missing),
         ("unexpected keys", unexpected),
         ("shape mismatches", mismatched),
+        ("dtype mismatches", kinds),
     ):
         if items:
             more = f", ... ({len(items) - 8} more)" if len(items) > 8 else ""
@@ -434,27 +588,33 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, weights: str = "m
 # Training state
 
 
+def _torch_bytes(value: Any) -> bytes:
+    buffer = BytesIO()
+    torch.save(value, buffer)
+    return buffer.getvalue()
+
+
 def save_training_state(path: Path, state: Mapping[str, Any]) -> None:
     """Write ``state`` (which must list its weights files under ``"weights"``) as the
     training state file ``path``, with the format and the digest of its content."""
-    buffer = BytesIO()
-    torch.save({**state, "format": STATE_FORMAT}, buffer)
-    payload = buffer.getvalue()
+    """Serialize in memory first: the file is then written by :func:`atomic_write`, whose
+    ``OSError`` (disk full) is reported, instead of torch's zip writer failing mid-file."""
+    payload = _torch_bytes(dict(state))
     outer = {
         "format": STATE_FORMAT,
         "sha256": hashlib.sha256(payload).hexdigest(),
         "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8),
     }
-    atomic_write(path, lambda handle: torch.save(outer, handle))
+    atomic_write(path, _torch_bytes(outer))
 
 
 def _read_state(path: Path, flag: str) -> dict[str, Any]:
     """The verified inner state of a ``checkpoint.pt`` (weights files not read)."""
-    if not path.is_file():
-        raise MissingFileError(f"{flag}: no training state at {str(path)!r}")
+    if not path.exists():
+        raise MissingFileError(f"{flag}: no checkpoint at {str(path)!r}")
     outer = safe_torch_load(path, flag)
     if not isinstance(outer, dict) or outer.get("format") != STATE_FORMAT:
-        raise CheckpointError(f"{flag}: {str(path)!r} is not a shiftwise training state file")
+        raise CheckpointError(f"{flag}: {str(path)!r} is not a shiftwise training checkpoint")
     payload = outer["payload"].numpy().tobytes()
     if hashlib.sha256(payload).hexdigest() != outer.get("sha256"):
         raise CheckpointError(
@@ -462,7 +622,7 @@ def _read_state(path: Path, flag: str) -> dict[str, Any]:
         )
     state = safe_torch_load(BytesIO(payload), flag)
     if not isinstance(state, dict) or "weights" not in state:
-        raise CheckpointError(f"{flag}: {str(path)!r} is not a shiftwise training state file")
+        raise CheckpointError(f"{flag}: {str(path)!r} is not a shiftwise training checkpoint")
     return state
 
 
@@ -487,7 +647,7 @@ def load_training_state(path: str | os.PathLike, flag: str = "path") -> dict[str
     tensors, metadata = {}, {}
     for kind, entry in state["weights"].items():
         file = path.parent / entry["file"]
-        if not file.is_file():
+        if not file.exists():
             raise CheckpointError(
                 f"{flag}: the weights file {entry['file']!r} of {str(path)!r} is missing"
             )
@@ -501,7 +661,7 @@ def load_training_state(path: str | os.PathLike, flag: str = "path") -> dict[str
 
 
 def find_resumable(path: str | os.PathLike, flag: str = "path") -> dict[str, Any]:
-    """The newest resume point under ``path`` that verifies (see :func:`load_training_state`).
+    """The newest checkpoint under ``path`` that verifies (see :func:`load_training_state`).
 
     ``path`` is a state file (it must verify) or a run directory: ``checkpoint.pt`` is tried
     first, then ``checkpoint-previous.pt``; a damaged one is skipped with a warning (an
@@ -509,12 +669,12 @@ def find_resumable(path: str | os.PathLike, flag: str = "path") -> dict[str, Any
     """
     path = Path(path)
     if not path.exists():
-        raise MissingFileError(f"{flag}: no training state at {str(path)!r}")
+        raise MissingFileError(f"{flag}: no checkpoint at {str(path)!r}")
     if not path.is_dir():
         return load_training_state(path, flag)
     failures = []
     for name in (STATE_NAME, PREVIOUS_NAME):
-        if not (path / name).is_file():
+        if not (path / name).exists():
             continue
         try:
             state = load_training_state(path / name, flag)
@@ -525,10 +685,8 @@ def find_resumable(path: str | os.PathLike, flag: str = "path") -> dict[str, Any
             logger.warning("%s", error)
             continue
         if failures:
-            logger.warning("%s: resuming from the previous resume point %s", flag, state["path"])
+            logger.warning("%s: resuming from the previous checkpoint %s", flag, state["path"])
         return state
     if not failures:
         raise MissingFileError(f"{flag}: no {STATE_NAME} in {str(path)!r}")
-    raise CheckpointError(
-        f"{flag}: no resume point in {str(path)!r} verifies: {'; '.join(failures)}"
-    )
+    raise CheckpointError(f"{flag}: no checkpoint in {str(path)!r} verifies: {'; '.join(failures)}")

@@ -7,7 +7,7 @@ import argparse
 import pytest
 
 from shiftwise import cli
-from shiftwise.errors import EXIT_DIVERGED, DivergedError, UsageError
+from shiftwise.errors import EXIT_DIVERGED, DivergedError, UsageError, WriteError
 
 
 def _parser_raising(error: BaseException) -> argparse.ArgumentParser:
@@ -16,6 +16,11 @@ def _parser_raising(error: BaseException) -> argparse.ArgumentParser:
     def run(args: argparse.Namespace) -> int:
         raise error
 
+    return _parser_calling(run)
+
+
+def _parser_calling(run) -> argparse.ArgumentParser:
+    """A ``shiftwise`` parser whose only command ``boom`` calls ``run(args)``."""
     parser = argparse.ArgumentParser(prog="shiftwise")
     parser.add_argument("-v", "--verbose", action="store_true")
     subparsers = parser.add_subparsers(dest="command", required=True)
@@ -33,6 +38,7 @@ def _parser_raising(error: BaseException) -> argparse.ArgumentParser:
         ),
         (DivergedError("training diverged: 5 steps"), EXIT_DIVERGED, "training diverged"),
         (KeyboardInterrupt(), 130, "shiftwise boom: interrupted"),
+        (WriteError("cannot write 'x' (No space left on device)"), 2, "error: cannot write 'x'"),
     ],
 )
 def test_library_errors_map_to_exit_codes(error, code, line, monkeypatch, capsys) -> None:
@@ -63,3 +69,16 @@ def test_checkpoint_errors_name_the_option_passed(argv, tmp_path, capsys) -> Non
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert "--checkpoint: " in err and "--resume" not in err and err.count("\n") == 1
+
+
+def test_sigterm_is_handled_like_an_interruption(monkeypatch, capsys) -> None:
+    import os
+    import signal
+
+    def terminated(args):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(cli, "build_parser", lambda: _parser_calling(terminated))
+    assert cli.main(["boom"]) == 143
+    assert capsys.readouterr().err == "shiftwise boom: terminated (SIGTERM)\n"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored

@@ -144,3 +144,32 @@ def test_cli_rejects_bad_checkpoint_argument(tmp_path, capsys):
     )
     assert code == 2
     assert "--checkpoint" in capsys.readouterr().err
+
+
+def test_an_unreadable_picture_is_one_line(tmp_path, capsys):
+    from shiftwise.cli import main
+
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    Image.fromarray(np.zeros((40, 40, 3), dtype=np.uint8)).save(pictures / "a.png")
+    (pictures / "b.jpg").write_text("not a picture")
+    argv = ["erf", "--models", "convnext_atto", "--images", str(pictures), "--size", "32"]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"--images: '{pictures / 'b.jpg'}' is not a readable picture" in err
+    assert err.count("\n") == 1
+
+
+def test_an_out_under_a_file_is_refused_before_the_work(tmp_path, capsys, monkeypatch):
+    from shiftwise.cli import main
+    from shiftwise.tools import erf as erf_module
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the work started before --out was checked")
+
+    monkeypatch.setattr(erf_module, "iter_images", no_work)
+    (tmp_path / "file").write_text("")
+    argv = ["erf", "--models", "convnext_atto", "--images", "noise"]
+    assert main([*argv, "--out", str(tmp_path / "file" / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "--out: cannot create the directory" in err and err.count("\n") == 1

@@ -68,3 +68,15 @@ def test_eval_errors_are_one_line(tmp_path: Path, capsys) -> None:
 
 def _data(argv: list[str]) -> list[str]:
     return [] if "--data" in argv else ["--data", "digits"]
+
+
+def test_a_flipped_bit_in_the_metadata_is_one_line(tmp_path: Path, capsys) -> None:
+    """It used to reach json.loads as a raw JSONDecodeError: the digest now covers it."""
+    path = _weights(tmp_path, "slak_atto")
+    data = bytearray(path.read_bytes())
+    at = data.index(b'"num_classes\\": 10') + 1  # inside the model_kwargs JSON string
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+    assert main(["eval", "--checkpoint", str(path), "--data", "digits"]) == 2
+    err = capsys.readouterr().err
+    assert f"--checkpoint: '{path}' is damaged" in err and err.count("\n") == 1

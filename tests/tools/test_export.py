@@ -111,3 +111,33 @@ def test_checkpoint_round_trip_and_errors(tmp_path, capsys):
     assert main(["export", "sw_atto", "-o", str(tmp_path / "x.txt")]) == 2
     assert main(["export", "sw_atto", "--checkpoint", str(tmp_path / "none"), "-o", str(out)]) == 2
     assert "error" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_failed_check_leaves_the_existing_onnx_byte_identical(tmp_path, capsys, monkeypatch):
+    from shiftwise.tools import export as export_module
+
+    out = tmp_path / "good.onnx"
+    out.write_bytes(b"a good model")
+    monkeypatch.setattr(export_module, "verify_onnx", lambda *a, **k: (1.0, 0.0, 0.0))
+    argv = ["export", "convnext_atto", "-o", str(out), "--img-size", "32", "--repeats", "1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--atol: onnxruntime output differs" in err and "existing file is unchanged" in err
+    assert out.read_bytes() == b"a good model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.onnx"]  # no temporary left
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--img-size", "1", "--img-size: expected an integer in [32, 4096]"),
+        ("--img-size", "100000", "--img-size: expected an integer in [32, 4096]"),
+        ("--opset", "1", "--opset: expected an integer in [18, "),
+    ],
+)
+def test_bad_sizes_and_opsets_are_one_line(option, value, message, tmp_path, capsys):
+    out = tmp_path / "x.onnx"
+    assert main(["export", "convnext_atto", "-o", str(out), option, value]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and not out.exists()

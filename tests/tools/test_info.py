@@ -192,16 +192,20 @@ def test_info_cli_json_and_sizes(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 BAD_ARGS = [
-    ["info", "nope"],
-    ["info", "sw_atto", "--density", "1.5"],
-    ["info", "sw_atto", "--img-size", "1", "2", "3"],
+    (["info", "nope"], "MODEL: unknown model 'nope'"),
+    (["info", "sw_atto", "--density", "1.5"], "--density: expected a value in (0, 1]"),
+    (["info", "sw_atto", "--density", "0"], "--density: expected a value in (0, 1], got 0.0"),
+    (["info", "sw_atto", "--img-size", "1", "2", "3"], "--img-size: expected H or H W"),
+    (["info", "sw_atto", "--num-classes", "-3"], "--num-classes: expected an integer >= 0"),
+    (["info", "sw_atto", "--width-factor", "1e-9"], "--width-factor: sw_atto needs a width"),
 ]
 
 
-@pytest.mark.parametrize("argv", BAD_ARGS)
-def test_info_cli_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(("argv", "message"), BAD_ARGS)
+def test_info_cli_errors(argv: list[str], message: str, capsys) -> None:
     assert main(argv) == 2
-    assert "error" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
 
 
 @pytest.mark.slow

@@ -3,8 +3,12 @@ non-finite training, damaged checkpoints and images, an unwritable output direct
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
+import signal
+import subprocess
 from pathlib import Path
 from typing import ClassVar
 
@@ -14,12 +18,15 @@ import torch
 from PIL import Image
 
 import shiftwise
+from shiftwise import io as swio
 from shiftwise.cli import main
 from shiftwise.data import BatchTransform
 from shiftwise.errors import DivergedError
 from shiftwise.io import read_weights
 from shiftwise.training import TrainConfig, config_from_options
 from shiftwise.training import build as build_module
+from shiftwise.training import trainer as trainer_module
+from shiftwise.training.run_directory import LOCK_NAME, claim_run_directory
 
 TINY = [
     "--model", "slak_atto", "--width-factor", "0.25", "--data", "digits",
@@ -70,6 +77,10 @@ BAD_TRAIN_ARGS = [
     (["--max-bad-images", "1"], "--max-bad-images: expected a value in [0, 1), got 1.0"),
     (["--model", "resnet50"], "--model: unknown model 'resnet50'"),
     (["--output", "FILE/sub"], "--output: cannot write to"),
+    (["--seed", "99999999999999999999999"], "--seed: expected a value in [0, 9223372036854775807]"),
+    (["--width-factor", "1e-9"], "--width-factor: slak_atto needs a width factor >="),
+    (["--lr", "inf"], "--lr: expected a finite value, got inf"),
+    (["--min-lr", "0.1", "--lr", "0.01"], "--min-lr: expected a value <= the learning rate 0.01"),
 ]
 if not torch.cuda.is_available():
     BAD_TRAIN_ARGS.append(
@@ -152,8 +163,10 @@ def test_lr_blow_up_stops_with_exit_3_and_keeps_the_last_good_files(
     assert main(argv) == 3
     err = capsys.readouterr().err
     assert err.startswith("shiftwise train: error: training diverged: 2 consecutive steps")
-    assert err.count("\n") == 1
-    assert _files(run) == before  # checkpoints, weights and logs untouched
+    assert err.count("\n") == 1 and "checkpoint.pt' is untouched" in err
+    after = _files(run)
+    after.pop(LOCK_NAME), before.pop(LOCK_NAME)  # the PID of the last holder
+    assert after == before  # checkpoints, weights and logs untouched
 
 
 class _Poisoned(BatchTransform):
@@ -215,9 +228,9 @@ def test_damaged_checkpoints(trained: Path, tmp_path: Path, capsys, caplog) -> N
     assert main(["train", "--resume", str(run / "checkpoint.pt")]) == 2
     err = capsys.readouterr().err
     assert f"--resume: '{run / 'checkpoint.pt'}' is " in err and err.count("\n") == 1
-    # the run directory: the previous resume point verifies and is used (and said so)
+    # the run directory: the previous checkpoint verifies and is used (and said so)
     assert main(["train", "--resume", str(run), "--no-progress"]) == 0
-    assert "resuming from the previous resume point" in caplog.text
+    assert "resuming from the previous checkpoint" in caplog.text
     assert "checkpoint-previous.pt" in caplog.text
     # eval on a damaged / truncated weights file names --checkpoint and the file
     weights = run / "model.safetensors"
@@ -232,7 +245,7 @@ def test_damaged_checkpoints(trained: Path, tmp_path: Path, capsys, caplog) -> N
     for name in ("checkpoint.pt", "checkpoint-previous.pt"):
         (run / name).write_bytes((run / name).read_bytes()[:500])
     assert main(["train", "--resume", str(run)]) == 2
-    assert f"--resume: no resume point in '{run}' verifies" in capsys.readouterr().err
+    assert f"--resume: no checkpoint in '{run}' verifies" in capsys.readouterr().err
 
 
 def _image_folder(root: Path) -> None:
@@ -266,3 +279,191 @@ def test_unreadable_images_are_skipped_named_and_limited(tmp_path: Path, caplog,
     err = capsys.readouterr().err
     assert "could not be read this epoch (more than --max-bad-images 0)" in err
     assert err.count("\n") == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 18: the run directory is owned and locked; divergence, full disks and FIFOs
+
+
+USER_FILES = {"weights-mine.safetensors": b"mine", ".notes.tmp": b"notes", "log.csv": b"a,b\n"}
+
+
+def test_training_into_a_directory_of_user_files_is_refused_byte_identical(
+    tmp_path: Path, no_data, capsys
+) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for name, data in USER_FILES.items():
+        (mine / name).write_bytes(data)
+    assert main(["train", *TINY, "--output", str(mine)]) == 2
+    err = capsys.readouterr().err
+    assert "is not empty and not a shiftwise run directory" in err and err.count("\n") == 1
+    assert _files(mine) == USER_FILES
+
+
+def test_a_second_run_on_the_same_directory_is_refused_naming_the_first(
+    tmp_path: Path, no_data, capsys
+) -> None:
+    first = claim_run_directory(tmp_path / "run")  # as a concurrent `train` holds it
+    try:
+        before = _files(tmp_path / "run")
+        assert main(["train", *TINY, "--output", str(tmp_path / "run")]) == 2
+        err = capsys.readouterr().err
+        assert f"is in use by another shiftwise run (PID {os.getpid()})" in err
+        assert err.count("\n") == 1 and _files(tmp_path / "run") == before
+    finally:
+        first.release()
+
+
+def test_a_usage_error_after_the_claim_leaves_no_directory(tmp_path: Path, capsys) -> None:
+    output = tmp_path / "new"
+    argv = ["train", "--data", str(tmp_path / "no-such-data"), "--output", str(output)]
+    assert main(argv) == 2
+    assert "--data must be one of" in capsys.readouterr().err
+    assert not output.exists()
+
+
+@pytest.mark.slow
+def test_resume_keeps_every_option_that_shapes_logs_and_writes(tmp_path: Path) -> None:
+    options = dict(val_limit=24, resume_point_every=3, max_skipped_steps=7, max_bad_images=0.2)
+    shiftwise.train(_config(tmp_path, **options))
+    run = build_module.build_run(config_from_options({"resume": str(tmp_path), "progress": False}))
+    try:
+        config = run.config
+        resumed = (config.data.val_limit, config.run.resume_point_every)
+        resumed += (config.run.max_skipped_steps, config.data.max_bad_images)
+        assert resumed == (24, 3, 7, 0.2)
+        assert trainer_module._val_count(run) == 24
+    finally:
+        run.directory.release()
+
+
+@pytest.mark.slow
+def test_a_run_that_ends_diverged_exits_3_without_model_weights(tmp_path: Path, capsys) -> None:
+    """Fewer steps than --max-skipped-steps: the run used to exit 0 with NaN validation."""
+    argv = ["train", *TINY, "--epochs", "1", "--lr", "1e9", "--output", str(tmp_path)]
+    assert main(argv) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("shiftwise train: error: training diverged:") and err.count("\n") == 1
+    assert "not saved as model.safetensors" in err
+    assert not (tmp_path / "model.safetensors").exists()
+    assert not (tmp_path / "model-ema.safetensors").exists()
+    if (tmp_path / "model-diverged.safetensors").exists():
+        assert "model-diverged.safetensors" in err
+
+
+def _enospc(*args) -> None:
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.mark.slow
+def test_disk_full_while_checkpointing_is_one_line_and_keeps_the_last_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """The writer's OSError (ENOSPC, simulated at fsync) during the second epoch's checkpoint."""
+    append = build_module.TrainLog.append
+
+    def append_then_fill_the_disk(log, record):
+        append(log, record)
+        if record["epoch"] == 2:
+            monkeypatch.setattr(swio.os, "fsync", _enospc)
+
+    monkeypatch.setattr(build_module.TrainLog, "append", append_then_fill_the_disk)
+    first = None
+
+    def remember_first_checkpoint(run, epoch, step):
+        nonlocal first
+        path = checkpoint(run, epoch, step)
+        first = first or _files(tmp_path)
+        return path
+
+    checkpoint = trainer_module.save_resume_point
+    monkeypatch.setattr(trainer_module, "save_resume_point", remember_first_checkpoint)
+    assert main(["train", *TINY, "--epochs", "2", "--output", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err
+    assert f"the last checkpoint '{tmp_path / 'checkpoint.pt'}' is untouched" in err
+    after = _files(tmp_path)
+    checkpoint_files = [n for n in first if n.startswith(("checkpoint", "weights-"))]
+    assert {n: after.get(n) for n in checkpoint_files} == {n: first[n] for n in checkpoint_files}
+    assert not [n for n in after if n.endswith(".tmp") or n not in first]  # nothing partial
+    swio.find_resumable(tmp_path)  # verifies
+
+
+def _mount_tmpfs(path: Path, size: str) -> bool:
+    path.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        return False
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)])
+    return done.returncode == 0
+
+
+@pytest.mark.slow
+def test_a_real_full_disk_is_one_line_and_leaves_nothing_partial(tmp_path: Path, capsys) -> None:
+    """A 96 KiB tmpfs (where the test may mount one): the first checkpoint does not fit."""
+    disk = tmp_path / "disk"
+    if not _mount_tmpfs(disk, "96k"):
+        pytest.skip("cannot mount a tmpfs here (the simulated ENOSPC test covers the writer)")
+    try:
+        assert main(["train", *TINY, "--output", str(disk / "run")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "No space left on device" in err
+        left = sorted(p.name for p in (disk / "run").iterdir())
+        assert not [n for n in left if n.endswith(".tmp") or n.startswith("weights-")], left
+        assert "checkpoint.pt" not in left and "model.safetensors" not in left
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+@pytest.fixture
+def fifo(tmp_path: Path):
+    """A factory of FIFOs; the test fails (instead of hanging) if one is ever opened."""
+
+    def make(path: Path) -> Path:
+        os.mkfifo(path)
+        return path
+
+    def hung(signum, frame):
+        raise AssertionError("a reader opened a FIFO and blocked")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(120)
+    yield make
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def test_fifos_are_refused_on_every_read_path(tmp_path: Path, fifo, capsys) -> None:
+    weights = fifo(tmp_path / "x.safetensors")
+    assert main(["eval", "--checkpoint", str(weights), "--data", "digits"]) == 2
+    err = capsys.readouterr().err
+    assert f"--checkpoint: '{weights}' is a FIFO, expected a regular file" in err
+    run = tmp_path / "run"
+    run.mkdir()
+    fifo(run / "checkpoint.pt")
+    assert main(["train", "--resume", str(run)]) == 2
+    assert "is a FIFO, expected a regular file" in capsys.readouterr().err
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    fifo(pictures / "a.png")
+    argv = ["erf", "--models", "convnext_atto", "--images", str(pictures)]
+    assert main([*argv, "--out", str(tmp_path / "erf")]) == 2
+    assert "--images: " in (err := capsys.readouterr().err) and "is a FIFO" in err
+    data = tmp_path / "data"
+    _image_folder(data)
+    fifo(data / "train" / "a" / "pipe.png")
+    argv = ["train", "--model", "convnext_atto", "--data", str(data), "--image-size", "32"]
+    assert main([*argv, "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "pipe.png' is not a regular file" in err and err.count("\n") == 1
+
+
+def test_an_empty_class_folder_is_refused(tmp_path: Path, capsys) -> None:
+    data = tmp_path / "data"
+    _image_folder(data)
+    (data / "train" / "empty").mkdir()
+    (data / "val" / "empty").mkdir()
+    argv = ["train", "--model", "convnext_atto", "--data", str(data), "--image-size", "32"]
+    assert main([*argv, "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"class folder '{data / 'train' / 'empty'}' holds no images" in err

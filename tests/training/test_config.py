@@ -164,3 +164,16 @@ def test_a_resume_point_of_the_flat_format_still_resumes() -> None:
     assert saved_config({"path": "p", "config": config_to_dict(current)}) == current
     with pytest.raises(UsageError, match="records no run configuration"):
         saved_config({"path": "p"})
+
+
+def test_options_that_shape_logs_and_writes_come_back_on_resume_unless_given() -> None:
+    first = {"val_limit": 24, "resume_point_every": 3, "max_skipped_steps": 7}
+    saved, _ = resolve(config_from_options({**first, "max_bad_images": 0.2}))
+    resumed, differences = resolve(config_from_options({"resume": "run"}), saved)
+    assert differences == []  # resumed options are not compared
+    assert (resumed.data.val_limit, resumed.run.resume_point_every) == (24, 3)
+    assert (resumed.run.max_skipped_steps, resumed.data.max_bad_images) == (7, 0.2)
+    given, _ = resolve(config_from_options({"resume": "run", "val_limit": 8}), saved)
+    assert given.data.val_limit == 8 and given.run.resume_point_every == 3
+    fresh, _ = resolve(TrainConfig())
+    assert (fresh.data.val_limit, fresh.run.max_skipped_steps, fresh.run.device) == (None, 5, None)

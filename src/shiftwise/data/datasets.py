@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from shiftwise.data.bundled import CLASSES as BUNDLED_CLASSES
 from shiftwise.data.bundled import BundledConfig, load_bundled
 from shiftwise.data.real import FASHION_MNIST_CLASSES, load_digits, load_fashion_mnist
 from shiftwise.errors import MissingFileError, UsageError
+from shiftwise.io import read_regular_file
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -62,13 +64,21 @@ class ImageFolderDataset(Dataset):
 
     Each image is resized so its shorter side is ``size`` and centre-cropped (random crops
     and flips are applied later, batched on the device). ``classes`` fixes the class order
-    (sorted folder names by default). A file that cannot be decoded (truncated, not an
-    image) gives a zero image with label ``-1`` and a warning naming it; the trainer and
-    the evaluation skip and count such samples.
+    (sorted folder names by default). A class folder without images, or an image name that
+    is not a regular file (a FIFO, device, socket: opening it could block), is refused with
+    one line naming it; ``allow_empty`` accepts empty class folders (validation sets). A file
+    that cannot be decoded (truncated, not an image, replaced after listing) gives a zero
+    image with label ``-1`` and a warning naming it; the trainer and the evaluation skip and
+    count such samples.
     """
 
     def __init__(
-        self, root: Path, size: int, channels: int = 3, classes: list[str] | None = None
+        self,
+        root: Path,
+        size: int,
+        channels: int = 3,
+        classes: list[str] | None = None,
+        allow_empty: bool = False,
     ) -> None:
         if not root.is_dir():
             raise MissingFileError(f"data directory {str(root)!r} does not exist")
@@ -79,12 +89,15 @@ class ImageFolderDataset(Dataset):
                 f"class folders of {str(root)!r} must match the training classes "
                 f"{self.classes[:5]}..., got {found[:5]}..."
             )
-        self.samples = [
-            (path, label)
-            for label, name in enumerate(self.classes)
-            for path in sorted((root / name).iterdir())
-            if path.suffix.lower() in IMAGE_EXTENSIONS
-        ]
+        self.samples = []
+        for label, name in enumerate(self.classes):
+            files = _image_entries(root / name)
+            if not files and not allow_empty:
+                raise MissingFileError(
+                    f"class folder {str(root / name)!r} holds no images (expected "
+                    f"{', '.join(IMAGE_EXTENSIONS)}); remove it or add images"
+                )
+            self.samples += [(path, label) for path in files]
         if not self.samples:
             raise MissingFileError(
                 f"data directory {str(root)!r} holds no images in class folders "
@@ -107,7 +120,7 @@ class ImageFolderDataset(Dataset):
 
     def _decode(self, path: Path) -> torch.Tensor:
         """The image at ``path`` as uint8 [C, size, size] (shorter side resized, centre crop)."""
-        with Image.open(path) as image:
+        with Image.open(BytesIO(read_regular_file(path, "image"))) as image:
             image = image.convert(self.mode)
             scale = self.size / min(image.size)
             width, height = (max(self.size, round(s * scale)) for s in image.size)
@@ -116,6 +129,25 @@ class ImageFolderDataset(Dataset):
             image = image.crop((left, top, left + self.size, top + self.size))
             pixels = np.asarray(image, dtype=np.uint8).reshape(self.size, self.size, -1)
         return torch.from_numpy(pixels.transpose(2, 0, 1).copy())
+
+
+def _image_entries(folder: Path) -> list[Path]:
+    """The image files of ``folder`` (by extension), sorted; an image name that is not a
+    regular file is refused without opening it."""
+    files = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if os.path.splitext(entry.name)[1].lower() not in IMAGE_EXTENSIONS:
+                continue
+            if not entry.is_file():
+                if entry.is_dir():
+                    continue
+                raise UsageError(
+                    f"{entry.path!r} is not a regular file (a FIFO, device or socket); "
+                    "refusing to read it"
+                )
+            files.append(Path(entry.path))
+    return sorted(files)
 
 
 @dataclass
@@ -199,7 +231,7 @@ def load_data(
         )
     size = image_size or 224
     train = ImageFolderDataset(root / "train", size)
-    val = ImageFolderDataset(root / "val", size, classes=train.classes)
+    val = ImageFolderDataset(root / "val", size, classes=train.classes, allow_empty=True)
     return DataBundle(
         name=str(root),
         train=train,

@@ -25,6 +25,7 @@ and never smaller than ConvNeXt's 7; ``convnext_atto`` uses 7 everywhere.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from typing import Any
 
 from torch import nn
 
+from shiftwise.errors import UsageError
 from shiftwise.io import load_checkpoint
 from shiftwise.models.features import build_features
 from shiftwise.models.network import LargeKernelNet
@@ -39,6 +41,7 @@ from shiftwise.models.network import LargeKernelNet
 __all__ = [
     "MODEL_CONFIGS",
     "ModelConfig",
+    "check_width_factor",
     "create_model",
     "list_models",
     "pretrained_cfg",
@@ -160,6 +163,24 @@ def get_config(name: str) -> ModelConfig:
     if name not in MODEL_CONFIGS:
         raise ValueError(f"model: unknown name {name!r}, expected one of {list_models()}")
     return MODEL_CONFIGS[name]
+
+
+def check_width_factor(name: str, width_factor: float | None, option: str = "width_factor") -> None:
+    """Raise one :class:`~shiftwise.errors.UsageError` naming ``option`` unless
+    ``width_factor`` (``None``: the config's) is finite and gives model ``name`` stage widths
+    of at least 2 channels (what :class:`LargeKernelNet` builds)."""
+    if width_factor is None:
+        return
+    if (
+        not math.isfinite(width_factor)
+        or width_factor <= 0
+        or min(int(d * width_factor) for d in get_config(name).dims) < 2
+    ):
+        smallest = math.ceil(2 / min(get_config(name).dims) * 1e6) / 1e6
+        raise UsageError(
+            f"{option}: {name} needs a width factor >= {smallest:g} (stage widths of at "
+            f"least 2 channels), got {width_factor}"
+        )
 
 
 def pretrained_cfg(name: str, num_classes: int = 1000) -> dict[str, Any]:

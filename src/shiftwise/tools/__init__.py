@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 from shiftwise.errors import UsageError
 
-__all__ = ["check_model_names"]
+__all__ = ["check_model_names", "check_output_directory"]
 
 
 def check_model_names(names: str | Iterable[str], option: str) -> None:
@@ -16,3 +17,15 @@ def check_model_names(names: str | Iterable[str], option: str) -> None:
     for name in [names] if isinstance(names, str) else names:
         if name not in list_models():
             raise UsageError(f"{option}: unknown model {name!r}, expected one of {list_models()}")
+
+
+def check_output_directory(path: Path, option: str) -> None:
+    """Create the output directory ``path`` (before any work is done), or raise one
+    :class:`UsageError` naming ``option`` when it cannot be (e.g. it is under a file)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise UsageError(
+            f"{option}: cannot create the directory {str(path)!r} ({reason})"
+        ) from None

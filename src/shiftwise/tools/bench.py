@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from shiftwise.errors import UsageError
+from shiftwise.tools import check_output_directory
 from shiftwise.tools.benchmarking.environment import describe_environment, write_json
 from shiftwise.tools.benchmarking.models import RUNTIMES, run_model_suite
 from shiftwise.tools.benchmarking.operators import run_kernel_sweep, run_operator_suite
@@ -225,6 +226,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--warmup: expected an integer >= 0, got {args.warmup}")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    check_output_directory(args.out, "--out")  # before the work, not after it
     suites = SUITES if args.suite == "all" else (args.suite,)
     for suite in suites:
         payload = run_suite(

@@ -308,9 +308,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from shiftwise.models.registry import check_width_factor
     from shiftwise.tools import check_model_names
 
     check_model_names(args.model, "MODEL")
+    check_width_factor(args.model, args.width_factor, "--width-factor")
+    if args.num_classes < 0:
+        raise UsageError(f"--num-classes: expected an integer >= 0, got {args.num_classes}")
+    if args.density is not None and not 0.0 < args.density <= 1.0:
+        raise UsageError(f"--density: expected a value in (0, 1], got {args.density}")
     img_size = None
     if args.img_size is not None:
         if len(args.img_size) not in (1, 2):

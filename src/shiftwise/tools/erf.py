@@ -31,6 +31,7 @@ import argparse
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +42,10 @@ from torch import nn
 from tqdm import tqdm
 
 from shiftwise.errors import MissingFileError, UsageError
+from shiftwise.io import atomic_write, check_regular_file, read_regular_file
 from shiftwise.models import create_model
 from shiftwise.models.weights import model_from_weights
-from shiftwise.tools import check_model_names
+from shiftwise.tools import check_model_names, check_output_directory
 from shiftwise.tools.bench import resolve_device
 from shiftwise.tools.benchmarking.environment import describe_environment, write_json
 
@@ -175,6 +177,7 @@ def _image_files(directory: Path) -> list[Path]:
     if not directory.is_dir():
         raise MissingFileError(f"--images: expected a directory of pictures, got {directory}")
     files = sorted(p for p in directory.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = [check_regular_file(p, "--images") for p in files if not p.is_dir()]
     if not files:
         raise MissingFileError(
             f"--images: no pictures ({', '.join(IMAGE_SUFFIXES)}) found under {directory}"
@@ -206,13 +209,24 @@ def iter_images(source: str, count: int, size: int, seed: int = 0) -> Iterator[t
                 image = image.expand(3, -1, -1)
             yield _normalise(image.unsqueeze(0), size)
     else:
-        from PIL import Image
-
         for path in _image_files(Path(source))[:count]:
-            with Image.open(path) as picture:
-                rgb = np.asarray(picture.convert("RGB"), dtype=np.float32) / 255.0
+            rgb = _read_picture(path)
             image = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0)
             yield _normalise(image, size)
+
+
+def _read_picture(path: Path) -> np.ndarray:
+    """The picture at ``path`` as float32 RGB ``[H, W, 3]`` in ``[0, 1]``; a file that is not
+    a regular file or not a readable picture gets one :class:`UsageError` naming it."""
+    from PIL import Image, UnidentifiedImageError
+
+    data = read_regular_file(path, "--images")
+    try:
+        with Image.open(BytesIO(data)) as picture:
+            return np.asarray(picture.convert("RGB"), dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UsageError(f"--images: {str(path)!r} is not a readable picture ({reason})") from None
 
 
 def build_model(name: str, path: Path | None, layer_scale: float | None) -> nn.Module:
@@ -258,9 +272,10 @@ def plot_erf(maps: dict[str, np.ndarray], tables: dict[str, Any], path: Path, ti
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    png = BytesIO()
+    fig.savefig(png, format="png", dpi=100)
     plt.close(fig)
+    atomic_write(path, png.getvalue())
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -316,6 +331,7 @@ def run(args: argparse.Namespace) -> int:
     checkpoints = _parse_checkpoints(args.checkpoint, args.models)
     if args.layer_scale is not None and not math.isfinite(args.layer_scale):
         raise UsageError(f"--layer-scale: expected a finite number, got {args.layer_scale}")
+    check_output_directory(args.out, "--out")  # before the work, not after it
     images = list(iter_images(args.images, args.num_images, args.size, args.seed))
     maps, tables, counts, weights = {}, {}, {}, {}
     for name in args.models:
@@ -340,7 +356,6 @@ def run(args: argparse.Namespace) -> int:
     init = "random init" if len(checkpoints) < len(args.models) else "trained"
     scale = "" if args.layer_scale is None else f", layer scale {args.layer_scale:g}"
     title = f"ERF, {source} images ×{len(images)}, {args.size}², {init}{scale}"
-    args.out.mkdir(parents=True, exist_ok=True)
     plot_erf(maps, tables, args.out / "erf.png", title)
     payload = {
         "procedure": "RepLKNet/SLaK: s = sum_c ReLU(F[c, h//2, w//2]) of the last stage map; "

@@ -12,8 +12,8 @@ import torch
 
 from shiftwise.data import BatchTransform, load_data
 from shiftwise.errors import UsageError
-from shiftwise.models.weights import model_from_weights
-from shiftwise.training.config import check_device
+from shiftwise.models.weights import model_from_weights, recorded_int
+from shiftwise.training.config import MIN_IMAGE_SIZE, check_device
 from shiftwise.training.evaluation import evaluate_model, val_loader
 
 __all__ = ["evaluate_checkpoint", "register", "run"]
@@ -57,6 +57,11 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UsageError(f"--{name.replace('_', '-')}: expected an integer >= 1, got {value}")
+    if args.image_size is not None and args.image_size < MIN_IMAGE_SIZE:
+        raise UsageError(
+            f"--image-size: the models reduce their input {MIN_IMAGE_SIZE} times, expected at "
+            f"least {MIN_IMAGE_SIZE}, got {args.image_size}"
+        )
     device = check_device(args.device, "--device")
     bundle = load_data(args.data, image_size=args.image_size, data_dir=args.data_dir)
     model, metadata = model_from_weights(
@@ -66,12 +71,14 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
         flag="--checkpoint",
         defaults={"num_classes": bundle.num_classes, "in_chans": bundle.in_chans},
     )
-    if "num_classes" in metadata and int(metadata["num_classes"]) != bundle.num_classes:
+    classes = recorded_int(
+        metadata, "num_classes", bundle.num_classes, args.checkpoint, "--checkpoint"
+    )
+    if classes != bundle.num_classes:
         raise UsageError(
-            f"--data: {args.data!r} has {bundle.num_classes} classes, the checkpoint "
-            f"{metadata['num_classes']}"
+            f"--data: {args.data!r} has {bundle.num_classes} classes, the checkpoint {classes}"
         )
-    in_chans = int(metadata.get("in_chans", bundle.in_chans))
+    in_chans = recorded_int(metadata, "in_chans", bundle.in_chans, args.checkpoint, "--checkpoint")
     model.eval()
     if args.reparam:
         reparameterize(model)
@@ -79,7 +86,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
     # reorder of every dense conv weight per call.
     model.to(device=device, memory_format=torch.channels_last)
     transform = BatchTransform(
-        int(metadata.get("image_size", bundle.image_size)),
+        recorded_int(metadata, "image_size", bundle.image_size, args.checkpoint, "--checkpoint"),
         bundle.mean,
         bundle.std,
         bundle.num_classes,

@@ -18,6 +18,7 @@ import argparse
 import json
 import logging
 import os
+import secrets
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,9 +27,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from shiftwise.errors import UsageError
+from shiftwise.errors import UsageError, WriteError
 from shiftwise.models import create_model, reparameterize
-from shiftwise.models.weights import model_from_weights
+from shiftwise.models.weights import model_from_weights, recorded_int
 from shiftwise.tools import check_model_names
 from shiftwise.tools.benchmarking.timing import measure_interleaved
 
@@ -248,13 +249,17 @@ def build_model(args: argparse.Namespace) -> tuple[nn.Module, int, int]:
             defaults={"in_chans": args.in_chans},
             num_classes=args.num_classes,
         )
-        in_chans = int(metadata.get("in_chans", args.in_chans))
+        in_chans = recorded_int(
+            metadata, "in_chans", args.in_chans, args.checkpoint, "--checkpoint"
+        )
     else:
         metadata = {}
         in_chans = args.in_chans
         kwargs = {} if args.num_classes is None else {"num_classes": args.num_classes}
         model = create_model(args.model, in_chans=in_chans, **kwargs)
-    size = args.img_size or int(metadata.get("image_size", 224))
+    size = args.img_size or recorded_int(
+        metadata, "image_size", 224, args.checkpoint, "--checkpoint"
+    )
     return model, in_chans, size
 
 
@@ -285,36 +290,78 @@ def export_and_check(args: argparse.Namespace) -> ExportReport:
     """Everything ``shiftwise export`` does; raises ``ValueError`` when the check fails."""
     if args.batch_size < 1:
         raise UsageError(f"--batch-size: expected a positive integer, got {args.batch_size}")
-    if args.img_size is not None and args.img_size < 1:
-        raise UsageError(f"--img-size: expected a positive integer, got {args.img_size}")
+    _check_img_size(args.img_size)
+    _check_opset(args.opset)
     check_model_names(args.model, "MODEL")
     output = Path(args.output)
     if output.suffix != ".onnx":
         raise UsageError(f"--output: expected a path ending in .onnx, got {str(output)!r}")
+    if output.is_dir():
+        raise UsageError(f"--output: {str(output)!r} is a directory, expected an .onnx file")
     model, in_chans, size = build_model(args)
+    _check_img_size(size)
     model = deploy_form(model)
     example = torch.randn(
         args.batch_size, in_chans, size, size, generator=torch.Generator().manual_seed(0)
     )
     logger.info("exporting %s at %dx%d to %s", args.model, size, size, output)
-    export_onnx(model, output, example, args.opset)
-    foreign = non_standard_ops(output)
-    if foreign:
-        raise UsageError(f"MODEL: the exported graph holds non-standard operators {foreign}")
-    error, torch_s, ort_s = verify_onnx(model, output, example, args.repeats)
-    if not error <= args.atol:
-        raise UsageError(
-            f"--atol: onnxruntime output differs from PyTorch by {error:.3g} > {args.atol:g}"
+    # Written beside the target and renamed over it only once every check has passed: a
+    # failed export never replaces (or leaves behind) a file.
+    candidate = output.with_name(f".{output.stem}.{os.getpid()}-{secrets.token_hex(4)}.onnx")
+    try:
+        try:
+            export_onnx(model, candidate, example, args.opset)
+        except OSError as error:
+            raise WriteError(
+                f"--output: cannot write {str(output)!r} ({error.strerror or error}); "
+                f"{'its previous version is unchanged' if output.exists() else 'no file was left'}"
+            ) from None
+        foreign = non_standard_ops(candidate)
+        if foreign:
+            raise UsageError(f"MODEL: the exported graph holds non-standard operators {foreign}")
+        error, torch_s, ort_s = verify_onnx(model, candidate, example, args.repeats)
+        if not error <= args.atol:
+            kept = "the existing file is unchanged" if output.exists() else "nothing was written"
+            raise UsageError(
+                f"--atol: onnxruntime output differs from PyTorch by {error:.3g} > "
+                f"{args.atol:g}; {kept}"
+            )
+        report = ExportReport(
+            str(output),
+            input_shape(candidate),
+            op_types(candidate),
+            list(CHECKED_BATCH_SIZES),
+            error,
+            torch_s * 1e3,
+            ort_s * 1e3,
         )
-    return ExportReport(
-        str(output),
-        input_shape(output),
-        op_types(output),
-        list(CHECKED_BATCH_SIZES),
-        error,
-        torch_s * 1e3,
-        ort_s * 1e3,
-    )
+        os.replace(candidate, output)
+    finally:
+        candidate.unlink(missing_ok=True)
+    return report
+
+
+# The models reduce their input 32 times; a side beyond this is a typo, not an export.
+MIN_IMG_SIZE, MAX_IMG_SIZE = 32, 4096
+
+
+def _check_img_size(size: int | None) -> None:
+    if size is not None and not MIN_IMG_SIZE <= size <= MAX_IMG_SIZE:
+        raise UsageError(
+            f"--img-size: expected an integer in [{MIN_IMG_SIZE}, {MAX_IMG_SIZE}] (the models "
+            f"reduce their input {MIN_IMG_SIZE} times), got {size}"
+        )
+
+
+MIN_OPSET = 18  # torch's ONNX exporter writes opset 18 at least (older ones are upgraded)
+
+
+def _check_opset(opset: int) -> None:
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= newest:
+        raise UsageError(f"--opset: expected an integer in [{MIN_OPSET}, {newest}], got {opset}")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from shiftwise.training.optimization import build_optimizer, build_scheduler, sc
 from shiftwise.training.resume_points import restore_run, resume_point_and_config
 from shiftwise.training.resume_writer import ResumePointWriter
 from shiftwise.training.rng import seed_everything
+from shiftwise.training.run_directory import claim_run_directory
 from shiftwise.training.sampler import EpochSampler
 from shiftwise.training.state import TrainingRun
 
@@ -137,6 +139,24 @@ def build_run(requested: TrainConfig) -> TrainingRun:
     requested = validate(requested)
     resume, config, differences = resume_point_and_config(requested)
     output = _output_dir(config, resume)
+    directory = None  # the claimed (locked) run directory, rank 0
+    if os.environ.get("RANK", "0") == "0":
+        here = resume is not None and Path(resume["path"]).parent.resolve() == output.resolve()
+        directory = claim_run_directory(output, resuming=here, option="run.output")
+    try:
+        run = _build(config, differences, resume, output)
+    except BaseException:
+        if directory is not None:
+            directory.abandon()  # removes the directory again if this run created it
+        raise
+    run.directory = directory
+    return run
+
+
+def _build(
+    config: TrainConfig, differences: list, resume: dict[str, Any] | None, output: Path
+) -> TrainingRun:
+    """Read the data and build everything of a run in the claimed directory ``output``."""
     check_output_writable(output)
     device = check_device(config.run.device, "run.device")
     bundle = load_data(

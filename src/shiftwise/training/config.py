@@ -33,6 +33,7 @@ import torch
 
 from shiftwise.errors import UsageError
 from shiftwise.models import LargeKernelNet, list_models
+from shiftwise.models.registry import check_width_factor
 from shiftwise.sparse import GRANULARITIES, GROWTH_MODES, INIT_MODES
 from shiftwise.training.recipe import RECIPES, default_recipe
 
@@ -79,7 +80,9 @@ class Option:
     allowed values, or a function returning them. ``default``: the value when neither the user,
     the recipe nor (when resuming) the saved config gives one. ``defines_run``: compared when
     resuming. ``reschedules``: a change on resume rebuilds the learning-rate schedule.
-    ``deprecated``: former option names, still accepted with a :class:`DeprecationWarning`.
+    ``resumed``: not compared, but taken from the saved config when resuming and not given
+    (it shapes what the run logs or writes). ``deprecated``: former option names, still
+    accepted with a :class:`DeprecationWarning`.
     """
 
     help: str
@@ -92,6 +95,7 @@ class Option:
     default: Any = None
     defines_run: bool = True
     reschedules: bool = False
+    resumed: bool = False
     deprecated: tuple[str, ...] = ()
 
     def allowed(self) -> Sequence[str]:
@@ -104,7 +108,8 @@ class Option:
         if self.high is None:
             return f"{'>' if self.low_open else '>='} {low:g}"
         left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
-        return f"in {left}{low:g}, {self.high:g}{right}"
+        high = self.high if isinstance(self.high, int) else format(self.high, "g")
+        return f"in {left}{low:g}, {high}{right}"
 
     def expected_range(self, integer: bool) -> str:
         """``"an integer >= 1"``, ``"a value in [0, 1)"``...: what the range accepts."""
@@ -157,7 +162,7 @@ class DataConfig:
     data_dir: str | None = _option("cache directory of the bundled set", defines_run=False)
     image_size: int | None = _option("input side in pixels (default: the data's)")
     train_limit: int | None = _option("first N train images", low=1)
-    val_limit: int | None = _option("first N val images", low=1, defines_run=False)
+    val_limit: int | None = _option("first N val images", low=1, defines_run=False, resumed=True)
     workers: int | None = _option(
         "DataLoader workers (default: 0 for the built-in sets, 4 otherwise)",
         low=0,
@@ -170,6 +175,7 @@ class DataConfig:
         high_open=True,
         default=0.01,
         defines_run=False,
+        resumed=True,
     )
 
 
@@ -259,7 +265,9 @@ class RunConfig:
         choices=tuple(sorted(RECIPES)),
         defines_run=False,
     )
-    seed: int | None = _option("seed of the data order, initialisation and masks", default=0)
+    seed: int | None = _option(
+        "seed of the data order, initialisation and masks", low=0, high=2**63 - 1, default=0
+    )
     output: str | None = _option("run directory (default runs/...)", defines_run=False)
     resume: str | None = _option(
         "run directory (its newest resume point that verifies) or a checkpoint.pt",
@@ -277,12 +285,14 @@ class RunConfig:
         low=0,
         default=0,
         defines_run=False,
+        resumed=True,
     )
     max_skipped_steps: int | None = _option(
         "stop as diverged after N consecutive non-finite steps",
         low=1,
         default=5,
         defines_run=False,
+        resumed=True,
     )
     progress: bool | None = _option("tqdm progress bar", default=True, defines_run=False)
 
@@ -497,6 +507,9 @@ def validate(config: TrainConfig, devices: bool = True) -> TrainConfig:
             raise UsageError(f"{given[0]}: only applies to sparse training; add sparse.enabled")
     if config.model.kwargs:
         _check_model_kwargs(config.model.kwargs)
+    if config.model.width_factor is not None:
+        name = config.model.name or _BY_PATH["model.name"].option.default
+        check_width_factor(name, config.model.width_factor, "model.width_factor")
     if devices:
         check_device(config.run.device, "run.device")
     return config
@@ -569,13 +582,18 @@ def resolve(
     if saved is not None:
         saved_run: dict[str, dict[str, Any]] = {}
         for f in _FIELDS:
-            if f.option.defines_run:
+            if f.option.defines_run or f.option.resumed:
                 saved_run.setdefault(f.section, {})[f.name] = _get(saved, f)
         base = _with_values(base, saved_run)
     model = requested.model.name or base.model.name
     if saved is None or requested.run.recipe is not None:
         base = _with_values(base, default_recipe(model, requested.run.recipe))
     resolved = merge(base, requested)
+    if resolved.optim.min_lr > resolved.optim.lr:
+        raise UsageError(
+            f"optim.min_lr: expected a value <= the learning rate {resolved.optim.lr:g}, "
+            f"got {resolved.optim.min_lr:g}"
+        )
     differences = []
     if saved is not None:
         for f in _FIELDS:

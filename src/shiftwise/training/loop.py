@@ -160,8 +160,7 @@ def _optimizer_step(
             raise DivergedError(
                 f"training diverged: {run.consecutive_skips} consecutive steps had a non-finite "
                 f"loss or gradient (epoch {epoch + 1}, step {done + 1}; run.max_skipped_steps "
-                f"{limit}); the last good resume point in {str(run.output)!r} is untouched; "
-                "try a lower optim.lr or optim.clip_grad"
+                f"{limit}); {run.writer.safe_on_disk()}; try a lower optim.lr or optim.clip_grad"
             )
     run.optimizer.zero_grad(set_to_none=True)
     with warnings.catch_warnings():  # a skipped first step: "scheduler before optimizer"

@@ -13,12 +13,15 @@ from typing import Any
 
 import torch
 
-from shiftwise.errors import DivergedError
+from shiftwise.errors import DivergedError, WriteError
 from shiftwise.io import (
+    CHECKPOINT_WEIGHTS_PATTERN,
     PREVIOUS_NAME,
+    STATE_FORMAT,
     STATE_NAME,
     atomic_link,
     non_finite,
+    os_error_reason,
     referenced_weights_files,
     save_training_state,
     save_weights,
@@ -65,30 +68,43 @@ class ResumePointWriter:
             if bad:
                 raise DivergedError(
                     f"training diverged: the {kind} weights hold NaN or infinity (e.g. {bad[0]}) "
-                    f"at step {state['global_step']}; nothing was written, the last good "
-                    f"resume point in {str(self.directory)!r} is untouched"
+                    f"at step {state['global_step']}; nothing was written; {self.safe_on_disk()}"
                 )
         stem = f"weights-e{state['epoch']:04d}-s{state['global_step']:08d}"
-        entries = {}
-        for kind, state_dict in tensors.items():
-            file = weights_file(self.directory / f"{stem}.safetensors", kind)
-            digest = save_weights(
-                state_dict,
-                file,
-                model=model,
-                model_kwargs=model_kwargs,
-                weights=kind,
-                metadata=metadata,
-            )
-            entries[kind] = {"file": file.name, "sha256": digest}
+        entries: dict[str, dict[str, str]] = {}
         latest = self.directory / STATE_NAME
-        if self.latest is not None and latest.is_file():
-            atomic_link(latest, self.directory / PREVIOUS_NAME)
-            self.previous = self.latest
-        save_training_state(latest, {**state, "weights": entries})
+        try:
+            for kind, state_dict in tensors.items():
+                file = weights_file(self.directory / f"{stem}.safetensors", kind)
+                entries[kind] = {"file": file.name, "sha256": ""}
+                entries[kind]["sha256"] = save_weights(
+                    state_dict,
+                    file,
+                    model=model,
+                    model_kwargs=model_kwargs,
+                    weights=kind,
+                    metadata=metadata,
+                )
+            if self.latest is not None and latest.is_file():
+                atomic_link(latest, self.directory / PREVIOUS_NAME)
+                self.previous = self.latest
+            save_training_state(latest, {**state, "format": STATE_FORMAT, "weights": entries})
+        except (WriteError, OSError) as error:
+            keep = (self.latest or set()) | self.previous
+            for entry in entries.values():  # this checkpoint's files, unless in use
+                if entry["file"] not in keep:
+                    (self.directory / entry["file"]).unlink(missing_ok=True)
+            reason = str(error) if isinstance(error, WriteError) else os_error_reason(error)
+            raise WriteError(f"checkpoint not saved: {reason}; {self.safe_on_disk()}") from None
         self.latest = {entry["file"] for entry in entries.values()}
         keep = self.latest | self.previous
-        for file in self.directory.glob("weights-*.safetensors"):
-            if file.name not in keep:
+        for file in self.directory.iterdir():
+            if CHECKPOINT_WEIGHTS_PATTERN.fullmatch(file.name) and file.name not in keep:
                 file.unlink(missing_ok=True)
         return latest
+
+    def safe_on_disk(self) -> str:
+        """What a failed or refused save leaves usable, in words (for error messages)."""
+        if (self.directory / STATE_NAME).is_file():
+            return f"the last checkpoint {str(self.directory / STATE_NAME)!r} is untouched"
+        return f"no checkpoint of this run was written to {str(self.directory)!r} yet"

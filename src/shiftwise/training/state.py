@@ -17,6 +17,7 @@ from shiftwise.training.config import AugmentSection, Difference, TrainConfig
 from shiftwise.training.distributed import DistContext
 from shiftwise.training.log import TrainLog
 from shiftwise.training.resume_writer import ResumePointWriter
+from shiftwise.training.run_directory import RunDirectory
 from shiftwise.training.sampler import EpochSampler
 
 __all__ = ["EpochTotals", "TrainingRun"]
@@ -73,3 +74,4 @@ class TrainingRun:
     skipped_total: int = 0
     bad_total: int = 0
     state_path: Path | None = None
+    directory: RunDirectory | None = None  # the claimed (locked) run directory, rank 0

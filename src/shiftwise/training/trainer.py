@@ -24,6 +24,7 @@ thread count).
 from __future__ import annotations
 
 import logging
+import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import torch.distributed as dist
 
+from shiftwise.errors import DivergedError
 from shiftwise.io import STATE_NAME, save_weights, weights_file
 from shiftwise.training.build import build_run
 from shiftwise.training.config import TrainConfig
@@ -100,9 +102,33 @@ def _val_count(run: TrainingRun) -> int:
     return len(run.bundle.val) if limit is None else min(limit, len(run.bundle.val))
 
 
-def _save_final(run: TrainingRun) -> Path:
+def _fail_diverged(run: TrainingRun, val_loss: float) -> None:
+    """End a run whose last optimizer step was skipped or whose final validation loss is not
+    finite: its weights go to ``model-diverged.safetensors`` (when finite; never to
+    ``model.safetensors``) and :class:`DivergedError` is raised."""
+    if run.consecutive_skips > 0:
+        reason = f"its last {run.consecutive_skips} optimizer step(s) had a non-finite loss"
+    else:
+        reason = f"its final validation loss is {val_loss}"
+    kept = "nothing was written for them (they are not finite)"
+    if run.ctx.main:
+        if run.log.records:
+            run.log.plot()
+        try:
+            path = _save_final(run, "model-diverged.safetensors")
+            kept = f"they were written to {str(path)!r} for inspection"
+        except DivergedError:
+            pass
+    raise DivergedError(
+        f"training diverged: {reason}; the final weights are not saved as model.safetensors, "
+        f"{kept}; the resume points in {str(run.output)!r} are kept; try a lower optim.lr or "
+        "optim.clip_grad"
+    )
+
+
+def _save_final(run: TrainingRun, name: str = "model.safetensors") -> Path:
     """``model.safetensors`` (and ``model-ema.safetensors``) of the finished run (rank 0)."""
-    final = run.output / "model.safetensors"
+    final = run.output / name
     if not run.ctx.main:
         return final
     weights = {"model": run.model.state_dict()}
@@ -136,6 +162,8 @@ def train(config: TrainConfig) -> TrainResult:
             dist.barrier()  # no rank tears the process group down while another still uses it
         return result
     finally:
+        if run.directory is not None:
+            run.directory.release()
         if run.ctx.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
 
@@ -145,12 +173,14 @@ def _train(run: TrainingRun, started: float) -> TrainResult:
         _log_start(run)
     optim = run.config.optim
     metrics = ema_metrics = None
+    val_loss = math.nan
     for epoch in range(run.start_epoch, optim.epochs):
         epoch_start = time.perf_counter()
         train_epoch(run, epoch)
         record = evaluate_epoch(run, epoch, epoch_start)
         run.totals = EpochTotals()
         metrics = {"top1": record["val_top1"], "top5": record["val_top5"]}
+        val_loss = record["val_loss"]
         ema_metrics = {"top1": record["ema_top1"]} if "ema_top1" in record else None
         if run.ctx.main:  # log first: a run killed before the resume point repeats the epoch
             run.log.append(record)
@@ -169,10 +199,13 @@ def _train(run: TrainingRun, started: float) -> TrainResult:
             )
     if metrics is None:  # resumed a finished run: evaluate what it holds
         metrics = evaluate_model(run.model, run.val, run.transform, run.device, optim.amp)
+        val_loss = metrics["loss"]
         if run.ema is not None:
             ema_metrics = evaluate_model(
                 run.ema.module, run.val, run.transform, run.device, optim.amp
             )
+    if run.consecutive_skips > 0 or not math.isfinite(val_loss):
+        _fail_diverged(run, val_loss)
     final = _save_final(run)
     if run.ctx.main and run.log.records:
         run.log.plot()
