@@ -79,7 +79,7 @@ BAD_TRAIN_ARGS = [
     (["--output", "FILE/sub"], "--output: cannot write to"),
     (["--seed", "99999999999999999999999"], "--seed: expected a value in [0, 9223372036854775807]"),
     (["--width-factor", "1e-9"], "--width-factor: slak_atto needs a width factor >="),
-    (["--lr", "inf"], "--lr: expected a finite value, got inf"),
+    (["--lr", "inf"], "--lr: expected a finite value > 0, got inf"),
     (["--min-lr", "0.1", "--lr", "0.01"], "--min-lr: expected a value <= the learning rate 0.01"),
 ]
 if not torch.cuda.is_available():
@@ -382,7 +382,7 @@ def test_disk_full_while_checkpointing_is_one_line_and_keeps_the_last_checkpoint
     assert main(["train", *TINY, "--epochs", "2", "--output", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "No space left on device" in err
-    assert f"the last checkpoint '{tmp_path / 'checkpoint.pt'}' is untouched" in err
+    assert f"the last resume point '{tmp_path / 'checkpoint.pt'}' is untouched" in err
     after = _files(tmp_path)
     checkpoint_files = [n for n in first if n.startswith(("checkpoint", "weights-"))]
     assert {n: after.get(n) for n in checkpoint_files} == {n: first[n] for n in checkpoint_files}

@@ -91,11 +91,11 @@ class ResumePointWriter:
             save_training_state(latest, {**state, "format": STATE_FORMAT, "weights": entries})
         except (WriteError, OSError) as error:
             keep = (self.latest or set()) | self.previous
-            for entry in entries.values():  # this checkpoint's files, unless in use
+            for entry in entries.values():  # this resume point's files, unless in use
                 if entry["file"] not in keep:
                     (self.directory / entry["file"]).unlink(missing_ok=True)
             reason = str(error) if isinstance(error, WriteError) else os_error_reason(error)
-            raise WriteError(f"checkpoint not saved: {reason}; {self.safe_on_disk()}") from None
+            raise WriteError(f"resume point not saved: {reason}; {self.safe_on_disk()}") from None
         self.latest = {entry["file"] for entry in entries.values()}
         keep = self.latest | self.previous
         for file in self.directory.iterdir():
@@ -106,5 +106,5 @@ class ResumePointWriter:
     def safe_on_disk(self) -> str:
         """What a failed or refused save leaves usable, in words (for error messages)."""
         if (self.directory / STATE_NAME).is_file():
-            return f"the last checkpoint {str(self.directory / STATE_NAME)!r} is untouched"
-        return f"no checkpoint of this run was written to {str(self.directory)!r} yet"
+            return f"the last resume point {str(self.directory / STATE_NAME)!r} is untouched"
+        return f"no resume point of this run was written to {str(self.directory)!r} yet"
