@@ -19,9 +19,8 @@ def check_equivalence(op, x):
     weight, bias = op.equivalent_kernel()
     dense = F.conv2d(x, weight, bias, padding=op.kernel_size // 2, groups=x.shape[1])
     torch.testing.assert_close(dense, out, atol=1e-10, rtol=0)
-    op.reparameterize()
-    assert op.deployed and not op.branches()
-    torch.testing.assert_close(op(x), out, atol=1e-10, rtol=0)
+    for form in ("dense", "strips"):
+        torch.testing.assert_close(op.inference_module(form)(x), out, atol=1e-10, rtol=0)
 
 
 @settings(max_examples=40, deadline=None)
@@ -64,8 +63,7 @@ def test_reparameterize_float32_paper_size():
     randomize_batchnorm(op)
     x = torch.randn(2, 16, 28, 36).to(memory_format=torch.channels_last)
     out = op(x)
-    op.reparameterize()
-    assert (op(x) - out).abs().max() < 1e-4
+    assert (op.inference_module()(x) - out).abs().max() < 1e-4
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ class SLaKConv2d(ParallelBranchConv2d):
 
     Branch names follow the official ``LoRA1`` (tall, ``M x N``), ``LoRA2`` (wide) and
     ``small_conv``: here ``tall``, ``wide`` and ``small``. The official merge code is broken
-    for this decomposed form (their issue #15); :meth:`reparameterize` pads each BN-folded
+    for this decomposed form (their issue #15); :meth:`inference_module` pads each BN-folded
     kernel to ``M x M`` centred and sums kernels and biases, which is exact.
     """
 
@@ -54,7 +54,7 @@ class SLaKConv2d(ParallelBranchConv2d):
     def extra_repr(self) -> str:
         return (
             f"{self.channels}, kernel_size={self.kernel_size}, short_side={self.short_side}, "
-            f"small_kernel={self.small_kernel}, deployed={self.deployed}"
+            f"small_kernel={self.small_kernel}"
         )
 
 
@@ -86,7 +86,4 @@ class LargeKernelConv2d(ParallelBranchConv2d):
             self.small = DepthwiseConvBN(channels, (self.small_kernel, self.small_kernel), bn)
 
     def extra_repr(self) -> str:
-        return (
-            f"{self.channels}, kernel_size={self.kernel_size}, "
-            f"small_kernel={self.small_kernel}, deployed={self.deployed}"
-        )
+        return f"{self.channels}, kernel_size={self.kernel_size}, small_kernel={self.small_kernel}"

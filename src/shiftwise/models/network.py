@@ -29,7 +29,8 @@ from torch import nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 from torch.utils.checkpoint import checkpoint
 
-from shiftwise.models.blocks import GRN, ConvNeXtBlock, LayerNorm2d, ShiftWiseBlock
+from shiftwise.layers.sparse_scope import sparse_scope
+from shiftwise.models.blocks import ConvNeXtBlock, LayerNorm2d, ShiftWiseBlock
 from shiftwise.models.operators import build_operator
 from shiftwise.ops.validation import check_positive_int
 
@@ -333,14 +334,15 @@ class LargeKernelNet(nn.Module):
         """Names of parameters to train without weight decay, besides 1-D ones and biases.
 
         timm's optimizer factory (and ``shiftwise train``) already skip every parameter with
-        ``ndim <= 1``; GRN's ``gamma``/``beta`` are stored ``[1, 1, 1, C]`` as in the official
-        code, so they are listed here.
+        ``ndim <= 1``; the others outside the sparse scope
+        (:func:`~shiftwise.layers.sparse_scope.sparse_scope`: GRN's ``gamma``/``beta``, stored
+        ``[1, 1, 1, C]`` as in the official code) are listed here.
         """
+        scope = sparse_scope(self)
         return {
-            f"{name}.{attribute}"
-            for name, module in self.named_modules()
-            if isinstance(module, GRN)
-            for attribute in ("gamma", "beta")
+            name
+            for name, parameter in self.named_parameters()
+            if parameter.ndim > 1 and name not in scope
         }
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
