@@ -102,6 +102,9 @@ class LargeKernelOperator(DepthwiseOperator):
     :func:`shiftwise.reparameterize` installs what this returns).
     """
 
+    deploy_forms: tuple[str, ...] = ("auto", "dense")
+    """The :data:`DEPLOY_FORMS` :meth:`inference_module` accepts."""
+
     @abstractmethod
     def large_kernel_parameters(self) -> list[KernelWeights]:
         """The weights sparse training masks by default."""
@@ -109,4 +112,9 @@ class LargeKernelOperator(DepthwiseOperator):
     @abstractmethod
     def inference_module(self, form: str = "auto") -> DepthwiseOperator:
         """A new module equal to this one in eval mode, in deploy form ``form`` (one of
-        :data:`DEPLOY_FORMS` the operator supports; ``"auto"`` picks the measured fastest)."""
+        :attr:`deploy_forms`; ``"auto"`` picks the measured fastest)."""
+
+    def preferred_inference_module(self, form: str) -> DepthwiseOperator:
+        """:meth:`inference_module` in ``form`` if the operator has it, else in ``"auto"``
+        (how a whole model is deployed with one form for operators of several kinds)."""
+        return self.inference_module(form if form in self.deploy_forms else "auto")

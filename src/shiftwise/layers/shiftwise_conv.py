@@ -250,8 +250,8 @@ class ShiftWiseConv2d(LargeKernelOperator):
             strategy=strategy,
             ghost_rule=self.ghost_rule,
         )
-        twin.load_state_dict(self.state_dict())
-        return twin.to(self.device, self.piece_weight().dtype).train(self.training)
+        twin.to(self.device, self.paths[0].weight.dtype).load_state_dict(self.state_dict())
+        return twin.train(self.training)
 
     # --- forward ---------------------------------------------------------------------------
 

@@ -47,9 +47,10 @@ class DeployableBlock(nn.Module, metaclass=ABCMeta):
 
 
 def deployed_operator(operator: nn.Module, form: str = "auto") -> nn.Module:
-    """``operator``'s inference module if it is a large-kernel operator, else a copy of it."""
+    """``operator``'s inference module (in ``form`` if it has that form, else ``"auto"``) if it
+    is a large-kernel operator, else a copy of it."""
     if isinstance(operator, LargeKernelOperator):
-        return operator.inference_module(form)
+        return operator.preferred_inference_module(form)
     return copy.deepcopy(operator)
 
 
