@@ -18,8 +18,9 @@ def reparameterize(model: nn.Module, form: str = "auto") -> nn.Module:
     ``fuse(form)``, which also deploys their operator; operators outside a block
     (:class:`~shiftwise.layers.LargeKernelOperator`) by their ``inference_module(form)``.
     ``form`` is one of :data:`~shiftwise.layers.interface.DEPLOY_FORMS`, applied to every
-    operator that has it; the others (and all with ``"auto"``) take their measured choice. The eval-mode output of the model is unchanged; a deployed
-    model has nothing left to replace, so calling it twice is harmless.
+    operator that has it; the others (and all with ``"auto"``) take their measured choice.
+    The eval-mode output of the model is unchanged; a deployed model has nothing left to
+    replace, so calling it twice is harmless.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
