@@ -114,6 +114,11 @@ class LargeKernelOperator(DepthwiseOperator):
         """A new module equal to this one in eval mode, in deploy form ``form`` (one of
         :attr:`deploy_forms`; ``"auto"`` picks the measured fastest)."""
 
+    def constructed_buffers(self) -> tuple[str, ...]:
+        """Names of the buffers drawn at construction (seeded tables, not learned), which
+        checkpoints of other code bases may lack; none by default."""
+        return ()
+
     def preferred_inference_module(self, form: str) -> DepthwiseOperator:
         """:meth:`inference_module` in ``form`` if the operator has it, else in ``"auto"``
         (how a whole model is deployed with one form for operators of several kinds)."""

@@ -407,6 +407,10 @@ class ShiftWiseConv2d(LargeKernelOperator):
         pieces = len(self.paths) * self.n_rep * self.geometry.n_pieces
         return paper_macs(pieces, self.geometry, input_size)
 
+    def constructed_buffers(self) -> tuple[str, ...]:
+        """The ghost split and shift tables, drawn from ``seed`` (123: the official ones)."""
+        return ("rep_index", "ghost_index", "horizontal_index", "vertical_index", "identity_index")
+
     def piece_counts(self) -> tuple[int, int]:
         """``(active, total)`` pieces, active when the summed filter is not all zero."""
         with torch.no_grad():
