@@ -307,11 +307,16 @@ class ShiftAddPieces(DepthwiseOperator):
     def tables(self) -> ShiftTables:
         return ShiftTables(self.horizontal_index, self.vertical_index, self.identity_index)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, C, H, W] -> [B, C, H, W]``."""
-        check_depthwise_input(x, self.channels)
-        x_rep = select_channels(x, self.rep_index)
-        size = (x_rep.shape[-2], x_rep.shape[-1])
+    def shift_add_inputs(
+        self, x_rep: torch.Tensor
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], torch.Tensor]:
+        """What the three shift-adds read, for rep input ``x_rep [B, Cr, H, W]``.
+
+        Returns the pieces ``y [B, A (+1), H + 2e, W + 2e]`` (the small convs of the active
+        pieces; a last zero piece when some are pruned), the gather tables (h, v, identity)
+        into ``y``, and the term offsets ``[3, T, 2]``
+        (:func:`~shiftwise.ops.sw_geometry.term_offsets`).
+        """
         tables = (self.horizontal_index, self.vertical_index, self.identity_index)
         if self.pruned:
             y = _active_pieces_conv(x_rep, self.weight, self.active_index, self.geometry)
@@ -320,8 +325,15 @@ class ShiftAddPieces(DepthwiseOperator):
         else:
             padding = self.geometry.conv_padding
             y = F.conv2d(x_rep, self.weight, padding=padding, groups=self.n_rep)
+        return y, tables, term_offsets(self.geometry, self.n_shuffles, x_rep.device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, H, W] -> [B, C, H, W]``."""
+        check_depthwise_input(x, self.channels)
+        x_rep = select_channels(x, self.rep_index)
+        size = (x_rep.shape[-2], x_rep.shape[-1])
+        y, tables, offsets = self.shift_add_inputs(x_rep)
         shift = shift_add_reference if self.reference else shift_add
-        offsets = term_offsets(self.geometry, self.n_shuffles, x_rep.device)
         horizontal, vertical, identity = (
             shift(y, index, offset, size) for index, offset in zip(tables, offsets, strict=True)
         )

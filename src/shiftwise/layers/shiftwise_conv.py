@@ -61,6 +61,7 @@ COMPACT_DENSITY = 0.25
 torch.fx.wrap("depthwise_conv2d")
 torch.fx.wrap("transpose_pays")
 torch.fx.wrap("grad_needed")
+torch.fx.wrap("select_channels")
 
 
 def resolve_strategy(strategy: str, density: float = 1.0, device: str = "cpu") -> str:

@@ -29,6 +29,9 @@ from shiftwise.models.tokens import (
     tokens_to_channels_first,
 )
 
+# Leaf of torch.fx symbolic tracing: it reshapes by the tokens' shape.
+torch.fx.wrap("linear_tokens")
+
 __all__ = [
     "DeployableBlock",
     "DeployedConvNeXtBlock",
