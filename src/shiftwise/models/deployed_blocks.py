@@ -171,6 +171,6 @@ class DeployedShiftWiseBlock(nn.Module):
             tokens, self.fc1.weight, self.fc1.bias, gate * self.norm_scale, gate * self.norm_shift
         )
         hidden = self.act(hidden)
-        hidden = hidden.mul_(grn_response_scale(hidden, self.grn_gamma).unsqueeze(1))
+        hidden = hidden * grn_response_scale(hidden, self.grn_gamma).unsqueeze(1)
         out = linear_tokens(hidden, self.fc2.weight, self.fc2.bias, residual=channel_tokens(x))
         return tokens_to_channels_first(out, height, width)
