@@ -28,6 +28,7 @@ TOOL_MODULES = (
     "shiftwise.tools.bench",
     "shiftwise.tools.erf",
     "shiftwise.tools.export",
+    "shiftwise.tools.study",
 )
 
 EPILOG = "exit codes: 0 success, 2 usage or input error, 3 training diverged, 130 interrupted"

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DepthwiseConvBN", "bn_scale_shift", "center_pad_kernel"]
+__all__ = [
+    "DepthwiseConvBN",
+    "bn_scale_shift",
+    "center_pad_kernel",
+    "is_autocast",
+    "track_batch_statistics",
+]
 
 
 def bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -16,6 +24,35 @@ def bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     bias = bn.bias if bn.affine else torch.zeros_like(std)
     scale = weight / std
     return scale, bias - bn.running_mean * scale
+
+
+def is_autocast(device_type: str) -> bool:
+    """Whether autocast is enabled for ``device_type`` (e.g. ``"cpu"``)."""
+    return torch.is_autocast_enabled(device_type)
+
+
+def track_batch_statistics(
+    norms: Sequence[nn.BatchNorm2d], means: torch.Tensor, invstds: torch.Tensor, count: int
+) -> None:
+    """Update training-mode ``norms`` from their batch statistics, as their forward would.
+
+    ``means``, ``invstds``: ``[n, C]``, ``invstd = 1 / sqrt(var + eps)`` of a batch of
+    ``count`` values per channel (e.g. from :func:`shiftwise.ops.conv_bn_sum.conv_bn_sum`).
+    Each norm counts the batch in ``num_batches_tracked`` and moves its running mean and
+    unbiased running variance by ``momentum`` (by ``1 / num_batches_tracked`` when
+    ``momentum`` is None), as ``nn.BatchNorm2d`` does.
+    """
+    with torch.no_grad():
+        variances = (invstds.pow(-2) - torch.tensor([[norm.eps] for norm in norms])).to(invstds)
+        unbiased = variances * (count / max(count - 1, 1))
+        for norm, mean, variance in zip(norms, means, unbiased, strict=True):
+            norm.num_batches_tracked.add_(1)
+            if norm.momentum is None:
+                factor = 1.0 / float(norm.num_batches_tracked)
+            else:
+                factor = norm.momentum
+            norm.running_mean.lerp_(mean, factor)
+            norm.running_var.lerp_(variance, factor)
 
 
 def center_pad_kernel(kernel: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

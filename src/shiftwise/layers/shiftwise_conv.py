@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shiftwise.layers.conv_bn import bn_scale_shift
+from shiftwise.layers.conv_bn import bn_scale_shift, is_autocast, track_batch_statistics
 from shiftwise.layers.inference import (
     DenseDepthwiseConv2d,
     ShiftAddPieces,
@@ -26,6 +26,7 @@ from shiftwise.layers.inference import (
     with_ghost_channels,
 )
 from shiftwise.layers.interface import KernelWeights, LargeKernelOperator, check_deploy_form
+from shiftwise.ops.conv_bn_sum import conv_bn_sum
 from shiftwise.ops.oriented_conv import depthwise_conv2d, grad_needed, transpose_pays
 from shiftwise.ops.shift_add import shift_add, shift_add_reference
 from shiftwise.ops.sw_geometry import (
@@ -62,6 +63,8 @@ torch.fx.wrap("depthwise_conv2d")
 torch.fx.wrap("transpose_pays")
 torch.fx.wrap("grad_needed")
 torch.fx.wrap("select_channels")
+torch.fx.wrap("conv_bn_sum")
+torch.fx.wrap("track_batch_statistics")
 
 
 def resolve_strategy(strategy: str, density: float = 1.0, device: str = "cpu") -> str:
@@ -272,17 +275,34 @@ class ShiftWiseConv2d(LargeKernelOperator):
         """Rep output ``[B, Cr, H, W]`` of the training form by three strip convolutions.
 
         The wide horizontal strip runs as a tall conv on transposed data when autograd will
-        differentiate it on CPU (:func:`~shiftwise.ops.oriented_conv.transpose_pays`).
+        differentiate it on CPU (:func:`~shiftwise.ops.oriented_conv.transpose_pays`). With
+        training-mode BNs (outside autocast) the branches, BNs and residual run as the one
+        op :func:`~shiftwise.ops.conv_bn_sum.conv_bn_sum`, which keeps only ``x_rep`` for
+        the backward instead of the three branch outputs.
         """
         pad_h, pad_v = strip_padding(self.geometry)
         pieces = self.piece_weight()
-        kernels = strip_kernels(pieces, self.tables, self.geometry)
-        transposed = transpose_pays(x_rep, kernels[0], grad_needed(x_rep, pieces))
-        half = self.small_kernel // 2
-        branches = (
-            depthwise_conv2d(x_rep, kernels[0].unsqueeze(1), padding=pad_h, transposed=transposed),
-            depthwise_conv2d(x_rep, kernels[1].unsqueeze(1), padding=pad_v),
-            depthwise_conv2d(x_rep, kernels[2].unsqueeze(1), padding=(half,) * 4),
+        kernels = [
+            kernel.unsqueeze(1) for kernel in strip_kernels(pieces, self.tables, self.geometry)
+        ]
+        paddings = (pad_h, pad_v, (self.small_kernel // 2,) * 4)
+        transposed = (transpose_pays(x_rep, kernels[0], grad_needed(x_rep, pieces)), False, False)
+        norms = (self.bn_h, self.bn_v, self.bn_identity)
+        if self.bn_h is not None and self.training and not is_autocast(self.device.type):
+            out, means, invstds = conv_bn_sum(
+                x_rep,
+                kernels,
+                paddings,
+                transposed,
+                [norm.weight for norm in norms],
+                [norm.bias for norm in norms],
+                self.bn_h.eps,
+            )
+            track_batch_statistics(norms, means, invstds, x_rep.numel() // x_rep.shape[1])
+            return out
+        branches = tuple(
+            depthwise_conv2d(x_rep, kernel, padding=padding, transposed=flip)
+            for kernel, padding, flip in zip(kernels, paddings, transposed, strict=True)
         )
         return self._branch_sum(branches) + x_rep.to(branches[0].dtype)
 

@@ -20,7 +20,7 @@ from shiftwise.models.deployed_blocks import (
     DeployedConvNeXtBlock,
     DeployedShiftWiseBlock,
 )
-from shiftwise.models.recompute import recompute_elementwise
+from shiftwise.ops.grn_mlp import gelu_grn_linear
 
 __all__ = [
     "GRN",
@@ -168,17 +168,9 @@ class ShiftWiseBlock(DeployableBlock):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.se(self.norm(self.conv_dw(x))).permute(0, 2, 3, 1)
-        y = recompute_elementwise(self._mlp_tail, self.fc1(y)).permute(0, 3, 1, 2)
-        y = self.norm2(y) * self.gamma.reshape(1, -1, 1, 1)
+        y = gelu_grn_linear(self.fc1(y), self.grn.gamma, self.grn.beta, self.fc2.weight)
+        y = self.norm2(y.permute(0, 3, 1, 2)) * self.gamma.reshape(1, -1, 1, 1)
         return x + self.drop_path(y)
-
-    def _mlp_tail(self, hidden: torch.Tensor) -> torch.Tensor:
-        """``fc2(GRN(GELU(hidden)))``, ``[B, H, W, 4C] -> [B, H, W, C]``.
-
-        Run by :func:`~shiftwise.models.recompute.recompute_elementwise` in training: its
-        backward keeps ``hidden`` only (not the GELU and GRN outputs) and recomputes them.
-        """
-        return self.fc2(self.grn(self.act(hidden)))
 
     def fuse(self, form: str = "auto") -> DeployedShiftWiseBlock:
         """The inference form: norms, layer scale and GRN's shift folded, SE and GRN as

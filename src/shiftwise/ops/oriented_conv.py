@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["depthwise_conv2d", "grad_needed", "transpose_pays"]
+__all__ = ["conv_kernel", "depthwise_conv2d", "grad_needed", "transpose_pays"]
 
 
 def transpose_pays(x: torch.Tensor, weight: torch.Tensor, needs_grad: bool) -> bool:
@@ -56,15 +56,44 @@ def depthwise_conv2d(
     Returns ``[B, C, H + top + bottom - kh + 1, W + left + right - kw + 1]``, channels-last on
     CPU (a transposed view of channels-last data when ``transposed``).
     """
+    weight, padding_pair = conv_kernel(
+        weight, padding, (x.shape[-2], x.shape[-1]), transposed, crop
+    )
+    if transposed:
+        x = x.transpose(-1, -2)
+    if x.device.type == "cpu":
+        x = x.contiguous(memory_format=torch.channels_last)
+    out = F.conv2d(x, weight, bias, padding=padding_pair, groups=x.shape[1])
+    return out.transpose(-1, -2) if transposed else out
+
+
+def conv_kernel(
+    weight: torch.Tensor,
+    padding: tuple[int, int, int, int],
+    size: tuple[int, int],
+    transposed: bool = False,
+    crop: bool = True,
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """The kernel :func:`depthwise_conv2d` convolves and its symmetric ``(rows, cols)`` padding.
+
+    ``weight [C, 1, kh, kw]`` with ``padding (top, bottom, left, right)`` on an input of
+    ``size (H, W)``: the taps that can only meet the padding cropped (``crop``), the kernel
+    transposed when ``transposed`` (it then applies to ``x^T``), and uneven padding made even
+    by zero taps on the kernel's short side rather than by padding ``x`` (the conv's own
+    padding measured faster than a padded copy on CPU, even at twice the taps;
+    ``benchmarks/README.md``, same section). Then ``F.conv2d(x', kernel, padding=(rows,
+    cols), groups=C)`` is the result, ``x'`` being ``x`` or ``x^T``.
+    """
     if crop:
-        weight, padding = _reachable_taps(weight, padding, (x.shape[-2], x.shape[-1]))
+        weight, padding = _reachable_taps(weight, padding, size)
     if transposed:
         top, bottom, left, right = padding
-        out = _padded_conv(
-            x.transpose(-1, -2), weight.transpose(-1, -2), bias, (left, right, top, bottom)
-        )
-        return out.transpose(-1, -2)
-    return _padded_conv(x, weight, bias, padding)
+        weight, padding = weight.transpose(-1, -2), (left, right, top, bottom)
+    top, bottom, left, right = padding
+    rows, cols = max(top, bottom), max(left, right)
+    if (top, left) != (bottom, right):
+        weight = F.pad(weight, (cols - left, cols - right, rows - top, rows - bottom))
+    return weight, (rows, cols)
 
 
 def _reachable_taps(
@@ -81,27 +110,6 @@ def _reachable_taps(
         return weight, padding
     cropped = weight[..., row0 : row1 + 1, col0 : col1 + 1]
     return cropped, (top - row0, bottom - (rows - 1 - row1), left - col0, right - (cols - 1 - col1))
-
-
-def _padded_conv(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    padding: tuple[int, int, int, int],
-) -> torch.Tensor:
-    """Depthwise conv of ``x`` zero-padded by ``(top, bottom, left, right)``.
-
-    Uneven padding becomes even by zero taps added to the kernel's short side rather than by
-    padding ``x``: the conv's own padding measured faster than a padded copy on CPU, even at
-    twice the taps (``benchmarks/README.md``, same section).
-    """
-    top, bottom, left, right = padding
-    rows, cols = max(top, bottom), max(left, right)
-    if x.device.type == "cpu":
-        x = x.contiguous(memory_format=torch.channels_last)
-    if (top, left) != (bottom, right):
-        weight = F.pad(weight, (cols - left, cols - right, rows - top, rows - bottom))
-    return F.conv2d(x, weight, bias, padding=(rows, cols), groups=x.shape[1])
 
 
 def grad_needed(*tensors: torch.Tensor) -> bool:

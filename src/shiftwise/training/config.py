@@ -12,6 +12,7 @@ import dataclasses
 import math
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ __all__ = [
     "TrainConfig",
     "check_device",
     "check_output_writable",
+    "config_from_options",
     "flag",
     "resolve",
     "validate",
@@ -58,6 +60,8 @@ class TrainConfig:
     gradient before the run stops as diverged. ``max_bad_images``: share of unreadable
     training images tolerated (skipped with a warning) before the run stops.
     ``allow_config_change``: let ``resume`` change what defines the run.
+    ``model_kwargs``: extra :func:`~shiftwise.models.create_model` arguments (e.g.
+    ``{"operator_kwargs": {"n_paths": 1}}``), recorded in the weights' metadata.
     """
 
     model: str | None = None
@@ -87,6 +91,7 @@ class TrainConfig:
     amp: bool | None = None
     accum_steps: int | None = None
     width_factor: float | None = None
+    model_kwargs: dict[str, Any] | None = None
     seed: int | None = None
     train_limit: int | None = None
     sparse: bool | None = None
@@ -112,6 +117,7 @@ RUN_FIELDS = (
     "data",
     "image_size",
     "width_factor",
+    "model_kwargs",
     "accum_steps",
     "seed",
     "train_limit",
@@ -141,6 +147,7 @@ class RunSpec:
     granularity: str | None
     recipe: Recipe
     changes: list[str] = field(default_factory=list)
+    model_kwargs: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values (the recipe as a dict), as stored in a checkpoint."""
@@ -180,6 +187,8 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "max_skipped_steps": (1, math.inf, False),
     "max_bad_images": (0, 1, True),
 }
+# create_model arguments that have their own option (or come from the data).
+_OWN_MODEL_ARGUMENTS = ("num_classes", "in_chans", "width_factor", "drop_path_rate")
 _POSITIVE = ("lr", "width_factor", "density", "crop_scale")  # 0 excluded
 _CHOICES = {
     "sparse_init": ("erk", "snip", "uniform"),
@@ -238,7 +247,35 @@ def validate(config: TrainConfig) -> None:
         given = [flag(name) for name in SPARSE_OPTIONS if getattr(config, name) is not None]
         if given:
             raise UsageError(f"{given[0]}: only applies to sparse training; add --sparse")
+    if config.model_kwargs is not None:
+        if not isinstance(config.model_kwargs, dict):
+            raise UsageError(
+                f"model_kwargs: expected a table of create_model arguments, got "
+                f"{config.model_kwargs!r}"
+            )
+        for name in _OWN_MODEL_ARGUMENTS:
+            if name in config.model_kwargs:
+                raise UsageError(f"model_kwargs: {name!r} is set by its own option or the data")
     check_device(config.device)
+
+
+def config_from_options(options: Mapping[str, Any]) -> TrainConfig:
+    """The :class:`TrainConfig` of flat ``options`` (its field names as keys).
+
+    Raises :class:`UsageError` naming the first unknown option or a value of the wrong type
+    (ranges are checked by :func:`validate`).
+    """
+    kinds = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
+    for name, value in options.items():
+        if name not in kinds:
+            raise UsageError(f"{name}: unknown training option, expected one of {sorted(kinds)}")
+        kind = kinds[name]
+        expected = next(t for t in ("bool", "int", "float", "str", "dict") if kind.startswith(t))
+        accepted = {"bool": bool, "int": int, "float": int | float, "str": str, "dict": dict}
+        wrong = isinstance(value, bool) and expected != "bool"
+        if value is not None and (wrong or not isinstance(value, accepted[expected])):
+            raise UsageError(f"{name}: expected {expected}, got {value!r}")
+    return TrainConfig(**options)
 
 
 def check_device(name: str | None, option: str = "--device") -> torch.device:
@@ -299,9 +336,11 @@ def resolve(config: TrainConfig, saved: dict[str, Any] | None = None) -> RunSpec
             "update_freq": 100,
             "prune_rate": 0.3,
             "granularity": None,
+            "model_kwargs": None,
         }
     else:
         values = {k: v for k, v in saved.items() if k != "recipe"}
+        values.setdefault("model_kwargs", None)  # checkpoints written before the option
         base = Recipe(**saved["recipe"])
         if config.recipe is not None:
             base = default_recipe(config.model or values["model"], config.recipe)

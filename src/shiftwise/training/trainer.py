@@ -397,7 +397,11 @@ def _build_model(spec, recipe, bundle, device, ctx) -> tuple[nn.Module, dict[str
     from shiftwise.models import create_model
 
     in_chans = 3 if recipe.randaug_n > 0 else bundle.in_chans
-    model_kwargs: dict[str, Any] = {"num_classes": bundle.num_classes, "in_chans": in_chans}
+    model_kwargs: dict[str, Any] = {
+        **(spec.model_kwargs or {}),
+        "num_classes": bundle.num_classes,
+        "in_chans": in_chans,
+    }
     if spec.width_factor is not None:
         model_kwargs["width_factor"] = spec.width_factor
     model = create_model(spec.model, drop_path_rate=recipe.drop_path, **model_kwargs)

@@ -1,0 +1,160 @@
+"""Training-mode ``x + sum_i BN_i(conv_i(x))`` over depthwise branches, saving only ``x``.
+
+The SW operator's rep path in training is three depthwise convolutions of one input, each
+followed by a training-mode BatchNorm, summed, plus the input. Run op by op, autograd keeps
+every branch output for the BatchNorm backward (and, for a branch run on transposed data, a
+transposed copy of the input). The custom op ``shiftwise::conv_bn_sum`` saves the input,
+the kernels and the per-branch batch statistics only, and recomputes the branch outputs in
+its backward: a depthwise forward costs a small fraction of its backward on CPU.
+
+Forward and backward call the same ATen kernels autograd would (``F.conv2d``,
+``native_batch_norm``, ``native_batch_norm_backward``, ``convolution_backward``) on the same
+values, so outputs and gradients are those of the op-by-op computation
+(:func:`~shiftwise.ops.oriented_conv.depthwise_conv2d` then ``nn.BatchNorm2d``), which the
+operator's other strategies run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from shiftwise.ops.oriented_conv import conv_kernel
+
+__all__ = ["conv_bn_sum"]
+
+
+def conv_bn_sum(
+    x: torch.Tensor,
+    kernels: Sequence[torch.Tensor],
+    paddings: Sequence[tuple[int, int, int, int]],
+    transposed: Sequence[bool],
+    weights: Sequence[torch.Tensor],
+    biases: Sequence[torch.Tensor],
+    eps: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``x + sum_i BN_i(conv_i(x))`` with training-mode BatchNorms, and their batch statistics.
+
+    Branch ``i`` is :func:`~shiftwise.ops.oriented_conv.depthwise_conv2d` of ``x`` with
+    ``kernels[i] [C, 1, kh, kw]``, ``paddings[i] (top, bottom, left, right)`` and
+    ``transposed[i]``, then ``F.batch_norm`` in training mode with ``weights[i]`` and
+    ``biases[i]`` (``[C]``). Returns the output ``[B, C, H, W]`` and the batch means and
+    inverse standard deviations ``[n, C]`` of the ``n`` branch outputs (running statistics
+    are the caller's: :func:`shiftwise.layers.conv_bn.track_batch_statistics`).
+    """
+    size = (x.shape[-2], x.shape[-1])
+    plans = [
+        conv_kernel(kernel, padding, size, flip)
+        for kernel, padding, flip in zip(kernels, paddings, transposed, strict=True)
+    ]
+    out, statistics = conv_bn_sum_op(
+        x,
+        [kernel for kernel, _ in plans],
+        [side for _, padding in plans for side in padding],
+        list(transposed),
+        list(weights),
+        list(biases),
+        eps,
+    )
+    return out, statistics[0::2], statistics[1::2]
+
+
+def _branch_input(x: torch.Tensor, transposed: bool) -> torch.Tensor:
+    """``x`` (or ``x^T``) in the layout the depthwise conv runs fastest in on CPU."""
+    if transposed:
+        x = x.transpose(-1, -2)
+    if x.device.type == "cpu":
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def _branch_conv(
+    x: torch.Tensor, kernel: torch.Tensor, padding: tuple[int, int], transposed: bool
+) -> torch.Tensor:
+    out = F.conv2d(_branch_input(x, transposed), kernel, padding=padding, groups=x.shape[1])
+    return out.transpose(-1, -2) if transposed else out
+
+
+@torch.library.custom_op("shiftwise::conv_bn_sum", mutates_args=())
+def conv_bn_sum_op(
+    x: torch.Tensor,
+    kernels: list[torch.Tensor],
+    paddings: list[int],
+    transposed: list[bool],
+    weights: list[torch.Tensor],
+    biases: list[torch.Tensor],
+    eps: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x + sum_i BN_i(conv_i(x)), statistics [2 * n, C])``: the batch means and inverse
+    standard deviations of the ``n`` branches, kept for the backward."""
+    out = x.clone()
+    statistics = []
+    for i, kernel in enumerate(kernels):
+        y = _branch_conv(x, kernel, (paddings[2 * i], paddings[2 * i + 1]), transposed[i])
+        normed, mean, invstd = torch.native_batch_norm(
+            y, weights[i], biases[i], None, None, True, 0.0, eps
+        )
+        out.add_(normed)
+        statistics += [mean, invstd]
+    return out, torch.stack(statistics)
+
+
+@conv_bn_sum_op.register_fake
+def _conv_bn_sum_fake(
+    x, kernels, paddings, transposed, weights, biases, eps
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.empty_like(x), x.new_empty(2 * len(kernels), x.shape[1])
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, kernels, paddings, transposed, weights, *_ = inputs
+    ctx.save_for_backward(x, *kernels, *weights, output[1])
+    ctx.mark_non_differentiable(output[1])
+    ctx.paddings, ctx.transposed, ctx.eps = paddings, transposed, inputs[6]
+
+
+def _backward(ctx, grad: torch.Tensor, grad_statistics: torch.Tensor | None):
+    """Per branch: recompute the conv output, then BatchNorm's and the conv's backward."""
+    n = len(ctx.transposed)
+    x, *rest = ctx.saved_tensors
+    kernels, weights, statistics = rest[:n], rest[n : 2 * n], rest[2 * n]
+    grad_x = grad.clone()
+    grad_kernels, grad_weights, grad_biases = [], [], []
+    for i in range(n):
+        padding, transposed = (ctx.paddings[2 * i], ctx.paddings[2 * i + 1]), ctx.transposed[i]
+        y = _branch_conv(x, kernels[i], padding, transposed)
+        grad_y, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
+            grad,
+            y,
+            weights[i],
+            None,
+            None,
+            statistics[2 * i],
+            statistics[2 * i + 1],
+            True,
+            ctx.eps,
+            [True, True, True],
+        )
+        grad_in, grad_kernel, _ = torch.ops.aten.convolution_backward(
+            _branch_input(grad_y, transposed),
+            _branch_input(x, transposed),
+            kernels[i],
+            None,
+            [1, 1],
+            list(padding),
+            [1, 1],
+            False,
+            [0, 0],
+            x.shape[1],
+            [True, True, False],
+        )
+        grad_x.add_(grad_in.transpose(-1, -2) if transposed else grad_in)
+        grad_kernels.append(grad_kernel)
+        grad_weights.append(grad_weight)
+        grad_biases.append(grad_bias)
+    return grad_x, grad_kernels, None, None, grad_weights, grad_biases, None
+
+
+conv_bn_sum_op.register_autograd(_backward, setup_context=_setup_context)

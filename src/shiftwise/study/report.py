@@ -1,0 +1,126 @@
+"""The study's summary files: ``summary.csv``, ``summary.json``, ``summary.md`` and plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Sequence
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+from shiftwise.io import atomic_write
+from shiftwise.study.aggregate import summary_rows
+from shiftwise.study.grid import Grid
+from shiftwise.study.plots import plot_ablations, plot_accuracy_vs_time, plot_curves
+from shiftwise.study.stats import __doc__ as STATS_DOC
+
+__all__ = ["format_markdown", "write_report"]
+
+_CSV_COLUMNS = (
+    "entry", "model", "data", "setting", "epochs", "n", "top1_mean", "top1_std",
+    "top1_ci95_low", "top1_ci95_high", "params", "macs", "training_seconds_mean",
+    "training_seconds_std", "images_per_second_mean", "epochs_rule", "active_pieces",
+)  # fmt: skip
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, list):
+        return " ".join(map(str, value))
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v:.3f}" for k, v in value.items())
+    return value
+
+
+def _no_nan(value: Any) -> Any:
+    """``value`` with every NaN float replaced by ``None`` (strict JSON has no NaN)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_nan(v) for v in value]
+    return value
+
+
+def _number(value: float, digits: int = 2) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def format_markdown(grid: Grid, rows: Sequence[dict[str, Any]], figures: Sequence[Path]) -> str:
+    """A markdown report: the table, how matched epochs were chosen, the active SW pieces
+    per stage of sparse runs, and the figures."""
+    lines = [
+        f"# Study `{grid.name}`",
+        "",
+        grid.description,
+        "",
+        "| configuration | model | data | epochs | seeds | top-1 % mean ± std | 95% interval "
+        "| params (M) | MACs (M) | training s | images/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['entry']} | {row['model']} | {row['data']} | "
+            f"{', '.join(map(str, row['epochs']))} | {row['n']} | "
+            f"{_number(row['top1_mean'])} ± {_number(row['top1_std'])} | "
+            f"{_number(row['top1_ci95_low'])} to {_number(row['top1_ci95_high'])} | "
+            f"{row['params'] / 1e6:.3f} | {row['macs'] / 1e6:.1f} | "
+            f"{row['training_seconds_mean']:.1f} | {row['images_per_second_mean']:.0f} |"
+        )
+    lines += ["", "Top-1: final validation accuracy. " + " ".join(STATS_DOC.split())]
+    lines.append(
+        "Training time: the sum of the per-epoch wall times the trainer logs (training steps "
+        "and that epoch's validation; setup excluded); images/s: training images per second "
+        "of it. Sparse runs count non-zero parameters and MACs."
+    )
+    matched = [row for row in rows if row["epochs_rule"] != "fixed"]
+    for row in matched:
+        lines.append(
+            f"\n`{row['entry']}` trains {', '.join(map(str, row['epochs']))} epochs: "
+            f"{row['epochs_rule']}, rounded (at least 1)."
+        )
+    sparse = [row for row in rows if row["active_pieces"]]
+    if sparse:
+        stages = sorted({stage for row in sparse for stage in row["active_pieces"]})
+        lines += [
+            "",
+            "Active ShiftWiseConv pieces per stage after sparse training (SW Table 2), "
+            "mean share over seeds:",
+            "",
+            "| configuration | " + " | ".join(stages) + " |",
+            "|---|" + "---|" * len(stages),
+        ]
+        for row in sparse:
+            shares = [f"{row['active_pieces'].get(s, math.nan):.1%}" for s in stages]
+            lines.append(f"| {row['entry']} | " + " | ".join(shares) + " |")
+    lines += [""] + [f"![{path.stem}]({path.name})" for path in figures]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(output: Path, grid: Grid, results: Sequence[dict[str, Any]]) -> dict[str, Path]:
+    """Write the summaries and figures of ``results`` into ``output``; returns their paths."""
+    rows = summary_rows(grid, results)
+    paths = {
+        "csv": output / "summary.csv",
+        "json": output / "summary.json",
+        "markdown": output / "summary.md",
+    }
+    text = StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=_CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
+    atomic_write(paths["csv"], text.getvalue().encode())
+    figures = [
+        plot_accuracy_vs_time(rows, results, output / "accuracy_vs_time.png")[0],
+        plot_curves(rows, results, output / "curves.png")[0],
+    ]
+    ablations = plot_ablations(rows, output / "ablations.png")
+    if ablations is not None:
+        figures.append(ablations[0])
+    paths.update({path.stem: path for path in figures})
+    summary = {"grid": grid.name, "configurations": rows, "runs": list(results)}
+    atomic_write(paths["json"], json.dumps(_no_nan(summary), indent=1).encode())
+    atomic_write(paths["markdown"], format_markdown(grid, rows, figures).encode())
+    return paths

@@ -1,0 +1,47 @@
+"""The SW operator's training form: the fused strips path (``conv_bn_sum``) against the
+reference strategy, including what a training step leaves in the BatchNorms."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from testing_utils import randomize_batchnorm
+
+from shiftwise.layers import ShiftWiseConv2d
+from shiftwise.layers.shiftwise_conv import with_strategy
+
+
+def test_training_steps_leave_the_reference_running_statistics():
+    torch.manual_seed(0)
+    op = ShiftWiseConv2d(12, 13, 3, ghost_ratio=0.25, channel_order="official").double().train()
+    randomize_batchnorm(op)
+    strips, reference = with_strategy(op, "strips"), with_strategy(op, "reference")
+    assert strips.strategy == "strips"
+    for step in range(3):
+        x = torch.randn(4, 12, 9, 11, dtype=torch.float64, requires_grad=True)
+        outputs = []
+        for model in (strips, reference):
+            out = model(x)
+            outputs.append((out, torch.autograd.grad(out.square().sum(), [x, *model.parameters()])))
+        (out, grads), (expected, expected_grads) = outputs
+        torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12, msg=f"step {step}")
+        for grad, expected_grad in zip(grads, expected_grads, strict=True):
+            torch.testing.assert_close(grad, expected_grad, rtol=1e-11, atol=1e-11)
+        for (name, buffer), expected_buffer in zip(
+            strips.named_buffers(), reference.buffers(), strict=True
+        ):
+            torch.testing.assert_close(buffer, expected_buffer, rtol=1e-12, atol=1e-12, msg=name)
+
+
+def test_bf16_autocast_training_runs_op_by_op_and_returns_bf16():
+    torch.manual_seed(1)
+    op = ShiftWiseConv2d(8, 9, 3).train()
+    expected = copy.deepcopy(op)
+    x = torch.randn(2, 8, 7, 7)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = op(x)
+        reference = with_strategy(expected, "reference")(x)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), reference.float(), rtol=0.05, atol=0.05)
+    assert op.bn_h.num_batches_tracked.item() == 1
