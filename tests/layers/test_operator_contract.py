@@ -13,8 +13,8 @@ from torch import nn
 import shiftwise
 from shiftwise.layers import (
     KernelWeights,
-    LargeKernelConv2d,
     LargeKernelOperator,
+    RepLKConv2d,
     ShiftWiseConv2d,
     SLaKConv2d,
 )
@@ -22,7 +22,7 @@ from shiftwise.layers.conv_bn import bn_scale_shift
 from shiftwise.sparse import Masking
 from shiftwise.tools.complexity import count_macs
 
-OPERATORS = [ShiftWiseConv2d, SLaKConv2d, LargeKernelConv2d]
+OPERATORS = [ShiftWiseConv2d, SLaKConv2d, RepLKConv2d]
 
 
 @pytest.mark.parametrize("operator", OPERATORS)

@@ -12,7 +12,7 @@ from testing_utils import randomize_batchnorm
 from shiftwise.layers import (
     DenseDepthwiseConv2d,
     DepthwiseConvSum,
-    LargeKernelConv2d,
+    RepLKConv2d,
     ShiftAddPieces,
     ShiftWiseConv2d,
     SLaKConv2d,
@@ -159,7 +159,7 @@ def test_slak_forms_exact(kernel, short, small, form):
 def test_slak_strips_deploy_has_two_convs_and_large_kernel_stays_dense():
     deployed = SLaKConv2d(6, 13, 5, 5).eval().inference_module()
     assert [tuple(c.weight.shape[-2:]) for c in deployed.convs] == [(13, 5), (5, 13)]
-    large = LargeKernelConv2d(6, 9, 3).eval().inference_module()
+    large = RepLKConv2d(6, 9, 3).eval().inference_module()
     assert isinstance(large, DenseDepthwiseConv2d) and large.weight.shape == (6, 1, 9, 9)
     with pytest.raises(ValueError, match="form"):
         SLaKConv2d(6, 13).inference_module("pieces")

@@ -1,8 +1,7 @@
 """Large-kernel depthwise operators as drop-in ``nn.Module``s, their inference forms and their
 common interface."""
 
-import warnings
-
+from shiftwise.deprecation import deprecated_names
 from shiftwise.layers.inference import (
     DenseDepthwiseConv2d,
     DepthwiseConvSum,
@@ -16,7 +15,7 @@ from shiftwise.layers.interface import (
     LargeKernelOperator,
 )
 from shiftwise.layers.shiftwise_conv import ShiftWiseConv2d
-from shiftwise.layers.slak_conv import LargeKernelConv2d, SLaKConv2d
+from shiftwise.layers.slak_conv import RepLKConv2d, SLaKConv2d
 
 __all__ = [
     "DEPLOY_FORMS",
@@ -24,24 +23,15 @@ __all__ = [
     "DepthwiseConvSum",
     "DepthwiseOperator",
     "KernelWeights",
-    "LargeKernelConv2d",
     "LargeKernelOperator",
+    "RepLKConv2d",
     "SLaKConv2d",
     "ShiftAddPieces",
     "ShiftWiseConv2d",
     "StripDepthwiseConv2d",
 ]
 
-_DEPRECATED = {"PermutedDepthwiseConv2d": DenseDepthwiseConv2d}
-
-
-def __getattr__(name: str) -> object:
-    if name in _DEPRECATED:
-        new = _DEPRECATED[name]
-        warnings.warn(
-            f"shiftwise.layers.{name} is deprecated, use {new.__name__}",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return new
-    raise AttributeError(f"module 'shiftwise.layers' has no attribute {name!r}")
+__getattr__ = deprecated_names(
+    __name__,
+    {"PermutedDepthwiseConv2d": DenseDepthwiseConv2d, "LargeKernelConv2d": RepLKConv2d},
+)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from shiftwise.deprecation import deprecated_names
 from shiftwise.layers.conv_bn import DepthwiseConvBN
 from shiftwise.layers.parallel_branches import ParallelBranchConv2d
 from shiftwise.ops.validation import check_kernel_sizes, check_odd_positive
 
-__all__ = ["LargeKernelConv2d", "SLaKConv2d"]
+__all__ = ["RepLKConv2d", "SLaKConv2d"]
 
 
 class SLaKConv2d(ParallelBranchConv2d):
@@ -58,7 +59,7 @@ class SLaKConv2d(ParallelBranchConv2d):
         )
 
 
-class LargeKernelConv2d(ParallelBranchConv2d):
+class RepLKConv2d(ParallelBranchConv2d):
     """RepLKNet-style dense depthwise ``K x K`` conv + BN in parallel with a small ``s x s`` one.
 
     Args:
@@ -87,3 +88,6 @@ class LargeKernelConv2d(ParallelBranchConv2d):
 
     def extra_repr(self) -> str:
         return f"{self.channels}, kernel_size={self.kernel_size}, small_kernel={self.small_kernel}"
+
+
+__getattr__ = deprecated_names(__name__, {"LargeKernelConv2d": RepLKConv2d})

@@ -29,12 +29,13 @@ from torch import nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 from torch.utils.checkpoint import checkpoint
 
+from shiftwise.deprecation import deprecated_names
 from shiftwise.layers.sparse_scope import sparse_scope
 from shiftwise.models.blocks import ConvNeXtBlock, LayerNorm2d, ShiftWiseBlock
 from shiftwise.models.operators import build_operator
 from shiftwise.ops.validation import check_positive_int
 
-__all__ = ["BLOCKS", "POOL_TYPES", "ClassifierHead", "LargeKernelNet", "Stage"]
+__all__ = ["BLOCKS", "POOL_TYPES", "ClassifierHead", "MacroNet", "Stage"]
 
 BLOCKS = {"convnext": ConvNeXtBlock, "shiftwise": ShiftWiseBlock}
 
@@ -42,7 +43,7 @@ BLOCKS = {"convnext": ConvNeXtBlock, "shiftwise": ShiftWiseBlock}
 class Stage(nn.Module):
     """Optional downsample followed by a sequence of blocks.
 
-    With ``grad_checkpointing`` set (:meth:`LargeKernelNet.set_grad_checkpointing`) and
+    With ``grad_checkpointing`` set (:meth:`MacroNet.set_grad_checkpointing`) and
     gradients enabled, each block is run under non-reentrant activation checkpointing: only its
     input is kept, the block is recomputed in the backward pass (same RNG state, and BatchNorm
     running statistics left alone during the recomputation, so training is unchanged).
@@ -190,7 +191,7 @@ def _check_stage_list(value: object, name: str) -> list[int]:
     return [check_positive_int(v, name) for v in value]
 
 
-class LargeKernelNet(nn.Module):
+class MacroNet(nn.Module):
     """Four-stage ConvNeXt-style classifier with a large-kernel depthwise operator.
 
     Args:
@@ -437,3 +438,6 @@ def _init_weights(module: nn.Module) -> None:
         nn.init.trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
+
+
+__getattr__ = deprecated_names(__name__, {"LargeKernelNet": MacroNet})

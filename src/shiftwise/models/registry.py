@@ -1,7 +1,7 @@
 """Named model configurations and ``create_model`` / ``list_models`` (timm-style).
 
 Models are data: each name maps to a :class:`ModelConfig` (depths, widths, kernel sizes,
-block, operator), built by :class:`~shiftwise.models.network.LargeKernelNet`.
+block, operator), built by :class:`~shiftwise.models.network.MacroNet`.
 
 Paper models (released configurations, 224x224 ImageNet):
 
@@ -34,7 +34,7 @@ from torch import nn
 
 from shiftwise.io import load_checkpoint
 from shiftwise.models.features import build_features
-from shiftwise.models.network import LargeKernelNet
+from shiftwise.models.network import MacroNet
 
 __all__ = [
     "FAMILIES",
@@ -69,7 +69,7 @@ ATTO_DEPTHS, ATTO_DIMS, ATTO_KERNELS = (2, 2, 4, 2), (32, 64, 128, 256), (31, 15
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture of one named model (arguments of :class:`LargeKernelNet`)."""
+    """Architecture of one named model (arguments of :class:`MacroNet`)."""
 
     depths: tuple[int, ...]
     dims: tuple[int, ...]
@@ -322,7 +322,7 @@ def create_model(
             :func:`resolve_pretrained_cfg`).
         pretrained_cfg_overlay: entries that override the ``pretrained_cfg`` (kept in it).
         cache_dir: accepted for timm's ``create_model``; unused (nothing is downloaded).
-        **kwargs: any other :class:`LargeKernelNet` argument (``in_chans``, which defaults to
+        **kwargs: any other :class:`MacroNet` argument (``in_chans``, which defaults to
             the cfg's ``input_size[0]``, ``drop_rate``,
             ``global_pool``, ``kernel_sizes``, ``operator``, ``operator_kwargs`` (merged into
             the config's when the operator is unchanged), ``depths``, ``dims``, ``block``, ...).
@@ -365,7 +365,7 @@ def create_model(
     operator_kwargs.update(kwargs.pop("operator_kwargs", None) or {})
     arguments.update(kwargs)
     arguments["operator_kwargs"] = operator_kwargs
-    model = LargeKernelNet(**arguments)
+    model = MacroNet(**arguments)
     model.pretrained_cfg = model.default_cfg = cfg
     if pretrained:
         load_checkpoint(model, cfg["file"])
