@@ -74,7 +74,29 @@ def _centred_padding(kernel: torch.Tensor) -> tuple[int, int, int, int]:
     return (rows, rows, cols, cols)
 
 
-class DenseDepthwiseConv2d(DepthwiseOperator):
+class _ReorderedOutput(DepthwiseOperator):
+    """An inference module whose output channels may be reordered (``output_order [C]``:
+    output ``i`` is channel ``output_order[i]``), which it can stop doing on request."""
+
+    def _keep_output_order(self, output_order: torch.Tensor | None) -> None:
+        self.reorders = output_order is not None
+        if output_order is not None:
+            self.register_buffer("output_order", output_order.clone())
+
+    def _reordered(self, out: torch.Tensor) -> torch.Tensor:
+        return select_channels(out, self.output_order) if self.reorders else out
+
+    def release_output_order(self) -> torch.Tensor | None:
+        """Stop reordering the output; the order it applied (``[C]``), ``None`` if none."""
+        if not self.reorders:
+            return None
+        order = self.output_order
+        del self.output_order
+        self.reorders = False
+        return order
+
+
+class DenseDepthwiseConv2d(_ReorderedOutput):
     """Depthwise "same" conv with bias, output channels reordered: ``conv(x)[:, output_order]``.
 
     Args:
@@ -90,15 +112,13 @@ class DenseDepthwiseConv2d(DepthwiseOperator):
         self.channels = weight.shape[0]
         self.weight = nn.Parameter(weight.detach().clone())
         self.bias = nn.Parameter(bias.detach().clone())
-        self.reorders = output_order is not None
-        if output_order is not None:
-            self.register_buffer("output_order", output_order.clone())
+        self._keep_output_order(output_order)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_depthwise_input(x, self.channels)
         transposed = transpose_pays(x, self.weight, grad_needed(x, self.weight))
         out = depthwise_conv2d(x, self.weight, self.bias, _centred_padding(self.weight), transposed)
-        return select_channels(out, self.output_order) if self.reorders else out
+        return self._reordered(out)
 
     def equivalent_kernel(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.weight, self.bias
@@ -166,7 +186,7 @@ def paper_macs(pieces: int, geometry: SWGeometry, input_size: tuple[int, int]) -
     return pieces * geometry.small_kernel**2 * area
 
 
-class StripDepthwiseConv2d(DepthwiseOperator):
+class StripDepthwiseConv2d(_ReorderedOutput):
     """ShiftwiseConv deployed as strips: two strip depthwise convs plus a bias, all channels.
 
     ``out = conv(x, horizontal) + conv(x, vertical) + bias``, output channels reordered by
@@ -199,9 +219,7 @@ class StripDepthwiseConv2d(DepthwiseOperator):
         self.horizontal = nn.Parameter(horizontal.detach().clone().contiguous())
         self.vertical = nn.Parameter(vertical.detach().clone().contiguous())
         self.bias = nn.Parameter(bias.detach().clone())
-        self.reorders = output_order is not None
-        if output_order is not None:
-            self.register_buffer("output_order", output_order.clone())
+        self._keep_output_order(output_order)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C, H, W] -> [B, C, H, W]``."""
@@ -210,7 +228,7 @@ class StripDepthwiseConv2d(DepthwiseOperator):
         transposed = transpose_pays(x, self.horizontal, grad_needed(x, self.horizontal))
         out = depthwise_conv2d(x, self.horizontal, self.bias, pad_h, transposed)
         out = out + depthwise_conv2d(x, self.vertical, padding=pad_v)
-        return select_channels(out, self.output_order) if self.reorders else out
+        return self._reordered(out)
 
     def equivalent_kernel(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(weight [C, 1, S, S], bias [C])`` in input channel order, ``S`` odd, centred."""
@@ -235,15 +253,6 @@ class StripDepthwiseConv2d(DepthwiseOperator):
         self.vertical.mul_(scale[:, None, None, None])
         self.bias.copy_(self.bias * scale + shift)
         return True
-
-    def release_output_order(self) -> torch.Tensor | None:
-        """Stop reordering the output; the order it applied (``[C]``), ``None`` if none."""
-        if not self.reorders:
-            return None
-        order = self.output_order
-        del self.output_order
-        self.reorders = False
-        return order
 
     def extra_repr(self) -> str:
         return (
