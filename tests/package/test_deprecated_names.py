@@ -22,4 +22,15 @@ def test_old_name_warns_and_is_the_new_object(module, old, new):
     with pytest.warns(DeprecationWarning, match=new.__name__):
         assert getattr(module, old) is new
     with pytest.raises(AttributeError, match="NoSuchName"):
-        getattr(module, "NoSuchName")
+        module.NoSuchName  # noqa: B018
+
+
+def test_mask_target_sw_module_is_the_owner():
+    from torch import nn
+
+    from shiftwise.layers import ShiftWiseConv2d
+    from shiftwise.sparse.targets import select_targets
+
+    (target,) = select_targets(nn.Sequential(ShiftWiseConv2d(8, 7)))
+    with pytest.warns(DeprecationWarning, match="owner"):
+        assert target.sw_module == target.owner == "0"

@@ -26,6 +26,7 @@ Scopes (the ``targets`` argument of :func:`select_targets`):
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -62,6 +63,14 @@ class MaskTarget:
     params: tuple[nn.Parameter, ...]
     mask_shape: tuple[int, ...]
     owner: str | None = None
+
+    @property
+    def sw_module(self) -> str | None:
+        """Deprecated name of :attr:`owner`."""
+        warnings.warn(
+            "MaskTarget.sw_module is deprecated, use MaskTarget.owner", DeprecationWarning, 2
+        )
+        return self.owner
 
     @property
     def shape(self) -> tuple[int, ...]:
