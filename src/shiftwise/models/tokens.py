@@ -68,4 +68,4 @@ def grn_response_scale(tokens: torch.Tensor, gamma: torch.Tensor) -> torch.Tenso
     """
     gx = tokens.square().sum(dim=1).sqrt()
     nx = gx / (gx.mean(dim=-1, keepdim=True) + 1e-6)
-    return torch.addcmul(torch.ones_like(nx), nx, gamma)
+    return nx * gamma + 1.0
