@@ -5,20 +5,28 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 from testing_utils import randomize_batchnorm
 
 from shiftwise.layers import ShiftWiseConv2d
+from shiftwise.ops.conv_bn_sum import RECOMPUTE_FROM
 
 
-def test_training_steps_leave_the_reference_running_statistics():
+@pytest.mark.parametrize(
+    "shape",
+    [(4, 9, 11), (2, 128, 130)],  # op by op, and the custom op (from RECOMPUTE_FROM elements)
+)
+def test_training_steps_leave_the_reference_running_statistics(shape):
+    batch, height, width = shape
     torch.manual_seed(0)
     op = ShiftWiseConv2d(12, 13, 3, ghost_ratio=0.25, channel_order="official").double().train()
     randomize_batchnorm(op)
     strips, reference = op.with_strategy("strips"), op.with_strategy("reference")
     assert strips.strategy == "strips"
+    assert (batch * strips.n_rep * height * width >= RECOMPUTE_FROM) == (height > 100)
     for step in range(3):
-        x = torch.randn(4, 12, 9, 11, dtype=torch.float64, requires_grad=True)
+        x = torch.randn(batch, 12, height, width, dtype=torch.float64, requires_grad=True)
         outputs = []
         for model in (strips, reference):
             out = model(x)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 
 import pytest
 import torch
@@ -10,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 from torch.autograd.graph import saved_tensors_hooks
+from torch.utils.flop_counter import FlopCounterMode
 
-from shiftwise.layers.conv_bn import track_batch_statistics
+from shiftwise.layers.conv_bn import count_batch
 from shiftwise.ops.conv_bn_sum import conv_bn_sum, conv_bn_sum_op
 from shiftwise.ops.oriented_conv import depthwise_conv2d
 
@@ -43,18 +45,21 @@ def _reference(x, kernels, paddings, transposed, norms):
     return out
 
 
-def _fused(x, kernels, paddings, transposed, norms):
-    out, means, invstds = conv_bn_sum(
+def _fused(x, kernels, paddings, transposed, norms, recompute_from=0):
+    """``conv_bn_sum`` as the SW operator calls it (``recompute_from=0``: the custom op)."""
+    return conv_bn_sum(
         x,
         kernels,
         paddings,
         transposed,
         [norm.weight for norm in norms],
         [norm.bias for norm in norms],
+        [norm.running_mean for norm in norms],
+        [norm.running_var for norm in norms],
+        count_batch(norms),
         norms[0].eps,
+        recompute_from,
     )
-    track_batch_statistics(norms, means, invstds, x.numel() // x.shape[1])
-    return out
 
 
 def _run(forward, x, kernels, paddings, transposed, norms, weights):
@@ -71,11 +76,14 @@ def _run(forward, x, kernels, paddings, transposed, norms, weights):
     long=st.sampled_from([3, 5, 9, 15]),
     flip=st.booleans(),
     momentum=st.sampled_from([0.1, None]),
+    recompute_from=st.sampled_from([0, 2**62]),
 )
 def test_equals_op_by_op_forward_backward_and_running_statistics(
-    seed, height, width, long, flip, momentum
+    seed, height, width, long, flip, momentum, recompute_from
 ):
-    """Strips longer than the map (cropped taps), uneven spans, transposed or not, float64."""
+    """Strips longer than the map (cropped taps), uneven spans, transposed or not, float64;
+    by the custom op and below ``recompute_from`` op by op."""
+    fused = functools.partial(_fused, recompute_from=recompute_from)
     kernels, norms = _case(seed, [(3, long), (long, 3), (3, 3)], momentum)
     first = -(long // 2) + (1 if long > 3 else 0)  # an uneven span, as SW's strips have
     paddings = [(1, 1, -first, long - 1 + first), (-first, long - 1 + first, 1, 1), (1, 1, 1, 1)]
@@ -86,7 +94,7 @@ def test_equals_op_by_op_forward_backward_and_running_statistics(
     weights = torch.randn(3, CHANNELS, height, width, dtype=torch.float64, generator=generator)
     reference_norms = copy.deepcopy(norms)
     for _ in range(2):  # the second step sees updated running statistics and batch counts
-        got, got_grads = _run(_fused, x, kernels, paddings, transposed, norms, weights)
+        got, got_grads = _run(fused, x, kernels, paddings, transposed, norms, weights)
         expected, expected_grads = _run(
             _reference, x, kernels, paddings, transposed, reference_norms, weights
         )
@@ -117,7 +125,8 @@ def test_gradcheck_and_opcheck():
 
 @pytest.mark.parametrize("flip", [False, True])
 def test_saves_the_input_not_the_branch_outputs(flip):
-    """Only ``x`` among the ``[B, C, H, W]`` activations is kept for the backward."""
+    """From ``recompute_from``, only ``x`` among the ``[B, C, H, W]`` activations is kept for
+    the backward."""
     kernels, norms = _case(1, [(3, 7), (7, 3), (3, 3)])
     x = torch.randn(2, CHANNELS, 6, 8, dtype=torch.float64, requires_grad=True)
     paddings = [(1, 1, 3, 3), (3, 3, 1, 1), (1, 1, 1, 1)]
@@ -131,3 +140,17 @@ def test_saves_the_input_not_the_branch_outputs(flip):
     with saved_tensors_hooks(pack, lambda tensor: tensor):
         _fused(x, kernels, paddings, [flip, False, False], norms).sum().backward()
     assert saved == {x.untyped_storage().data_ptr()}
+
+
+def test_flop_counter_counts_the_convolutions():
+    kernels, norms = _case(2, [(3, 7), (7, 3), (3, 3)])
+    x = torch.randn(2, CHANNELS, 6, 8, dtype=torch.float64)
+    paddings = [(1, 1, 3, 3), (3, 3, 1, 1), (1, 1, 1, 1)]
+    counts = []
+    for forward in (_fused, _reference):
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            forward(x, kernels, paddings, [True, False, False], copy.deepcopy(norms))
+        counts.append(counter.get_flop_counts()["Global"])
+    conv = torch.ops.aten.convolution
+    assert counts[0][torch.ops.shiftwise.conv_bn_sum] == counts[1][conv] == 2 * 2 * 5 * 48 * 51

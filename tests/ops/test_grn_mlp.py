@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from testing_utils import randomize_batchnorm
 from torch.autograd.graph import saved_tensors_hooks
+from torch.utils.flop_counter import FlopCounterMode
 
 from shiftwise.layers import ShiftWiseConv2d
 from shiftwise.models.blocks import ShiftWiseBlock
@@ -134,3 +135,14 @@ def test_block_keeps_one_hidden_activation_for_the_backward():
     with saved_tensors_hooks(pack, lambda tensor: tensor):
         block(x).sum().backward()
     assert len(storages) == 1
+
+
+def test_flop_counter_counts_the_projection():
+    args = _inputs(2, 3, 4, 8, 5)
+    counts = []
+    for fn in (gelu_grn_linear, gelu_grn_linear_reference):
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            fn(*args)
+        counts.append(counter.get_total_flops())
+    assert counts[0] == counts[1] == 2 * (2 * 3 * 4) * 8 * 5

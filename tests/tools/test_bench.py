@@ -219,3 +219,280 @@ def test_gpu_check_dry_run_without_gpu_says_so_and_exits_0():
     assert result.returncode == 0, result.stderr
     assert "no CUDA GPU detected" in result.stdout
     assert "nothing was measured" in result.stdout
+
+
+# --- benchmarks/bench_targets.py and its helpers (benchmarks/machine_load.py, targets_report.py)
+
+
+@pytest.fixture(scope="module")
+def targets():
+    """The ``bench_targets`` script and its sibling modules, imported from ``benchmarks/``."""
+    import sys
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    folder = str(Path(__file__).parents[2] / "benchmarks")
+    sys.path.insert(0, folder)
+    try:
+        import bench_targets
+        import machine_load
+        import targets_report
+    finally:
+        sys.path.remove(folder)
+    return SimpleNamespace(script=bench_targets, load=machine_load, report=targets_report)
+
+
+def test_pairwise_ratios_are_throughput_ratios_of_paired_rounds(targets):
+    stats = {
+        "eager:sw": Stats((2.0, 4.0, 2.0)),
+        "eager:convnext": Stats((1.0, 1.0, 1.5)),
+        "onnxruntime:sw": Stats((1.0, 1.0, 4.0)),
+    }
+    ratios = targets.report.pairwise_ratios(stats)
+    assert set(ratios) == {"eager:sw/convnext", "eager:convnext/sw", "sw:onnxruntime/eager"}
+    # throughput of sw over convnext = time of convnext / time of sw, per round: .5 .25 .75
+    assert ratios["eager:sw/convnext"] == {"median": 0.5, "q1": 0.25, "q3": 0.75}
+    assert ratios["eager:convnext/sw"]["median"] == 2.0
+    assert ratios["sw:onnxruntime/eager"] == {"median": 2.0, "q1": 0.5, "q3": 4.0}
+
+
+def test_targets_are_those_of_the_issue(targets):
+    """The targets table of issue 17, figure by figure."""
+    figures = {(f.row, f.ratio): f for f in targets.report.FIGURES}
+    assert len(figures) == len(targets.report.FIGURES)  # no figure twice
+    assert {f.row for f in figures.values()} == set(targets.script.ROWS)
+    expected = {}
+    for batch in (1, 8):
+        for runtime, target in (("eager", 0.90), ("compile", 0.90), ("onnxruntime", 0.85)):
+            expected[f"deploy_b{batch}", f"{runtime}:sw/convnext"] = target
+            expected[f"deploy_b{batch}", f"{runtime}:sw/slak"] = 1.5
+    for size in (224, 128):
+        expected[f"train_{size}", "eager:sw/convnext"] = 0.65
+    expected["train_128", "compile:sw/convnext"] = 0.75
+    expected["train_224_compile", "compile:sw/convnext"] = 0.75
+    for row in ("train_atto_demo", "train_atto_fmnist"):
+        expected[row, "eager:sw/convnext"] = 0.60
+    expected["train_memory", "memory:sw/convnext"] = 1.25
+    with_target = {key: f.target for key, f in figures.items() if f.target is not None}
+    assert with_target == expected
+    assert [f.higher_is_better for f in figures.values()].count(False) == 1
+    assert figures["train_memory", "memory:sw/convnext"].met(1.25)
+    assert not figures["train_memory", "memory:sw/convnext"].met(1.26)
+    assert figures["deploy_b1", "eager:sw/convnext"].met(0.90)
+    assert not figures["deploy_b1", "eager:sw/convnext"].met(0.89)
+
+
+def _run_payload(commit: str, ratios: dict, load: list, other: float | None) -> dict:
+    rows = {}
+    for (row, name), value in ratios.items():
+        rows.setdefault(row, {"load_average_before": load, "load_average_after": [2.0, 1, 1]})
+        rows[row]["other_cpu_load"] = other
+        rows[row].setdefault("ratios", {})[name] = value
+    return {
+        "environment": {"commit": commit, "dirty": False, "shiftwise_file": f"/{commit}/x.py",
+                        "torch": "2.13.0", "threads": 2, "date": "d", "load_average": load},
+        "settings": {"quick": False},
+        "rows": rows,
+    }  # fmt: skip
+
+
+def test_compare_table_renders_both_runs_targets_and_loads(targets):
+    before = _run_payload(
+        "ea92dc5aaaa",
+        {  # rows out of the table's order
+            ("train_memory", "memory:sw/convnext"): {"median": 1.43},
+            ("deploy_b1", "eager:sw/convnext"): {"median": 0.75, "q1": 0.7, "q3": 0.8},
+        },
+        [0.12, 0.2, 0.3],
+        0.05,
+    )
+    after = _run_payload(
+        "fffffffbbbb",
+        {
+            ("deploy_b1", "eager:sw/convnext"): {"median": 0.93, "q1": 0.9, "q3": 0.951},
+            ("deploy_b1", "eager:sw/convnextv2"): {"median": 1.2, "q1": 1.1, "q3": 1.3},
+            ("train_memory", "memory:sw/convnext"): {"median": 1.3},
+        },
+        [0.25, 0.2, 0.3],
+        None,
+    )
+    before["warnings"] = ["deploy_b1: other processes kept ...", "train_memory: ..."]
+    table = targets.report.render_table([("before", before), ("after", after)])
+    lines = table.splitlines()
+    assert "| figure | before | after | target | met? |" in lines
+    assert (
+        "| deploy 224 px, batch 1, eager: SW-T / ConvNeXt-T | 0.75 [0.70, 0.80] "
+        "| 0.93 [0.90, 0.95] | ≥ 0.90 | yes |"
+    ) in lines
+    assert (
+        "| deploy 224 px, batch 1, eager: SW-T / ConvNeXt V2-T | — | 1.20 [1.10, 1.30] | — | — |"
+        in lines
+    )
+    assert (
+        "| peak training memory 224 px, batch 8, no checkpointing: SW-T / ConvNeXt-T "
+        "| 1.43 | 1.30 | ≤ 1.25 | **no** |"
+    ) in lines
+    # figures neither run measured are left out
+    assert not any("SLaK-T" in line or "training step" in line for line in lines)
+    assert any(
+        line.startswith("- **before**: shiftwise ea92dc5 from `/ea92dc5aaaa/x.py`")
+        and "load average at the start 0.12 / 0.20 / 0.30" in line
+        for line in lines
+    )
+    assert lines[0].endswith(", **2 load warnings**") and "warnings" not in lines[1]
+    load_rows = lines[lines.index("| row | before | after |") + 2 :]
+    assert load_rows == [  # in the order of the targets table
+        "| deploy_b1 | 0.12 → 2.00, other 0.05 | 0.25 → 2.00, other — |",
+        "| train_memory | 0.12 → 2.00, other 0.05 | 0.25 → 2.00, other — |",
+    ]
+
+
+def test_compare_command_prints_and_writes_the_table(targets, tmp_path, capsys):
+    ratio = {("train_128", "eager:sw/convnext"): {"median": 0.5, "q1": 0.4, "q3": 0.6}}
+    paths = []
+    for name in ("before", "after"):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(_run_payload(name, ratio, [0.1, 0.1, 0.1], 0.0)))
+    targets.script.main(["--compare", *map(str, paths), "--out", str(tmp_path / "out")])
+    printed = capsys.readouterr().out
+    assert printed == (tmp_path / "out" / "targets_compare.md").read_text()
+    assert (
+        "| training step 128 px, batch 8, eager: SW-T / ConvNeXt-T | 0.50 [0.40, 0.60] " in printed
+    )
+    assert _png_size(tmp_path / "out" / "targets_compare.png")[0] > 0
+
+
+def test_other_cpu_load_is_busy_time_less_our_own(targets):
+    sample = targets.load.CpuSample
+    start, end = sample(10.0, 1000, 400), sample(12.0, 1500, 800)
+    # machine busy 500 ticks, ours 400: 100 ticks = 1 s of other work over 2 s
+    assert targets.load.other_cpu_load(start, end, ticks_per_second=100) == 0.5
+    assert targets.load.other_cpu_load(start, sample(12.0, 1300, 800), 100) == 0.0  # clamped
+    assert targets.load.other_cpu_load(None, end) is None
+    assert targets.load.other_cpu_load(end, end) is None
+
+
+def test_cpu_sample_counts_this_process_cpu_time(targets):
+    import os
+    import time
+
+    first = targets.load.cpu_sample()
+    if first is None:
+        pytest.skip("no /proc")
+    begin = time.process_time()
+    while time.process_time() - begin < 0.3:
+        pass
+    second = targets.load.cpu_sample()
+    ticks = (time.process_time() - begin) * os.sysconf("SC_CLK_TCK")
+    assert abs((second.own_ticks - first.own_ticks) - ticks) <= 3
+    assert second.machine_busy_ticks - first.machine_busy_ticks >= ticks - 3
+
+
+def test_load_warnings(targets):
+    warnings = targets.load.load_warnings
+    assert warnings("deploy_b1", {"other_cpu_load": 0.5, "load_average_before": [3, 3, 3]}) == []
+    (text,) = warnings("deploy_b1", {"other_cpu_load": 0.8})
+    assert text.startswith("deploy_b1: other processes kept 0.80 cores busy")
+    # without the CPU counters: the load average before the row
+    (text,) = warnings("train_128", {"other_cpu_load": None, "load_average_before": [0.6, 0, 0]})
+    assert "1-minute load average 0.60 before the row" in text
+    assert warnings("train_128", {"load_average_before": [0.4, 2, 2]}) == []
+    assert targets.load.start_warnings([0.4, 1, 1]) == []
+    assert targets.load.start_warnings(None) == []
+    (text,) = targets.load.start_warnings([0.7, 0.5, 0.2])
+    assert text.startswith("load average 0.70 / 0.50 / 0.20 at the start")
+
+
+def test_settings_full_quick_and_explicit(targets):
+    full = targets.script.settings(targets.script.parse_args([]))
+    assert full["rows"] == [row for row in targets.script.ROWS if row != "train_224_compile"]
+    assert full["runtimes"] == ["eager", "compile", "onnxruntime"]
+    assert full["repeats"] == targets.script.REPEATS
+    quick = targets.script.settings(targets.script.parse_args(["--quick", "--rows", "train_128"]))
+    assert quick["runtimes"] == ["eager", "onnxruntime"] and quick["rows"] == ["train_128"]
+    assert set(quick["repeats"].values()) == {3}
+    chosen = targets.script.parse_args(["--quick", "--runtimes", "compile", "--repeats", "4"])
+    assert targets.script.settings(chosen)["runtimes"] == ["compile"]
+    assert set(targets.script.settings(chosen)["repeats"].values()) == {4}
+    with pytest.raises(SystemExit):
+        targets.script.parse_args(["--repeats", "0"])
+
+
+def test_atto_rows_use_the_trainers_shapes(targets):
+    """The atto rows stand for ``shiftwise demo`` / Fashion-MNIST training: same shapes."""
+    from shiftwise.data.bundled import BundledConfig
+    from shiftwise.training.recipe import default_recipe
+
+    recipe = default_recipe("sw_atto")
+    demo, fmnist = (targets.script.ATTO_SHAPES[r] for r in ("train_atto_demo", "train_atto_fmnist"))
+    assert (demo.image_size, demo.in_chans) == (
+        BundledConfig().image_size,
+        BundledConfig().channels,
+    )
+    assert (fmnist.image_size, fmnist.in_chans, fmnist.num_classes) == (32, 1, 10)
+    for shape in (demo, fmnist):
+        assert shape.batch == recipe.batch_size
+        assert shape.label_smoothing == recipe.smoothing
+        assert not shape.channels_last  # the trainer feeds NCHW
+    assert recipe.drop_path == 0.0 and recipe.randaug_n == 0  # 1 input channel, no drop path
+
+
+def test_training_and_inference_calls_on_a_tiny_model(targets):
+    shape = targets.script.Shape(2, 8, in_chans=1, num_classes=3, label_smoothing=0.1)
+    assert shape.images().is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(shape.images(), shape.images())  # seeded
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4, 3),
+    )
+    before = [p.detach().clone() for p in model.parameters()]
+    targets.script.training_call(model, shape)()
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert all(p.grad is None for p in model.parameters())
+    out = targets.script.inference_call(model, shape.images())()
+    assert out.shape == (2, 3) and not out.requires_grad
+
+
+def test_training_call_goes_through_the_given_forward(targets):
+    """The compiled form is called, and used as given (``OptimizedModule`` has no ``bool``)."""
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+
+    class Forward:  # stands for torch.compile(model)
+        calls = 0
+
+        def __call__(self, x):
+            Forward.calls += 1
+            return model(x)
+
+        def __len__(self):
+            raise TypeError("no len()")
+
+    shape = targets.script.Shape(2, 2, in_chans=1, num_classes=3, channels_last=False)
+    targets.script.training_call(model, shape, Forward())()
+    assert Forward.calls == 1
+
+
+def test_time_row_leaves_out_a_failing_variant_and_records_the_load(targets):
+    calls = []
+
+    def broken():
+        raise RuntimeError("no kernel\nsecond line")
+
+    builders = {
+        "eager:sw": lambda: lambda: calls.append("sw"),
+        "eager:convnext": lambda: lambda: calls.append("convnext"),
+        "compile:sw": broken,
+    }
+    record = targets.script.time_row(builders, targets.script.Shape(4, 8), repeats=3)
+    assert record["errors"] == {"compile:sw": "RuntimeError: no kernel\nsecond line"}
+    assert calls.count("sw") == calls.count("convnext") == targets.script.WARMUP_CALLS + 3
+    assert set(record["step"]) == {"eager:sw", "eager:convnext"}
+    assert set(record["ratios"]) == {"eager:sw/convnext", "eager:convnext/sw"}
+    assert record["images_per_s"]["eager:sw"] == 4 / record["step"]["eager:sw"]["median_s"]
+    assert record["shape"]["batch"] == 4 and record["repeats"] == 3
+    assert "other_cpu_load" in record
+    # nothing left to time: an empty row, not a crash
+    empty = targets.script.time_row({"compile:sw": broken}, targets.script.Shape(4, 8), 3)
+    assert empty["step"] == {} and empty["ratios"] == {} and set(empty["errors"]) == {"compile:sw"}

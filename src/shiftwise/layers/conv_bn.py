@@ -12,8 +12,8 @@ __all__ = [
     "DepthwiseConvBN",
     "bn_scale_shift",
     "center_pad_kernel",
+    "count_batch",
     "is_autocast",
-    "track_batch_statistics",
 ]
 
 
@@ -31,28 +31,24 @@ def is_autocast(device_type: str) -> bool:
     return torch.is_autocast_enabled(device_type)
 
 
-def track_batch_statistics(
-    norms: Sequence[nn.BatchNorm2d], means: torch.Tensor, invstds: torch.Tensor, count: int
-) -> None:
-    """Update training-mode ``norms`` from their batch statistics, as their forward would.
+def count_batch(norms: Sequence[nn.BatchNorm2d]) -> float:
+    """Count a training batch in each of ``norms`` as ``nn.BatchNorm2d.forward`` does, and
+    return the running-statistics factor they share: ``momentum``, or ``1 /
+    num_batches_tracked`` when ``momentum`` is None (``ValueError`` if the norms' differ).
 
-    ``means``, ``invstds``: ``[n, C]``, ``invstd = 1 / sqrt(var + eps)`` of a batch of
-    ``count`` values per channel (e.g. from :func:`shiftwise.ops.conv_bn_sum.conv_bn_sum`).
-    Each norm counts the batch in ``num_batches_tracked`` and moves its running mean and
-    unbiased running variance by ``momentum`` (by ``1 / num_batches_tracked`` when
-    ``momentum`` is None), as ``nn.BatchNorm2d`` does.
+    For training-mode norms that one fused computation runs together
+    (:func:`shiftwise.ops.conv_bn_sum.conv_bn_sum`).
     """
-    with torch.no_grad():
-        variances = (invstds.pow(-2) - torch.tensor([[norm.eps] for norm in norms])).to(invstds)
-        unbiased = variances * (count / max(count - 1, 1))
-        for norm, mean, variance in zip(norms, means, unbiased, strict=True):
-            norm.num_batches_tracked.add_(1)
-            if norm.momentum is None:
-                factor = 1.0 / float(norm.num_batches_tracked)
-            else:
-                factor = norm.momentum
-            norm.running_mean.lerp_(mean, factor)
-            norm.running_var.lerp_(variance, factor)
+    factors = set()
+    for norm in norms:
+        norm.num_batches_tracked.add_(1)
+        if norm.momentum is None:
+            factors.add(1.0 / float(norm.num_batches_tracked))
+        else:
+            factors.add(norm.momentum)
+    if len(factors) != 1:
+        raise ValueError(f"norms: expected one running-statistics factor, got {sorted(factors)}")
+    return factors.pop()
 
 
 def center_pad_kernel(kernel: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shiftwise.layers.conv_bn import bn_scale_shift, is_autocast, track_batch_statistics
+from shiftwise.layers.conv_bn import bn_scale_shift, count_batch, is_autocast
 from shiftwise.layers.inference import (
     DenseDepthwiseConv2d,
     ShiftAddPieces,
@@ -64,7 +64,6 @@ torch.fx.wrap("transpose_pays")
 torch.fx.wrap("grad_needed")
 torch.fx.wrap("select_channels")
 torch.fx.wrap("conv_bn_sum")
-torch.fx.wrap("track_batch_statistics")
 
 
 def resolve_strategy(strategy: str, density: float = 1.0, device: str = "cpu") -> str:
@@ -276,9 +275,10 @@ class ShiftWiseConv2d(LargeKernelOperator):
 
         The wide horizontal strip runs as a tall conv on transposed data when autograd will
         differentiate it on CPU (:func:`~shiftwise.ops.oriented_conv.transpose_pays`). With
-        training-mode BNs (outside autocast) the branches, BNs and residual run as the one
-        op :func:`~shiftwise.ops.conv_bn_sum.conv_bn_sum`, which keeps only ``x_rep`` for
-        the backward instead of the three branch outputs.
+        training-mode BNs (outside autocast; BNs in eval mode, e.g. ``norm_eval``, run as
+        modules) the branches, BNs and residual run as
+        :func:`~shiftwise.ops.conv_bn_sum.conv_bn_sum`, which on large maps keeps only
+        ``x_rep`` for the backward instead of the three branch outputs.
         """
         pad_h, pad_v = strip_padding(self.geometry)
         pieces = self.piece_weight()
@@ -288,18 +288,23 @@ class ShiftWiseConv2d(LargeKernelOperator):
         paddings = (pad_h, pad_v, (self.small_kernel // 2,) * 4)
         transposed = (transpose_pays(x_rep, kernels[0], grad_needed(x_rep, pieces)), False, False)
         norms = (self.bn_h, self.bn_v, self.bn_identity)
-        if self.bn_h is not None and self.training and not is_autocast(self.device.type):
-            out, means, invstds = conv_bn_sum(
+        if (
+            self.bn_h is not None
+            and all(n.training for n in norms)
+            and not is_autocast(self.device.type)
+        ):
+            return conv_bn_sum(
                 x_rep,
                 kernels,
                 paddings,
                 transposed,
                 [norm.weight for norm in norms],
                 [norm.bias for norm in norms],
+                [norm.running_mean for norm in norms],
+                [norm.running_var for norm in norms],
+                count_batch(norms),
                 self.bn_h.eps,
             )
-            track_batch_statistics(norms, means, invstds, x_rep.numel() // x_rep.shape[1])
-            return out
         branches = tuple(
             depthwise_conv2d(x_rep, kernel, padding=padding, transposed=flip)
             for kernel, padding, flip in zip(kernels, paddings, transposed, strict=True)

@@ -6,6 +6,8 @@ every branch output for the BatchNorm backward (and, for a branch run on transpo
 transposed copy of the input). The custom op ``shiftwise::conv_bn_sum`` saves the input,
 the kernels and the per-branch batch statistics only, and recomputes the branch outputs in
 its backward: a depthwise forward costs a small fraction of its backward on CPU.
+:func:`conv_bn_sum` runs it on maps large enough for the memory to matter
+(:data:`RECOMPUTE_FROM`), and the same computation op by op below.
 
 Forward and backward call the same ATen kernels autograd would (``F.conv2d``,
 ``native_batch_norm``, ``native_batch_norm_backward``, ``convolution_backward``) on the same
@@ -20,10 +22,16 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import register_flop_formula
 
-from shiftwise.ops.oriented_conv import conv_kernel
+from shiftwise.ops.oriented_conv import conv_kernel, depthwise_conv2d
 
-__all__ = ["conv_bn_sum"]
+__all__ = ["RECOMPUTE_FROM", "conv_bn_sum"]
+
+# From this many elements per branch output (1 MiB in float32) the branches run as the custom
+# op that recomputes them in the backward; below, op by op (a custom op's fixed cost outweighs
+# the memory it saves on small maps).
+RECOMPUTE_FROM = 2**18
 
 
 def conv_bn_sum(
@@ -33,17 +41,32 @@ def conv_bn_sum(
     transposed: Sequence[bool],
     weights: Sequence[torch.Tensor],
     biases: Sequence[torch.Tensor],
+    running_means: Sequence[torch.Tensor],
+    running_vars: Sequence[torch.Tensor],
+    momentum: float,
     eps: float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``x + sum_i BN_i(conv_i(x))`` with training-mode BatchNorms, and their batch statistics.
+    recompute_from: int = RECOMPUTE_FROM,
+) -> torch.Tensor:
+    """``x + sum_i BN_i(conv_i(x))`` with training-mode BatchNorms, ``[B, C, H, W]``.
 
     Branch ``i`` is :func:`~shiftwise.ops.oriented_conv.depthwise_conv2d` of ``x`` with
     ``kernels[i] [C, 1, kh, kw]``, ``paddings[i] (top, bottom, left, right)`` and
-    ``transposed[i]``, then ``F.batch_norm`` in training mode with ``weights[i]`` and
-    ``biases[i]`` (``[C]``). Returns the output ``[B, C, H, W]`` and the batch means and
-    inverse standard deviations ``[n, C]`` of the ``n`` branch outputs (running statistics
-    are the caller's: :func:`shiftwise.layers.conv_bn.track_batch_statistics`).
+    ``transposed[i]``, then ``F.batch_norm`` in training mode with ``weights[i]``,
+    ``biases[i]`` (``[C]``), updating ``running_means[i]`` and ``running_vars[i]`` in place
+    by ``momentum`` (the factor ``nn.BatchNorm2d`` would use; counting the batch in
+    ``num_batches_tracked`` is the caller's). From ``recompute_from`` elements in ``x`` the
+    custom op runs (branch outputs recomputed in the backward, not kept), below it the same
+    computation op by op.
     """
+    if x.numel() < recompute_from:
+        out = x
+        for i, kernel in enumerate(kernels):
+            y = depthwise_conv2d(x, kernel, padding=paddings[i], transposed=transposed[i])
+            y = F.batch_norm(
+                y, running_means[i], running_vars[i], weights[i], biases[i], True, momentum, eps
+            )
+            out = out + y
+        return out
     size = (x.shape[-2], x.shape[-1])
     plans = [
         conv_kernel(kernel, padding, size, flip)
@@ -58,7 +81,30 @@ def conv_bn_sum(
         list(biases),
         eps,
     )
-    return out, statistics[0::2], statistics[1::2]
+    _update_running_statistics(
+        running_means, running_vars, statistics, eps, momentum, x.numel() // x.shape[1]
+    )
+    return out
+
+
+def _update_running_statistics(
+    running_means: Sequence[torch.Tensor],
+    running_vars: Sequence[torch.Tensor],
+    statistics: torch.Tensor,
+    eps: float,
+    momentum: float,
+    count: int,
+) -> None:
+    """Move the running statistics towards the batch's, as ``F.batch_norm`` does in training.
+
+    ``statistics [2 * n, C]``: batch means and inverse standard deviations, interleaved, of
+    ``count`` values per channel; the running variance follows the unbiased batch variance.
+    """
+    with torch.no_grad():
+        variances = (statistics[1::2].pow(-2) - eps) * (count / max(count - 1, 1))
+        for i, (mean, variance) in enumerate(zip(statistics[0::2], variances, strict=True)):
+            running_means[i].lerp_(mean, momentum)
+            running_vars[i].lerp_(variance, momentum)
 
 
 def _branch_input(x: torch.Tensor, transposed: bool) -> torch.Tensor:
@@ -158,3 +204,12 @@ def _backward(ctx, grad: torch.Tensor, grad_statistics: torch.Tensor | None):
 
 
 conv_bn_sum_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+@register_flop_formula(torch.ops.shiftwise.conv_bn_sum)
+def _conv_bn_sum_flops(x_shape, kernel_shapes, *_, **__) -> int:
+    """FLOPs of the depthwise convolutions (``2 * B * C * H * W * kh * kw`` each, "same"
+    outputs), as ``FlopCounterMode`` counts a convolution."""
+    batch, channels, height, width = x_shape
+    taps = sum(shape[-2] * shape[-1] for shape in kernel_shapes)
+    return 2 * batch * channels * height * width * taps

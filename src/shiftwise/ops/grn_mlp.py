@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import register_flop_formula
 
 __all__ = ["GRN_EPS", "gelu_grn_linear", "gelu_grn_linear_reference"]
 
@@ -105,3 +106,10 @@ def _backward(ctx, grad: torch.Tensor, grad_norms: torch.Tensor | None):
 
 
 gelu_grn_linear_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+@register_flop_formula(torch.ops.shiftwise.gelu_grn_linear)
+def _gelu_grn_linear_flops(hidden_shape, gamma_shape, beta_shape, weight_shape, **_) -> int:
+    """FLOPs of the projection (``2 * tokens * D * C``), as ``FlopCounterMode`` counts a linear."""
+    tokens = hidden_shape[0] * hidden_shape[1] * hidden_shape[2]
+    return 2 * tokens * weight_shape[0] * weight_shape[1]
