@@ -241,18 +241,19 @@ class ShiftWiseConv2d(LargeKernelOperator):
         """A new operator, built with execution strategy ``strategy``, holding copies of this
         one's weights, tables and BN statistics (for comparisons and benchmarks; ``self`` is
         left unchanged). Same outputs and gradients: every strategy is exact."""
-        twin = ShiftWiseConv2d(
-            self.channels,
-            self.kernel_size,
-            self.small_kernel,
-            self.ghost_ratio,
-            n_paths=len(self.paths),
-            n_shuffles=self.n_shuffles,
-            bn=self.bn_h is not None,
-            channel_order=self.channel_order,
-            strategy=strategy,
-            ghost_rule=self.ghost_rule,
-        )
+        with torch.random.fork_rng(devices=[]):  # its initial weights are overwritten
+            twin = ShiftWiseConv2d(
+                self.channels,
+                self.kernel_size,
+                self.small_kernel,
+                self.ghost_ratio,
+                n_paths=len(self.paths),
+                n_shuffles=self.n_shuffles,
+                bn=self.bn_h is not None,
+                channel_order=self.channel_order,
+                strategy=strategy,
+                ghost_rule=self.ghost_rule,
+            )
         twin.to(self.device, self.paths[0].weight.dtype).load_state_dict(self.state_dict())
         return twin.train(self.training)
 

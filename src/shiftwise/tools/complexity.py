@@ -27,14 +27,12 @@ import argparse
 import copy
 import json
 import logging
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode, register_flop_formula
+from torch.utils.flop_counter import FlopCounterMode
 
-import shiftwise.ops.grn_mlp  # noqa: F401  (registers torch.ops.shiftwise.gelu_grn_linear)
 from shiftwise.errors import UsageError
 from shiftwise.layers import DepthwiseOperator
 from shiftwise.layers.sparse_scope import sparse_scope
@@ -51,14 +49,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-@register_flop_formula(torch.ops.shiftwise.gelu_grn_linear)
-def _gelu_grn_linear_flops(hidden_shape, gamma_shape, beta_shape, weight_shape, **kwargs) -> int:
-    """FLOPs of the SW block's fused MLP tail: its one matrix product, ``2 * tokens * D * C``
-    (GELU and GRN are not counted, as everywhere here)."""
-    tokens = math.prod(hidden_shape[:-1])
-    return 2 * tokens * weight_shape[1] * weight_shape[0]
 
 
 @dataclass(frozen=True)
