@@ -110,6 +110,8 @@ def default_recipe(model: str, name: str | None = None) -> Recipe:
         recipe = RECIPES[name]
     else:
         recipe = CPU if model.endswith("_atto") else PAPER
-    if recipe is PAPER and model.startswith("sw_"):
-        recipe = recipe.replace(drop_path=0.2)
+    from shiftwise.models.registry import MODEL_CONFIGS, model_family
+
+    if recipe is PAPER and model in MODEL_CONFIGS:  # the family's overrides (SW: drop path 0.2)
+        recipe = recipe.replace(**model_family(model).paper_recipe)
     return recipe

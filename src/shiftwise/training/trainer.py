@@ -458,9 +458,10 @@ def _masking(spec, model, optimizer, transform, loader, device, total_steps):
     """The sparse-training engine of ``spec`` (``None`` for dense training)."""
     if not spec.sparse:
         return None
+    from shiftwise.models.registry import model_family
     from shiftwise.sparse import Masking
 
-    granularity = spec.granularity or ("group" if spec.model.startswith("sw_") else "fine")
+    granularity = spec.granularity or model_family(spec.model).granularity
     snip_data = None
     if spec.sparse_init == "snip":
         transform.eval()
