@@ -33,8 +33,6 @@ import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
-from shiftwise.layers import SLaKConv2d
-from shiftwise.layers.shiftwise_conv import with_strategy
 from shiftwise.models import create_model, reparameterize
 from shiftwise.tools.benchmarking.environment import describe_environment, write_json
 from shiftwise.tools.benchmarking.timing import measure_interleaved, paired_ratio
@@ -42,13 +40,10 @@ from shiftwise.tools.benchmarking.timing import measure_interleaved, paired_rati
 RESULTS = Path(__file__).parent / "results"
 
 
-def deployed(name: str, slak_form: str = "auto", strategy: str = "auto") -> nn.Module:
+def deployed(name: str, form: str = "auto") -> nn.Module:
+    """Registered model ``name`` deployed with ``form`` (:data:`shiftwise.layers.DEPLOY_FORMS`)."""
     torch.manual_seed(0)
-    model = create_model(name).eval()
-    for module in model.modules():
-        if isinstance(module, SLaKConv2d):
-            module.reparameterize(slak_form)
-    model = with_strategy(reparameterize(model), strategy)
+    model = reparameterize(create_model(name).eval(), form)
     return model.to(memory_format=torch.channels_last)
 
 
@@ -121,11 +116,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     models = {
         "sw_tiny": deployed("sw_tiny"),
-        "sw_tiny fused": deployed("sw_tiny", strategy="fused"),
+        "sw_tiny fused": deployed("sw_tiny", "pieces"),
         "slak_tiny": deployed("slak_tiny"),
     }
     if not args.skip_dense:
-        models["slak_tiny dense"] = deployed("slak_tiny", slak_form="dense")
+        models["slak_tiny dense"] = deployed("slak_tiny", "dense")
         x = torch.randn(1, 3, args.img_size, args.img_size)
         with torch.no_grad():
             error = float((models["slak_tiny dense"](x) - models["slak_tiny"](x)).abs().max())

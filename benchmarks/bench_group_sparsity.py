@@ -2,7 +2,7 @@
 
 One SW-T stage-1 operator (C=80, K=51, k=3, 56x56 by default). Its small-conv pieces are
 magnitude-pruned by group (summed ``|w|`` over the ``k x k`` filter and both paths, the
-lowest fraction ``s`` zeroed), then :meth:`ShiftWiseConv2d.reparameterize` deploys it, which
+lowest fraction ``s`` zeroed), then :meth:`ShiftWiseConv2d.inference_module` deploys it, which
 removes the pruned pieces (``weight`` keeps the active ones, ``active_index`` says which).
 All variants but the last run the piece form (``strategy="fused"``: small convs of the active
 pieces, then the shift-add op), timed side by side in one run, interleaved repeat by repeat,
@@ -31,7 +31,6 @@ from pathlib import Path
 import torch
 
 from shiftwise.layers import ShiftWiseConv2d
-from shiftwise.layers.shiftwise_conv import with_strategy
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -60,7 +59,7 @@ def prune_groups(op: ShiftWiseConv2d, sparsity: float) -> ShiftWiseConv2d:
     return pruned
 
 
-def max_error(module: ShiftWiseConv2d, x: torch.Tensor, expected: torch.Tensor) -> float:
+def max_error(module: torch.nn.Module, x: torch.Tensor, expected: torch.Tensor) -> float:
     """Largest absolute difference between ``module(x)`` and ``expected``."""
     return float((module(x) - expected).abs().max())
 
@@ -99,20 +98,17 @@ def main() -> None:
 
     op = build_operator(args)
     x = torch.randn(args.batch, args.channels, args.size, args.size)
-    variants: dict[str, ShiftWiseConv2d] = {}
+    variants: dict[str, torch.nn.Module] = {}
     errors: dict[str, float] = {}
     with torch.inference_mode():
-        dense = with_strategy(op, "fused")
-        dense.reparameterize()
-        variants["dense"] = dense
+        variants["dense"] = op.inference_module("pieces")
         for sparsity in args.sparsities:
-            pruned = with_strategy(prune_groups(op, sparsity), "fused")
+            pruned = prune_groups(op, sparsity)
             expected = pruned(x)
-            pruned.reparameterize()
+            pruned = pruned.inference_module("pieces")
             variants[f"compact {sparsity:.0%}"] = pruned
             errors[f"compact {sparsity:.0%}"] = max_error(pruned, x, expected)
-        strips = with_strategy(op, "strips")
-        strips.reparameterize()
+        strips = op.inference_module("strips")
         variants["strips"] = strips
         errors["strips"] = max_error(strips, x, variants["dense"](x))
         x = x.to(device)
@@ -123,8 +119,7 @@ def main() -> None:
     median = {name: statistics.median(t) for name, t in times.items()}
     rows = []
     for name, module in variants.items():
-        active = module.deployed_pieces
-        total = module.n_rep * module.geometry.n_pieces
+        active, total = module.piece_counts()
         rows.append(
             {
                 "variant": name,

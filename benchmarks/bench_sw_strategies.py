@@ -43,7 +43,6 @@ import torch
 from torch import nn
 
 from shiftwise.layers import ShiftWiseConv2d, SLaKConv2d
-from shiftwise.layers.shiftwise_conv import with_strategy
 from shiftwise.ops.oriented_conv import depthwise_conv2d
 from shiftwise.ops.sw_geometry import strip_padding
 from shiftwise.tools.benchmarking.environment import describe_environment, write_json
@@ -126,16 +125,16 @@ def stage_variants(
     x = torch.randn(batch, channels, size, size)
     slak_channels = int(channels * SLAK_WIDTH)
     x_slak = torch.randn(batch, slak_channels, size, size)
-    strips = with_strategy(sw, "strips")
+    strips = sw.with_strategy("strips")
     variants = {
         "sw strips": make(strips, x),
         "sw strips untransposed": make(UntransposedStrips(strips), x),
-        "sw fused": make(with_strategy(sw, "fused"), x),
+        "sw fused": make(sw.with_strategy("fused"), x),
         "slak plain (1.3x C)": make(PlainSLaK(slak_channels, kernel), x_slak),
         "slak plain (same C)": make(PlainSLaK(channels, kernel), x),
         "slak ours (1.3x C)": make(SLaKConv2d(slak_channels, kernel), x_slak),
     }
-    once = {"sw reference": make(with_strategy(sw, "reference"), x)}
+    once = {"sw reference": make(sw.with_strategy("reference"), x)}
     return variants, once
 
 

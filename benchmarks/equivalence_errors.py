@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shiftwise.layers import LargeKernelConv2d, ShiftWiseConv2d, SLaKConv2d
+from shiftwise.layers import RepLKConv2d, ShiftWiseConv2d, SLaKConv2d
 from shiftwise.ops import decompose_kernel, shift_wise_conv2d
 
 RESULTS = Path(__file__).parent / "results"
@@ -54,8 +54,7 @@ def operator_errors(op: nn.Module, x: torch.Tensor) -> tuple[float, float]:
     out = op(x)
     weight, bias = op.equivalent_kernel()
     dense = F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=x.shape[1])
-    op.reparameterize()
-    return max_error(dense, out), max_error(op(x), out)
+    return max_error(dense, out), max_error(op.inference_module()(x), out)
 
 
 @torch.no_grad()
@@ -68,7 +67,7 @@ def main() -> None:
             ("ShiftWiseConv2d(80, 51, 3)", ShiftWiseConv2d(80, 51, 3)),
             ("ShiftWiseConv2d(320, 47, 3)", ShiftWiseConv2d(320, 47, 3)),
             ("SLaKConv2d(124, 51, 5, 5)", SLaKConv2d(124, 51, 5, 5)),
-            ("LargeKernelConv2d(80, 31, 5)", LargeKernelConv2d(80, 31, 5)),
+            ("RepLKConv2d(80, 31, 5)", RepLKConv2d(80, 31, 5)),
         ]:
             x = torch.randn(2, op.channels, 56, 48, dtype=dtype)
             kernel_error, reparam_error = operator_errors(op.to(dtype), x)

@@ -13,8 +13,8 @@ from torch import nn
 import shiftwise
 from shiftwise.layers import (
     KernelWeights,
-    LargeKernelConv2d,
     LargeKernelOperator,
+    RepLKConv2d,
     ShiftWiseConv2d,
     SLaKConv2d,
 )
@@ -22,7 +22,7 @@ from shiftwise.layers.conv_bn import bn_scale_shift
 from shiftwise.sparse import Masking
 from shiftwise.tools.complexity import count_macs
 
-OPERATORS = [ShiftWiseConv2d, SLaKConv2d, LargeKernelConv2d]
+OPERATORS = [ShiftWiseConv2d, SLaKConv2d, RepLKConv2d]
 
 
 @pytest.mark.parametrize("operator", OPERATORS)
@@ -69,30 +69,29 @@ def test_operators_share_the_autocast_dtype():
 
 
 def _deployed_sw(
-    pruned: bool, strategy: str = "auto", channel_order: str = "input"
-) -> tuple[ShiftWiseConv2d, torch.Tensor]:
+    pruned: bool, form: str = "auto", channel_order: str = "input"
+) -> tuple[nn.Module, torch.Tensor]:
     torch.manual_seed(0)
-    op = ShiftWiseConv2d(12, 9, 3, strategy=strategy, channel_order=channel_order).double()
+    op = ShiftWiseConv2d(12, 9, 3, channel_order=channel_order).double()
     randomize_batchnorm(op)
     if pruned:
         with torch.no_grad():
             for path in op.paths:
                 path.weight[::3] = 0.0
-    op.eval().reparameterize()
-    return op, torch.randn(2, 12, 8, 11, dtype=torch.float64)
+    return op.eval().inference_module(form), torch.randn(2, 12, 8, 11, dtype=torch.float64)
 
 
 @pytest.mark.parametrize("pruned", [False, True])
-@pytest.mark.parametrize("strategy", ["strips", "fused"])
-def test_deployed_sw_has_no_dead_parameter(pruned, strategy):
+@pytest.mark.parametrize("form", ["strips", "pieces"])
+def test_deployed_sw_has_no_dead_parameter(pruned, form):
     """Every entry of every parameter and every whole parameter shapes the deployed output."""
-    op, x = _deployed_sw(pruned, strategy)
+    op, x = _deployed_sw(pruned, form)
     names = [name for name, _ in op.named_parameters()]
-    if strategy == "strips":
+    if form == "strips":
         assert sorted(names) == ["bias", "horizontal", "vertical"]
     else:
         assert sorted(names) == ["branch_bias", "branch_scale", "weight"]
-        assert (op.active_index is not None) == pruned
+        assert op.pruned == pruned
     with torch.no_grad():
         expected = op(x)
         for name, param in op.named_parameters():
@@ -112,17 +111,18 @@ def test_deployed_sw_absorbs_an_output_affine_and_releases_its_order(channel_ord
     scale, shift = torch.randn(2, 12, dtype=torch.float64)
     with torch.no_grad():
         expected = op(x) * scale[:, None, None] + shift[:, None, None]
-        op.absorb_output_affine(scale, shift)
+        assert op.absorb_output_affine(scale, shift)
         torch.testing.assert_close(op(x), expected, rtol=1e-12, atol=1e-12)
         order = op.release_output_order()
-        assert op.channel_order == "input" and op.rep_index is None
-        torch.testing.assert_close(op(x)[:, order], expected, rtol=1e-12, atol=1e-12)
+        assert (order is None) == (channel_order == "input") and op.release_output_order() is None
+        assert sorted(op.state_dict()) == ["bias", "horizontal", "vertical"]
+        released = op(x) if order is None else op(x)[:, order]
+        torch.testing.assert_close(released, expected, rtol=1e-12, atol=1e-12)
         weight, bias = op.equivalent_kernel()
         dense = F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=12)
         torch.testing.assert_close(dense, op(x), rtol=1e-12, atol=1e-12)
-    pieces, _ = _deployed_sw(pruned=False, strategy="fused")
-    with pytest.raises(RuntimeError, match=r"absorb_output_affine: needs .* strips"):
-        pieces.absorb_output_affine(scale, shift)
+    pieces, _ = _deployed_sw(pruned=False, form="pieces")
+    assert not pieces.absorb_output_affine(scale, shift) and pieces.release_output_order() is None
 
 
 def test_deployed_sw_buffers_are_what_its_form_reads():
@@ -130,10 +130,8 @@ def test_deployed_sw_buffers_are_what_its_form_reads():
     assert sorted(op.state_dict()) == ["bias", "horizontal", "vertical"]
     assert op.horizontal.shape[0] == op.vertical.shape[0] == op.bias.shape[0] == op.channels
     official, _ = _deployed_sw(pruned=True, channel_order="official")  # its output reorder
-    assert sorted(official.state_dict()) == [
-        "bias", "ghost_index", "horizontal", "rep_index", "vertical",
-    ]  # fmt: skip
-    op, _ = _deployed_sw(pruned=True, strategy="fused")
+    assert sorted(official.state_dict()) == ["bias", "horizontal", "output_order", "vertical"]
+    op, _ = _deployed_sw(pruned=True, form="pieces")
     persistent = sorted(op.state_dict())
     assert persistent == sorted(
         [
@@ -161,37 +159,24 @@ class ToyOperator(LargeKernelOperator):
         self.channels = channels
         self.conv = nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2,
                               groups=channels, bias=False)  # fmt: skip
-        self.bn: nn.BatchNorm2d | None = nn.BatchNorm2d(channels)
-        self.bias: nn.Parameter | None = None
+        self.bn = nn.BatchNorm2d(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (
-            self.bn(self.conv(x))
-            if self.bn is not None
-            else self.conv(x) + self.bias[:, None, None]
-        )
+        return self.bn(self.conv(x))
 
     def equivalent_kernel(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.bn is None:
-            return self.conv.weight, self.bias
         scale, shift = bn_scale_shift(self.bn)
         return self.conv.weight * scale[:, None, None, None], shift
 
-    @torch.no_grad()
-    def reparameterize(self) -> None:
-        if self.bn is None:
-            return
+    def inference_module(self, form: str = "auto") -> nn.Module:
         weight, bias = self.equivalent_kernel()
-        self.conv.weight.copy_(weight)
-        self.bias = nn.Parameter(bias.clone())
-        self.bn = None
-
-    @property
-    def deployed(self) -> bool:
-        return self.bn is None
+        conv = nn.Conv2d(self.channels, self.channels, weight.shape[-1],
+                         padding=weight.shape[-1] // 2, groups=self.channels)  # fmt: skip
+        conv.load_state_dict({"weight": weight, "bias": bias})
+        return conv
 
     def large_kernel_parameters(self) -> list[KernelWeights]:
-        return [] if self.deployed else [KernelWeights("conv.weight", ("conv.weight",))]
+        return [KernelWeights("conv.weight", ("conv.weight",))]
 
     def macs(self, input_size: tuple[int, int]) -> int:
         return self.conv.weight[0].numel() * self.channels * input_size[0] * input_size[1]
@@ -211,5 +196,5 @@ def test_a_new_operator_gets_sparse_training_counting_and_deploy_from_the_interf
     x = torch.randn(2, 3, 16, 16)
     expected = model(x)
     deployed = shiftwise.reparameterize(copy.deepcopy(model))
-    assert deployed[1].deployed and deployed[1].large_kernel_parameters() == []
+    assert type(deployed[1]) is nn.Conv2d  # the operator's inference form
     torch.testing.assert_close(deployed(x), expected, atol=1e-5, rtol=0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import io
 
 import pytest
@@ -92,10 +91,14 @@ def test_matches_official_scatter_formula(kernel_size, small_kernel, height, wid
     torch.testing.assert_close(op(x), official_forward(op, x), atol=1e-10, rtol=0)
 
 
-def dense_reference(op: ShiftWiseConv2d, x: torch.Tensor) -> torch.Tensor:
+def dense_reference(
+    op: torch.nn.Module, x: torch.Tensor, order: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The operator's equivalent kernel as a plain conv, outputs in ``order`` (default: the
+    operator's own ``output_order``)."""
     weight, bias = op.equivalent_kernel()
     out = F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=x.shape[1])
-    return out.index_select(1, op.output_order)
+    return out.index_select(1, op.output_order if order is None else order)
 
 
 @st.composite
@@ -121,11 +124,11 @@ def test_eval_equals_equivalent_kernel_and_reparameterize(case, height, width):
     x = torch.randn(2, case["channels"], height, width, dtype=torch.float64)
     out = op(x)
     torch.testing.assert_close(out, dense_reference(op, x), atol=1e-10, rtol=0)
-    torch.testing.assert_close(op.to_dense()(x), out, atol=1e-10, rtol=0)
-    op.reparameterize()
-    assert op.deployed and op.n_paths == 1
-    torch.testing.assert_close(op(x), out, atol=1e-10, rtol=0)
-    torch.testing.assert_close(dense_reference(op, x), out, atol=1e-10, rtol=0)
+    for form in ("dense", "strips", "pieces"):
+        deployed = op.inference_module(form)
+        torch.testing.assert_close(deployed(x), out, atol=1e-10, rtol=0)
+        reference = dense_reference(deployed, x, op.output_order)
+        torch.testing.assert_close(reference, out, atol=1e-10, rtol=0)
 
 
 def test_reparameterize_float32_official_size():
@@ -135,8 +138,7 @@ def test_reparameterize_float32_official_size():
     x = torch.randn(2, 80, 32, 40)
     out = op(x)
     dense = dense_reference(op, x)
-    op.reparameterize()
-    assert (op(x) - out).abs().max() < 1e-4
+    assert (op.inference_module()(x) - out).abs().max() < 1e-4
     assert (dense - out).abs().max() < 1e-4
 
 
@@ -154,8 +156,7 @@ def test_channels_last_and_bfloat16():
     op = ShiftWiseConv2d(10, 9, 3).eval()
     x = torch.randn(2, 10, 7, 12)
     expected = op(x)
-    deployed = copy.deepcopy(op)
-    deployed.reparameterize()
+    deployed = op.inference_module()
     for module in (op, deployed):
         with torch.no_grad():
             out = module(x.to(memory_format=torch.channels_last))

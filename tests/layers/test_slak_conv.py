@@ -1,4 +1,4 @@
-"""SLaKConv2d and LargeKernelConv2d: branch shapes, exact merge, errors."""
+"""SLaKConv2d and RepLKConv2d: branch shapes, exact merge, errors."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from testing_utils import randomize_batchnorm
 
-from shiftwise.layers import LargeKernelConv2d, SLaKConv2d
+from shiftwise.layers import RepLKConv2d, SLaKConv2d
 
 odd = st.integers(0, 8).map(lambda n: 2 * n + 1)
 
@@ -19,9 +19,8 @@ def check_equivalence(op, x):
     weight, bias = op.equivalent_kernel()
     dense = F.conv2d(x, weight, bias, padding=op.kernel_size // 2, groups=x.shape[1])
     torch.testing.assert_close(dense, out, atol=1e-10, rtol=0)
-    op.reparameterize()
-    assert op.deployed and not op.branches()
-    torch.testing.assert_close(op(x), out, atol=1e-10, rtol=0)
+    for form in ("dense", "strips"):
+        torch.testing.assert_close(op.inference_module(form)(x), out, atol=1e-10, rtol=0)
 
 
 @settings(max_examples=40, deadline=None)
@@ -45,7 +44,7 @@ def test_slak_eval_equals_equivalent_kernel(kernel, short, small, bn, height, wi
 @given(kernel=odd, small=st.one_of(st.none(), odd), height=st.integers(1, 10))
 def test_large_kernel_eval_equals_equivalent_kernel(kernel, small, height):
     small = None if small is None else min(small, kernel)
-    op = LargeKernelConv2d(3, kernel, small).double().eval()
+    op = RepLKConv2d(3, kernel, small).double().eval()
     randomize_batchnorm(op)
     check_equivalence(op, torch.randn(2, 3, height, 7, dtype=torch.float64))
 
@@ -64,8 +63,7 @@ def test_reparameterize_float32_paper_size():
     randomize_batchnorm(op)
     x = torch.randn(2, 16, 28, 36).to(memory_format=torch.channels_last)
     out = op(x)
-    op.reparameterize()
-    assert (op(x) - out).abs().max() < 1e-4
+    assert (op.inference_module()(x) - out).abs().max() < 1e-4
 
 
 @pytest.mark.parametrize(
@@ -76,10 +74,10 @@ def test_reparameterize_float32_paper_size():
         (lambda: SLaKConv2d(4, 13, 15), ValueError, "short_side"),
         (lambda: SLaKConv2d(4, 13, 4), ValueError, "short_side"),
         (lambda: SLaKConv2d(4, 13, 5, 2), ValueError, "small_kernel"),
-        (lambda: LargeKernelConv2d(4, -3), ValueError, "kernel_size"),
-        (lambda: LargeKernelConv2d(4, 31, 6), ValueError, "small_kernel"),
+        (lambda: RepLKConv2d(4, -3), ValueError, "kernel_size"),
+        (lambda: RepLKConv2d(4, 31, 6), ValueError, "small_kernel"),
         (lambda: SLaKConv2d(8, 5, 5, 7), ValueError, "small_kernel"),
-        (lambda: LargeKernelConv2d(4, 5, 7), ValueError, "small_kernel"),
+        (lambda: RepLKConv2d(4, 5, 7), ValueError, "small_kernel"),
     ],
 )
 def test_bad_arguments(factory, error, name):
@@ -91,4 +89,4 @@ def test_bad_input():
     with pytest.raises(ValueError, match="channels"):
         SLaKConv2d(4, 7)(torch.zeros(1, 3, 5, 5))
     with pytest.raises(TypeError, match="dtype"):
-        LargeKernelConv2d(4, 7)(torch.zeros(1, 4, 5, 5, dtype=torch.int32))
+        RepLKConv2d(4, 7)(torch.zeros(1, 4, 5, 5, dtype=torch.int32))

@@ -9,9 +9,16 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from testing_utils import randomize_batchnorm
 
-from shiftwise.layers import LargeKernelConv2d, ShiftWiseConv2d, SLaKConv2d
-from shiftwise.layers.parallel_branches import DepthwiseConvSum
-from shiftwise.layers.shiftwise_conv import resolve_strategy, with_strategy
+from shiftwise.layers import (
+    DenseDepthwiseConv2d,
+    DepthwiseConvSum,
+    RepLKConv2d,
+    ShiftAddPieces,
+    ShiftWiseConv2d,
+    SLaKConv2d,
+    StripDepthwiseConv2d,
+)
+from shiftwise.layers.shiftwise_conv import resolve_strategy
 from shiftwise.ops.oriented_conv import depthwise_conv2d
 
 FAST = ("strips", "fused")
@@ -19,7 +26,7 @@ FAST = ("strips", "fused")
 
 def run(op, x, strategy):
     """Output and gradients (input and every parameter) of a weighted sum of the output."""
-    op = with_strategy(op, strategy)
+    op = op.with_strategy(strategy)
     out = op(x)
     weights = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)
     grads = torch.autograd.grad((out * weights).sum(), [x, *op.parameters()])
@@ -61,19 +68,19 @@ def test_strips_match_reference_at_sw_t_kernels_float32(kernel):
     op = ShiftWiseConv2d(12, kernel).eval()
     randomize_batchnorm(op)
     x = torch.randn(1, 12, 11, 14)
-    expected = with_strategy(op, "reference")(x)
-    torch.testing.assert_close(with_strategy(op, "strips")(x), expected, atol=1e-5, rtol=0)
-    for strategy in FAST:
-        deployed = with_strategy(op, strategy)
-        deployed.reparameterize()
-        assert deployed.deploy_form == ("strips" if strategy == "strips" else "pieces")
+    expected = op.with_strategy("reference")(x)
+    torch.testing.assert_close(op.with_strategy("strips")(x), expected, atol=1e-5, rtol=0)
+    forms = {"strips": StripDepthwiseConv2d, "fused": ShiftAddPieces}
+    for strategy, form in forms.items():
+        deployed = op.with_strategy(strategy).inference_module()
+        assert type(deployed) is form
         torch.testing.assert_close(deployed(x), expected, atol=1e-5, rtol=0)
 
 
 def test_strategy_is_resolved_once_and_copies_leave_the_original_alone():
     model = torch.nn.Sequential(ShiftWiseConv2d(8, 7), ShiftWiseConv2d(8, 9, strategy="fused"))
     assert [m.strategy for m in model] == ["strips", "fused"]
-    forced = with_strategy(model, "reference")
+    forced = [m.with_strategy("reference") for m in model]
     assert [m.strategy for m in forced] == ["reference", "reference"]
     assert [m.strategy for m in model] == ["strips", "fused"]
     assert resolve_strategy("auto") == "strips"
@@ -82,7 +89,7 @@ def test_strategy_is_resolved_once_and_copies_leave_the_original_alone():
     with pytest.raises(ValueError, match="strategy"):
         ShiftWiseConv2d(8, 7, strategy="fast")
     with pytest.raises(ValueError, match="strategy"):
-        with_strategy(model, "gpu")
+        model[0].with_strategy("gpu")
 
 
 def test_sparse_deploy_keeps_active_pieces_only_and_every_strategy_agrees():
@@ -92,15 +99,19 @@ def test_sparse_deploy_keeps_active_pieces_only_and_every_strategy_agrees():
             path.weight[1:] = 0  # one active piece out of Cr * nk
     x = torch.randn(1, 8, 6, 6)
     expected = op(x)
-    pieces = with_strategy(op, "fused")
-    op.reparameterize()
-    assert op.strategy == "strips" and op.deployed_pieces == 1  # on CPU, whatever the density
-    pieces.reparameterize()
+    strips = op.inference_module()
+    assert isinstance(strips, StripDepthwiseConv2d)  # on CPU, whatever the density
+    assert strips.piece_counts() == (1, op.n_rep * op.geometry.n_pieces)
+    pieces = op.with_strategy("fused").inference_module()
     assert pieces.weight.shape[0] == 1 and pieces.active_index.tolist() == [0]
-    for module in (op, pieces, with_strategy(pieces, "reference")):
+    reference = op.with_strategy("reference").inference_module()
+    assert reference.reference and not pieces.reference
+    dense = op.inference_module("dense")
+    assert isinstance(dense, DenseDepthwiseConv2d)
+    for module in (strips, pieces, reference, dense, op.inference_module("pieces")):
         torch.testing.assert_close(module(x), expected, atol=1e-6, rtol=0)
-    with pytest.raises(ValueError, match="strategy"):
-        with_strategy(op, "fused")
+    with pytest.raises(ValueError, match="form"):
+        op.inference_module("fused")
 
 
 @pytest.mark.parametrize("padding", [(1, 1, 3, 3), (0, 2, 4, 1)])
@@ -134,25 +145,24 @@ def test_slak_forms_exact(kernel, short, small, form):
     torch.testing.assert_close(op(x), plain, atol=1e-12, rtol=0)
     grad_plain = torch.autograd.grad(plain.sum(), x)[0]
     torch.testing.assert_close(torch.autograd.grad(op(x).sum(), x)[0], grad_plain)
-    op.reparameterize(form)
+    deployed = op.inference_module(form)
     dense_form = form == "dense" or (form == "auto" and short == kernel)
-    expected_type = torch.nn.Conv2d if dense_form else DepthwiseConvSum
-    assert isinstance(op.reparam, expected_type)
-    torch.testing.assert_close(op(x), plain, atol=1e-12, rtol=0)
-    weight, bias = op.equivalent_kernel()
-    dense = F.conv2d(x, weight, bias, padding=kernel // 2, groups=4)
-    torch.testing.assert_close(dense, plain, atol=1e-12, rtol=0)
+    expected_type = DenseDepthwiseConv2d if dense_form else DepthwiseConvSum
+    assert type(deployed) is expected_type
+    torch.testing.assert_close(deployed(x), plain, atol=1e-12, rtol=0)
+    for module in (op, deployed):
+        weight, bias = module.equivalent_kernel()
+        dense = F.conv2d(x, weight, bias, padding=kernel // 2, groups=4)
+        torch.testing.assert_close(dense, plain, atol=1e-12, rtol=0)
 
 
 def test_slak_strips_deploy_has_two_convs_and_large_kernel_stays_dense():
-    op = SLaKConv2d(6, 13, 5, 5).eval()
-    op.reparameterize()
-    assert [tuple(c.weight.shape[-2:]) for c in op.reparam.convs] == [(13, 5), (5, 13)]
-    large = LargeKernelConv2d(6, 9, 3).eval()
-    large.reparameterize()
-    assert isinstance(large.reparam, torch.nn.Conv2d)
+    deployed = SLaKConv2d(6, 13, 5, 5).eval().inference_module()
+    assert [tuple(c.weight.shape[-2:]) for c in deployed.convs] == [(13, 5), (5, 13)]
+    large = RepLKConv2d(6, 9, 3).eval().inference_module()
+    assert isinstance(large, DenseDepthwiseConv2d) and large.weight.shape == (6, 1, 9, 9)
     with pytest.raises(ValueError, match="form"):
-        SLaKConv2d(6, 13).reparameterize("sparse")
+        SLaKConv2d(6, 13).inference_module("pieces")
 
 
 @pytest.mark.parametrize("transposed", [False, True])

@@ -10,7 +10,6 @@ import torch
 from testing_utils import randomize_batchnorm
 
 from shiftwise.layers import ShiftWiseConv2d
-from shiftwise.layers.shiftwise_conv import with_strategy
 from shiftwise.ops.conv_bn_sum import RECOMPUTE_FROM
 
 
@@ -23,7 +22,7 @@ def test_training_steps_leave_the_reference_running_statistics(shape):
     torch.manual_seed(0)
     op = ShiftWiseConv2d(12, 13, 3, ghost_ratio=0.25, channel_order="official").double().train()
     randomize_batchnorm(op)
-    strips, reference = with_strategy(op, "strips"), with_strategy(op, "reference")
+    strips, reference = op.with_strategy("strips"), op.with_strategy("reference")
     assert strips.strategy == "strips"
     assert (batch * strips.n_rep * height * width >= RECOMPUTE_FROM) == (height > 100)
     for step in range(3):
@@ -49,7 +48,7 @@ def test_bf16_autocast_training_runs_op_by_op_and_returns_bf16():
     x = torch.randn(2, 8, 7, 7)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = op(x)
-        reference = with_strategy(expected, "reference")(x)
+        reference = expected.with_strategy("reference")(x)
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), reference.float(), rtol=0.05, atol=0.05)
     assert op.bn_h.num_batches_tracked.item() == 1

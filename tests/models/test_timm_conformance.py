@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 import shiftwise
-from shiftwise.models import LargeKernelNet, create_model, list_models, reparameterize
+from shiftwise.models import MacroNet, create_model, list_models, reparameterize
 from shiftwise.models.registry import pretrained_cfg
 
 timm = pytest.importorskip("timm")
@@ -80,7 +80,7 @@ def test_timm_cfg_lookups_agree(name: str) -> None:
     assert cfg.paper_ids.startswith("arXiv:") and cfg.license == "apache-2.0"
     assert timm.models.get_pretrained_cfg_value(name, "input_size") == cfg.input_size
     model = build(name, via_timm=True)
-    assert isinstance(model, LargeKernelNet)
+    assert isinstance(model, MacroNet)
     assert model.pretrained_cfg == cfg.to_dict() == model.default_cfg
     data = timm.data.resolve_data_config({}, model=model)
     assert data["input_size"] == cfg.input_size and data["crop_pct"] == cfg.crop_pct

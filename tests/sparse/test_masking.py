@@ -105,7 +105,7 @@ def test_sw_paths_share_one_mask(tiny_net, batch, train_steps, granularity):
         granularity=granularity,
     )  # fmt: skip
     train_steps(tiny_net, optimizer, masking, batch, 6)
-    sw_targets = [t for t in masking.targets if t.sw_module is not None]
+    sw_targets = [t for t in masking.targets if t.owner is not None]
     assert len(sw_targets) == 2
     for target in sw_targets:
         assert len(target.params) == 2

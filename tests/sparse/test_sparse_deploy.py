@@ -7,8 +7,8 @@ import copy
 import pytest
 import torch
 
-from shiftwise.layers import ShiftWiseConv2d
-from shiftwise.layers.shiftwise_conv import with_strategy
+import shiftwise
+from shiftwise.layers import ShiftAddPieces, ShiftWiseConv2d, StripDepthwiseConv2d
 from shiftwise.sparse import Masking, sparsity_report
 
 
@@ -56,38 +56,36 @@ def test_deploy_removes_pruned_pieces_and_keeps_outputs(
     expected = op(x)
     kernel_before, bias_before = op.equivalent_kernel()
     pieces_before = op.piece_weight().detach()
-    strips = copy.deepcopy(op)
-    op = with_strategy(op, "fused")
-    op.reparameterize()
-    assert op.active_index.tolist() == keep.nonzero().flatten().tolist()
-    assert op.weight.shape[0] == int(keep.sum())
-    torch.testing.assert_close(op.piece_weight(), pieces_before, rtol=0, atol=0)
-    for module in (op, with_strategy(op, "reference")):  # active pieces only
+    pieces = op.inference_module("pieces")
+    assert pieces.active_index.tolist() == keep.nonzero().flatten().tolist()
+    assert pieces.weight.shape[0] == int(keep.sum())
+    torch.testing.assert_close(pieces.piece_weight(), pieces_before, rtol=0, atol=0)
+    reference = op.with_strategy("reference").inference_module("pieces")
+    for module in (pieces, reference):  # active pieces only
         torch.testing.assert_close(module(x), expected, rtol=0, atol=1e-12)
-    strips.reparameterize()
-    assert strips.deploy_form == "strips" and strips.deployed_pieces == int(keep.sum())
+    strips = op.inference_module("strips")
+    assert strips.piece_counts() == pieces.piece_counts() == (int(keep.sum()), keep.numel())
     torch.testing.assert_close(strips(x), expected, rtol=0, atol=1e-12)
     torch.testing.assert_close(strips.equivalent_kernel()[0], kernel_before, rtol=0, atol=1e-12)
-    kernel_after, bias_after = op.equivalent_kernel()
+    kernel_after, bias_after = pieces.equivalent_kernel()
     torch.testing.assert_close(kernel_after, kernel_before, rtol=0, atol=1e-12)
     torch.testing.assert_close(bias_after, bias_before, rtol=0, atol=1e-12)
-    torch.testing.assert_close(op.to_dense()(x), expected, rtol=0, atol=1e-10)
+    torch.testing.assert_close(op.inference_module("dense")(x), expected, rtol=0, atol=1e-10)
 
 
 def test_dense_sw_keeps_every_piece():
-    op = with_strategy(_random_eval_op(12, 13, 3), "fused")
-    op.reparameterize()
-    assert op.active_index is None
+    op = _random_eval_op(12, 13, 3).inference_module("pieces")
+    assert not op.pruned
     assert op.weight.shape == (op.n_rep * op.geometry.n_pieces, 1, 3, 3)
 
 
 def test_a_piece_with_some_zero_taps_stays_active():
-    op = with_strategy(_random_eval_op(8, 13, 3), "fused")
+    op = _random_eval_op(8, 13, 3)
     with torch.no_grad():
         for path in op.paths:
             path.weight[[1, 4, 5]] = 0.0
             path.weight[7, 0, 1, 1] = 0.0
-    op.reparameterize()
+    op = op.inference_module("pieces")
     total = op.n_rep * op.geometry.n_pieces
     assert op.active_index.tolist() == [i for i in range(total) if i not in (1, 4, 5)]
 
@@ -104,23 +102,17 @@ def test_group_sparse_trained_model_deploys_exactly(tiny_net, batch, train_steps
     tiny_net.eval()
     expected = tiny_net(inputs.double())
     before = sparsity_report(tiny_net)
-    strips = copy.deepcopy(tiny_net)
-    tiny_net = with_strategy(tiny_net, "fused")
-    for net in (tiny_net, strips):
-        for module in net.modules():
-            if hasattr(module, "reparameterize"):
-                module.reparameterize()
+    for form in ("pieces", "strips"):
+        net = shiftwise.reparameterize(copy.deepcopy(tiny_net), form)
         torch.testing.assert_close(net(inputs.double()), expected, rtol=0, atol=1e-12)
-    after = sparsity_report(tiny_net)
-    assert [s.fraction for s in after.stages] == [s.fraction for s in before.stages]
-    assert [s.fraction for s in after.stages] == [0.5, 0.5]
-    sw = [m for m in tiny_net.modules() if isinstance(m, ShiftWiseConv2d)]
-    assert all(m.weight.shape[0] * 2 == m.n_rep * m.geometry.n_pieces for m in sw)
+        after = sparsity_report(net)
+        assert [s.fraction for s in after.stages] == [s.fraction for s in before.stages]
+        assert [s.fraction for s in after.stages] == [0.5, 0.5]
+    sw = [m for m in net.modules() if isinstance(m, StripDepthwiseConv2d)]
+    assert sw and all(m.pieces[0] * 2 == m.pieces[1] for m in sw)
 
 
 def test_reparameterize_model_deploys_group_sparse_sw_atto_exactly():
-    import shiftwise
-
     torch.manual_seed(0)
     model = shiftwise.create_model("sw_atto", width_factor=0.5, num_classes=4).double()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -136,8 +128,9 @@ def test_reparameterize_model_deploys_group_sparse_sw_atto_exactly():
     model.eval()
     x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
     expected = model(x)
-    for strategy in ("fused", "strips"):
-        deployed = shiftwise.reparameterize(with_strategy(model, strategy))
-        sw = [m for m in deployed.modules() if isinstance(m, ShiftWiseConv2d)]
-        assert sw and all(m.deployed_pieces * 2 == m.n_rep * m.geometry.n_pieces for m in sw)
+    for form, module in (("pieces", ShiftAddPieces), ("strips", StripDepthwiseConv2d)):
+        deployed = shiftwise.reparameterize(copy.deepcopy(model), form)
+        sw = [m for m in deployed.modules() if isinstance(m, module)]
+        assert sw and all(2 * m.piece_counts()[0] == m.piece_counts()[1] for m in sw)
+        assert not any(isinstance(m, ShiftWiseConv2d) for m in deployed.modules())
         torch.testing.assert_close(deployed(x), expected, rtol=1e-10, atol=1e-10)

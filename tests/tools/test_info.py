@@ -68,8 +68,7 @@ def test_sw_tiny_counts_match_official(sw_tiny_report: dict) -> None:
     # Deploy (strips form): each operator's 2 paths and 3 BNs become two folded strip kernels
     # [C, k, nk*k] and a bias [C] over all channels (ghost channels as identity taps); blocks
     # fold their norms and layer scales too.
-    op = ShiftWiseConv2d(80, 51).eval()
-    op.reparameterize()
+    op = ShiftWiseConv2d(80, 51).eval().inference_module()
     assert sum(p.numel() for p in op.parameters()) == 2 * 80 * 17 * 3 * 3 + 80
     _check_parts_add_up(sw_tiny_report)
 

@@ -2,15 +2,14 @@
 
 Reading order: construction (tables drawn once), the two execution forms (``strips``: three
 depthwise strip convolutions; ``reference``/``fused``: small convs to pieces, then a
-shift-add), :meth:`ShiftWiseConv2d.reparameterize` and the :class:`LargeKernelOperator`
-members. The geometry (sizes, tables, strip assembly, folding) is pure functions in
-:mod:`shiftwise.ops.sw_geometry`; the kernels are :mod:`shiftwise.ops.shift_add` and
-:mod:`shiftwise.ops.oriented_conv`.
+shift-add), :meth:`ShiftWiseConv2d.inference_module` (the deploy forms, modules of
+:mod:`shiftwise.layers.inference`) and the :class:`LargeKernelOperator` members. The geometry
+(sizes, tables, strip assembly, folding) is pure functions in :mod:`shiftwise.ops.sw_geometry`;
+the kernels are :mod:`shiftwise.ops.shift_add` and :mod:`shiftwise.ops.oriented_conv`.
 """
 
 from __future__ import annotations
 
-import copy
 import itertools
 
 import torch
@@ -18,13 +17,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from shiftwise.layers.conv_bn import bn_scale_shift, count_batch, is_autocast
-from shiftwise.layers.interface import KernelWeights, LargeKernelOperator
+from shiftwise.layers.inference import (
+    DenseDepthwiseConv2d,
+    ShiftAddPieces,
+    StripDepthwiseConv2d,
+    paper_macs,
+    select_channels,
+    with_ghost_channels,
+)
+from shiftwise.layers.interface import KernelWeights, LargeKernelOperator, check_deploy_form
 from shiftwise.ops.conv_bn_sum import conv_bn_sum
 from shiftwise.ops.oriented_conv import depthwise_conv2d, grad_needed, transpose_pays
 from shiftwise.ops.shift_add import shift_add, shift_add_reference
 from shiftwise.ops.sw_geometry import (
     ShiftTables,
-    SWGeometry,
     equivalent_kernel,
     fold_strips,
     full_channel_strips,
@@ -33,7 +39,6 @@ from shiftwise.ops.sw_geometry import (
     shift_tables,
     strip_kernels,
     strip_padding,
-    strips_kernel,
     sw_geometry,
     term_offsets,
 )
@@ -43,10 +48,8 @@ __all__ = [
     "CHANNEL_ORDERS",
     "COMPACT_DENSITY",
     "STRATEGIES",
-    "PermutedDepthwiseConv2d",
     "ShiftWiseConv2d",
     "resolve_strategy",
-    "with_strategy",
 ]
 
 STRATEGIES = ("auto", "reference", "strips", "fused")
@@ -101,7 +104,7 @@ class ShiftWiseConv2d(LargeKernelOperator):
         small_kernel: ``k`` (odd, ``<= K``).
         ghost_ratio: fraction of channels that skip the operator, in ``[0, 1)``;
             ``Cr = floor(floor(C * (1 - ghost_ratio)) / 2) * 2``.
-        n_paths: parallel small convs, summed (merged into one by :meth:`reparameterize`).
+        n_paths: parallel small convs, summed (merged into one by :meth:`inference_module`).
         n_shuffles: shuffled groups ``R``.
         bn: BatchNorm on each of the three branches.
         seed: seed of the ghost split (NumPy legacy RNG) and shuffles (torch generator);
@@ -115,7 +118,7 @@ class ShiftWiseConv2d(LargeKernelOperator):
             convs to the ``Cr * nk`` pieces, then the fused shift-add custom op),
             ``"reference"`` (the same with the readable reference shift-add, the oracle) or
             ``"auto"`` (:func:`resolve_strategy`, resolved here and again, knowing the
-            pruned pieces, by :meth:`reparameterize`). Fixed for the module's life.
+            pruned pieces, by :meth:`inference_module`). Fixed for the module's life.
         ghost_rule: how ``Cr`` follows from ``ghost_ratio``: ``"v2"`` (above, the released
             SW v2 networks) or ``"v1"``, ``Cr = C - floor(C * ghost_ratio)`` (not forced even),
             the rule of the official ``SW_v1_slak.py`` (``sw_v1_*`` models).
@@ -192,16 +195,6 @@ class ShiftWiseConv2d(LargeKernelOperator):
         self.bn_h = nn.BatchNorm2d(n_rep) if bn else None
         self.bn_v = nn.BatchNorm2d(n_rep) if bn else None
         self.bn_identity = nn.BatchNorm2d(n_rep) if bn else None
-        # Inference form, one of two chosen by the strategy at reparameterize (docstring there).
-        self.deploy_form: str | None = None
-        self.deployed_pieces: int | None = None  # active pieces, for the MAC count
-        self.register_parameter("horizontal", None)
-        self.register_parameter("vertical", None)
-        self.register_parameter("bias", None)
-        self.register_parameter("weight", None)
-        self.register_buffer("active_index", None)
-        self.register_parameter("branch_scale", None)
-        self.register_parameter("branch_bias", None)
 
     # --- shared pieces ---------------------------------------------------------------------
 
@@ -212,7 +205,7 @@ class ShiftWiseConv2d(LargeKernelOperator):
 
     @property
     def n_paths(self) -> int:
-        return 1 if self.deployed else len(self.paths)
+        return len(self.paths)
 
     @property
     def output_order(self) -> torch.Tensor:
@@ -228,26 +221,10 @@ class ShiftWiseConv2d(LargeKernelOperator):
 
     def piece_weight(self) -> torch.Tensor:
         """Summed small-conv weight of all ``Cr * nk`` pieces, ``[Cr * nk, 1, k, k]``."""
-        self._check_pieces_kept()
-        if not self.deployed:
-            return torch.stack([path.weight for path in self.paths]).sum(0)
-        if self.active_index is None:
-            return self.weight
-        full = self.weight.new_zeros(self.n_rep * self.geometry.n_pieces, *self.weight.shape[1:])
-        return full.index_copy(0, self.active_index, self.weight)
-
-    def _check_pieces_kept(self) -> None:
-        if self.deploy_form == "strips":
-            raise RuntimeError(
-                "this ShiftWiseConv2d was deployed as folded strips: its pieces and branch "
-                "scales are gone (choose another strategy before reparameterize())"
-            )
+        return torch.stack([path.weight for path in self.paths]).sum(0)
 
     def branch_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Eval-mode per-branch scales ``[3, Cr]`` (h, v, identity) and summed shift ``[Cr]``."""
-        self._check_pieces_kept()
-        if self.deployed:
-            return self.branch_scale, self.branch_bias
         if self.bn_h is None:
             ones = self.piece_weight().new_ones(3, self.n_rep)
             return ones, ones.new_zeros(self.n_rep)
@@ -260,13 +237,31 @@ class ShiftWiseConv2d(LargeKernelOperator):
         (:func:`~shiftwise.ops.sw_geometry.strip_kernels` of :meth:`piece_weight`)."""
         return strip_kernels(self.piece_weight(), self.tables, self.geometry)
 
+    def with_strategy(self, strategy: str) -> ShiftWiseConv2d:
+        """A new operator, built with execution strategy ``strategy``, holding copies of this
+        one's weights, tables and BN statistics (for comparisons and benchmarks; ``self`` is
+        left unchanged). Same outputs and gradients: every strategy is exact."""
+        with torch.random.fork_rng(devices=[]):  # its initial weights are overwritten
+            twin = ShiftWiseConv2d(
+                self.channels,
+                self.kernel_size,
+                self.small_kernel,
+                self.ghost_ratio,
+                n_paths=len(self.paths),
+                n_shuffles=self.n_shuffles,
+                bn=self.bn_h is not None,
+                channel_order=self.channel_order,
+                strategy=strategy,
+                ghost_rule=self.ghost_rule,
+            )
+        twin.to(self.device, self.paths[0].weight.dtype).load_state_dict(self.state_dict())
+        return twin.train(self.training)
+
     # --- forward ---------------------------------------------------------------------------
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Shift-wise convolution, ``[B, C, H, W] -> [B, C, H, W]``."""
         check_depthwise_input(x, self.channels)
-        if self.deploy_form == "strips":
-            return self._run_full_strips(x)
         x_rep = select_channels(x, self.rep_index)
         strips = self.strategy == "strips"
         out = self._run_strips(x_rep) if strips else self._run_shift_add(x_rep)
@@ -274,20 +269,6 @@ class ShiftWiseConv2d(LargeKernelOperator):
         out = torch.cat([out, ghost], dim=1)
         if self.channel_order == "input":
             out = select_channels(out, torch.argsort(torch.cat([self.rep_index, self.ghost_index])))
-        return out
-
-    def _run_full_strips(self, x: torch.Tensor) -> torch.Tensor:
-        """Deployed output ``[B, C, H, W]``: two strip convs over all channels plus the bias.
-
-        Ghost channels pass through their unit centre tap, so no channel is split off or
-        gathered; only ``channel_order="official"`` reorders the output.
-        """
-        pad_h, pad_v = strip_padding(self.geometry)
-        transposed = transpose_pays(x, self.horizontal, grad_needed(x, self.horizontal))
-        out = depthwise_conv2d(x, self.horizontal, self.bias, pad_h, transposed)
-        out = out + depthwise_conv2d(x, self.vertical, padding=pad_v)
-        if self.channel_order == "official":
-            out = select_channels(out, self.output_order)
         return out
 
     def _run_strips(self, x_rep: torch.Tensor) -> torch.Tensor:
@@ -332,20 +313,11 @@ class ShiftWiseConv2d(LargeKernelOperator):
         return self._branch_sum(branches) + x_rep.to(branches[0].dtype)
 
     def _run_shift_add(self, x_rep: torch.Tensor) -> torch.Tensor:
-        """Rep output ``[B, Cr, H, W]``: small convs to pieces, then three shift-adds.
-
-        A deployed operator with pruned pieces convolves its active pieces only (each with its
-        rep channel); terms reading a pruned piece read an appended zero piece.
-        """
+        """Rep output ``[B, Cr, H, W]``: small convs to pieces, then three shift-adds."""
         size = (x_rep.shape[-2], x_rep.shape[-1])
         padding = self.geometry.conv_padding
         tables = (self.horizontal_index, self.vertical_index, self.identity_index)
-        if self.active_index is None:
-            y = F.conv2d(x_rep, self.piece_weight(), padding=padding, groups=self.n_rep)
-        else:
-            y = _active_pieces_conv(x_rep, self.weight, self.active_index, self.geometry)
-            slot = _piece_slots(self.active_index, self.n_rep * self.geometry.n_pieces)
-            tables = tuple(slot[index] for index in tables)
+        y = F.conv2d(x_rep, self.piece_weight(), padding=padding, groups=self.n_rep)
         shift = shift_add if self.strategy == "fused" else shift_add_reference
         offsets = term_offsets(self.geometry, self.n_shuffles, x_rep.device)
         branches = tuple(
@@ -354,77 +326,85 @@ class ShiftWiseConv2d(LargeKernelOperator):
         return self._branch_sum(branches) + x_rep.to(branches[0].dtype)
 
     def _branch_sum(self, branches: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """``BN_h(H) + BN_v(V) + BN_identity(I)`` (the folded affine once deployed)."""
+        """``BN_h(H) + BN_v(V) + BN_identity(I)``."""
         horizontal, vertical, identity = branches
-        if self.deployed:
-            scale = self.branch_scale.reshape(3, 1, -1, 1, 1)
-            out = horizontal * scale[0] + vertical * scale[1] + identity * scale[2]
-            return out + self.branch_bias.reshape(1, -1, 1, 1)
         if self.bn_h is not None:
             return self.bn_h(horizontal) + self.bn_v(vertical) + self.bn_identity(identity)
         return horizontal + vertical + identity
 
-    # --- inference form --------------------------------------------------------------------
+    # --- inference forms -------------------------------------------------------------------
+
+    deploy_forms = ("auto", "dense", "strips", "pieces")
 
     @torch.no_grad()
-    def reparameterize(self) -> None:
-        """Switch in place to the inference form; eval output unchanged, idempotent.
+    def inference_module(
+        self, form: str = "auto"
+    ) -> StripDepthwiseConv2d | ShiftAddPieces | DenseDepthwiseConv2d:
+        """A new module equal to this operator in eval mode, in deploy form ``form``.
 
         Paths are summed, the three eval-mode BNs folded, and pieces that are exactly zero
-        (pruned by group-sparse training) dropped. An ``auto`` strategy is resolved again,
-        knowing the active pieces, and decides the one inference form:
+        (pruned by group-sparse training) dropped. ``"auto"`` resolves the operator's strategy
+        again, knowing the active pieces (:func:`resolve_strategy`): ``strips`` gives
+        ``"strips"``, ``fused``/``reference`` give ``"pieces"``.
 
-        * ``strips``: two strip kernels and a bias over all ``C`` channels in input order,
-          ``horizontal [C, 1, k, L]`` (the identity branch and the residual folded into its
-          centre; a ghost channel is a unit centre tap), ``vertical [C, 1, L, k]``, ``bias
-          [C]`` (:func:`~shiftwise.ops.sw_geometry.fold_strips`,
-          :func:`~shiftwise.ops.sw_geometry.full_channel_strips`): two depthwise convs, no
-          channel split. The shift tables are dropped, and with ``channel_order="input"`` the
-          ghost split too: they no longer shape the output;
-        * ``fused``/``reference``: ``weight [A, 1, k, k]`` of the ``A`` active pieces
-          (``active_index [A]`` says which, ``None`` when none was pruned), the branch scales
-          ``branch_scale [3, Cr]`` and ``branch_bias [Cr]``; the small conv of the active
-          pieces then the shift-adds.
-
-        Every parameter and buffer left shapes the output.
+        * ``"strips"``: :class:`~shiftwise.layers.inference.StripDepthwiseConv2d`, two strip
+          kernels and a bias over all ``C`` channels in input order (the identity branch and
+          the residual folded into the horizontal centre, a ghost channel a unit centre tap;
+          :func:`~shiftwise.ops.sw_geometry.fold_strips`,
+          :func:`~shiftwise.ops.sw_geometry.full_channel_strips`), reordered to ``[rep, ghost]``
+          only with ``channel_order="official"``;
+        * ``"pieces"``: :class:`~shiftwise.layers.inference.ShiftAddPieces`, the small conv of
+          the active pieces then the shift-adds (the reference shift-add when the strategy is
+          ``reference``, else the fused op);
+        * ``"dense"``: :class:`~shiftwise.layers.inference.DenseDepthwiseConv2d`, the
+          :meth:`equivalent_kernel` as one conv.
         """
-        if self.deployed:
-            return
+        check_deploy_form(form, self.deploy_forms)
         pieces = self.piece_weight()
         scale, bias = self.branch_affine()
         active = pieces.flatten(1).ne(0).any(1).nonzero().flatten()
-        density = active.numel() / pieces.shape[0]
-        self.strategy = resolve_strategy(self.requested_strategy, density, pieces.device.type)
-        self.deployed_pieces = active.numel()
-        if self.strategy == "strips":
+        if form == "auto":
+            density = active.numel() / pieces.shape[0]
+            strategy = resolve_strategy(self.requested_strategy, density, pieces.device.type)
+            form = "strips" if strategy == "strips" else "pieces"
+        official = self.channel_order == "official"
+        if form == "dense":
+            return DenseDepthwiseConv2d(*self.equivalent_kernel(), self._official_order())
+        if form == "strips":
             kernels = strip_kernels(pieces, self.tables, self.geometry)
             horizontal, vertical = fold_strips(kernels, scale, self.geometry)
             horizontal, vertical, bias = full_channel_strips(
                 horizontal, vertical, bias, self.rep_index, self.channels, self.geometry
             )
-            self.horizontal = nn.Parameter(horizontal.unsqueeze(1).contiguous())
-            self.vertical = nn.Parameter(vertical.unsqueeze(1).contiguous())
-            self.bias = nn.Parameter(bias.detach().clone())
-            for name in ("horizontal_index", "vertical_index", "identity_index"):
-                delattr(self, name)
-            if self.channel_order == "input":
-                self._drop_ghost_split()
-        else:
-            if active.numel() < pieces.shape[0]:
-                self.active_index = active
-                pieces = pieces[active]
-            self.weight = nn.Parameter(pieces.detach().clone())
-            self.branch_scale = nn.Parameter(scale.detach().clone())
-            self.branch_bias = nn.Parameter(bias.detach().clone())
-        del self.paths
-        self.bn_h = self.bn_v = self.bn_identity = None
-        self.deploy_form = "strips" if self.strategy == "strips" else "pieces"
+            return StripDepthwiseConv2d(
+                horizontal.unsqueeze(1),
+                vertical.unsqueeze(1),
+                bias,
+                self.geometry,
+                (active.numel(), pieces.shape[0]),
+                self._official_order() if official else None,
+            )
+        return ShiftAddPieces(
+            pieces[active],
+            active,
+            scale,
+            bias,
+            self.tables,
+            self.rep_index,
+            self.ghost_index,
+            self.geometry,
+            self.n_shuffles,
+            self.channel_order,
+            reference=self.strategy == "reference",
+        )
+
+    def _official_order(self) -> torch.Tensor | None:
+        """The ``[rep, ghost]`` output order with ``channel_order="official"``, else ``None``."""
+        if self.channel_order == "input":
+            return None
+        return torch.cat([self.rep_index, self.ghost_index])
 
     # --- LargeKernelOperator ---------------------------------------------------------------
-
-    @property
-    def deployed(self) -> bool:
-        return self.deploy_form is not None
 
     def equivalent_kernel(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The eval-mode operator as one depthwise conv: ``(weight [C, 1, S, S], bias [C])``.
@@ -434,92 +414,35 @@ class ShiftWiseConv2d(LargeKernelOperator):
         self.output_order]`` equals ``self(x)`` (no reordering with the default
         ``channel_order="input"``).
         """
-        if self.deploy_form == "strips":
-            kernel = strips_kernel(self.horizontal[:, 0], self.vertical[:, 0], self.geometry)
-            return kernel.unsqueeze(1), self.bias
         scale, bias = self.branch_affine()
         rep = equivalent_kernel(self.strip_kernels(), scale, self.geometry)
-        size = rep.shape[-1]
-        ghost = rep.new_zeros(self.channels - self.n_rep, size, size)
-        ghost[:, size // 2, size // 2] = 1.0
-        kernel = rep.new_zeros(self.channels, size, size)
-        kernel = kernel.index_copy(0, self.rep_index, rep).index_copy(0, self.ghost_index, ghost)
-        full_bias = bias.new_zeros(self.channels).index_copy(0, self.rep_index, bias)
-        return kernel.unsqueeze(1), full_bias
-
-    @torch.no_grad()
-    def absorb_output_affine(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
-        """Fold a per-channel affine of the output into the deployed strips, in place.
-
-        Afterwards ``self(x)`` equals ``scale * before(x) + shift`` (``scale``, ``shift``:
-        ``[C]``, indexed by output channel), e.g. the eval-mode BatchNorm that follows the
-        operator. Only for the ``strips`` inference form (a ghost channel then stops being a
-        plain identity, which only the full-channel strips can express).
-        """
-        self._check_full_strips("absorb_output_affine")
-        order = self.output_order
-        scale = scale.new_empty(self.channels).index_copy(0, order, scale)
-        shift = shift.new_empty(self.channels).index_copy(0, order, shift)
-        self.horizontal.mul_(scale[:, None, None, None])
-        self.vertical.mul_(scale[:, None, None, None])
-        self.bias.copy_(self.bias * scale + shift)
-
-    def release_output_order(self) -> torch.Tensor:
-        """Switch the deployed strips to input channel order; the permutation it applied.
-
-        Returns the former :attr:`output_order` ``[C]`` (output channel ``i`` was input
-        channel ``order[i]``) for the caller to fold into what reads the output (e.g. the
-        columns of the next linear layer); afterwards ``channel_order`` is ``"input"`` and the
-        ghost split, which no longer shapes the output, is dropped.
-        """
-        self._check_full_strips("release_output_order")
-        order = self.output_order
-        if self.channel_order == "official":
-            self.channel_order = "input"
-            self._drop_ghost_split()
-        return order
-
-    def _check_full_strips(self, caller: str) -> None:
-        if self.deploy_form != "strips":
-            raise RuntimeError(
-                f"{caller}: needs a ShiftWiseConv2d deployed as strips (reparameterize() with "
-                f"the strips strategy), this one is {self.deploy_form or 'not deployed'}"
-            )
-
-    def _drop_ghost_split(self) -> None:
-        for name in ("rep_index", "ghost_index"):
-            delattr(self, name)
-            self.register_buffer(name, None)
+        return with_ghost_channels(rep, bias, self.rep_index, self.ghost_index)
 
     def large_kernel_parameters(self) -> list[KernelWeights]:
         """The paths, masked together (summed at deploy); ``group`` masks whole pieces."""
-        if self.deployed:
-            return []
         names = tuple(f"paths.{i}.weight" for i in range(len(self.paths)))
         return [KernelWeights("paths", names, groupable=True)]
 
     def macs(self, input_size: tuple[int, int]) -> int:
         """MACs of the small convs, counted as the official graph computes them.
 
-        Each small-conv weight (``n_paths`` of ``Cr * nk`` pieces in training, one of the
-        ``A`` active pieces once deployed) costs ``pieces * k * k`` per pixel of the padded
-        ``(H + 2e) x (W + 2e)`` map. The ``strips`` strategy computes the same output with
+        Each of the ``n_paths`` small-conv weights of ``Cr * nk`` pieces costs ``pieces * k *
+        k`` per pixel of the padded ``(H + 2e) x (W + 2e)`` map (the inference modules count
+        their ``A`` active pieces once). The ``strips`` strategy computes the same output with
         other (fewer) MACs; counting follows the paper.
         """
-        height, width = input_size
-        extra = self.geometry.extra_pad
-        area = (height + 2 * extra) * (width + 2 * extra)
-        if self.deployed:
-            pieces = self.deployed_pieces
-        else:
-            pieces = len(self.paths) * self.n_rep * self.geometry.n_pieces
-        return pieces * self.small_kernel**2 * area
+        pieces = len(self.paths) * self.n_rep * self.geometry.n_pieces
+        return paper_macs(pieces, self.geometry, input_size)
 
-    @torch.no_grad()
-    def to_dense(self) -> PermutedDepthwiseConv2d:
-        """One depthwise ``S x S`` convolution equal to this operator in eval mode."""
-        weight, bias = self.equivalent_kernel()
-        return PermutedDepthwiseConv2d(weight.detach(), bias.detach(), self.output_order)
+    def constructed_buffers(self) -> tuple[str, ...]:
+        """The ghost split and shift tables, drawn from ``seed`` (123: the official ones)."""
+        return ("rep_index", "ghost_index", "horizontal_index", "vertical_index", "identity_index")
+
+    def piece_counts(self) -> tuple[int, int]:
+        """``(active, total)`` pieces, active when the summed filter is not all zero."""
+        with torch.no_grad():
+            active = self.piece_weight().flatten(1).ne(0).any(1)
+        return int(active.sum()), active.numel()
 
     def extra_repr(self) -> str:
         return (
@@ -527,81 +450,5 @@ class ShiftWiseConv2d(LargeKernelOperator):
             f"ghost_ratio={self.ghost_ratio}, n_paths={self.n_paths}, "
             f"n_shuffles={self.n_shuffles}, rep_channels={self.n_rep}, "
             f"pieces={self.geometry.n_pieces}, channel_order={self.channel_order!r}, "
-            f"strategy={self.strategy!r}, deployed={self.deployed}"
+            f"strategy={self.strategy!r}"
         )
-
-
-def select_channels(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``x[:, index]`` for ``x [B, C, H, W]``, in ``x``'s memory format (channels-last stays so)."""
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        return x.permute(0, 2, 3, 1).index_select(3, index).permute(0, 3, 1, 2)
-    return x.index_select(1, index)
-
-
-def _active_pieces_conv(
-    x_rep: torch.Tensor, weight: torch.Tensor, active: torch.Tensor, geometry: SWGeometry
-) -> torch.Tensor:
-    """Pieces ``[B, A + 1, H + 2e, W + 2e]`` of the active filters, plus a last zero piece.
-
-    Active piece ``a`` is filter ``weight[a]`` on rep channel ``active[a] // nk``.
-    """
-    padding = geometry.conv_padding
-    source = torch.div(active, geometry.n_pieces, rounding_mode="floor")
-    if active.numel():
-        y = F.conv2d(x_rep.index_select(1, source), weight, padding=padding, groups=active.numel())
-    else:
-        grow = 2 * padding - geometry.small_kernel + 1
-        y = x_rep.new_zeros(x_rep.shape[0], 0, x_rep.shape[-2] + grow, x_rep.shape[-1] + grow)
-    return F.pad(y, (0, 0, 0, 0, 0, 1))
-
-
-def _piece_slots(active: torch.Tensor, n_pieces: int) -> torch.Tensor:
-    """``[P]``: the slot of each piece among the active ones, ``A`` (the zero piece) if pruned."""
-    slot = torch.full((n_pieces,), active.numel(), dtype=torch.long, device=active.device)
-    return slot.index_copy(0, active, torch.arange(active.numel(), device=active.device))
-
-
-def with_strategy(model: nn.Module, strategy: str) -> nn.Module:
-    """A deep copy of ``model`` whose ShiftWiseConv2d operators all run ``strategy``.
-
-    For comparisons and benchmarks; ``model`` itself is left unchanged. ``auto`` is resolved
-    as the operator's constructor and :meth:`~ShiftWiseConv2d.reparameterize` do. A deployed
-    operator can switch only between ``fused`` and ``reference`` (its inference form holds
-    either folded strips or pieces).
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
-    resolve_strategy(strategy)
-    copy_ = copy.deepcopy(model)
-    for module in copy_.modules():
-        if isinstance(module, ShiftWiseConv2d):
-            device = module.device.type
-            if module.deployed:
-                density = module.deployed_pieces / (module.n_rep * module.geometry.n_pieces)
-                resolved = resolve_strategy(strategy, density, device)
-                if (resolved == "strips") != (module.deploy_form == "strips"):
-                    raise ValueError(
-                        f"strategy: {strategy!r} needs the other inference form than the one "
-                        "this deployed ShiftWiseConv2d holds; choose it before reparameterize()"
-                    )
-            else:
-                resolved = resolve_strategy(strategy)
-            module.requested_strategy = strategy
-            module.strategy = resolved
-    return copy_
-
-
-class PermutedDepthwiseConv2d(nn.Module):
-    """Depthwise "same" conv with bias, output channels reordered: ``conv(x)[:, output_order]``."""
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, output_order: torch.Tensor):
-        super().__init__()
-        self.weight = nn.Parameter(weight.clone())
-        self.bias = nn.Parameter(bias.clone())
-        self.register_buffer("output_order", output_order.clone())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_depthwise_input(x, self.weight.shape[0])
-        rows, cols = self.weight.shape[-2] // 2, self.weight.shape[-1] // 2
-        out = depthwise_conv2d(x, self.weight, self.bias, (rows, rows, cols, cols))
-        return select_channels(out, self.output_order)

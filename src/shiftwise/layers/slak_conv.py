@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from shiftwise.deprecation import deprecated_names
 from shiftwise.layers.conv_bn import DepthwiseConvBN
 from shiftwise.layers.parallel_branches import ParallelBranchConv2d
 from shiftwise.ops.validation import check_kernel_sizes, check_odd_positive
 
-__all__ = ["LargeKernelConv2d", "SLaKConv2d"]
+__all__ = ["RepLKConv2d", "SLaKConv2d"]
 
 
 class SLaKConv2d(ParallelBranchConv2d):
@@ -22,7 +23,7 @@ class SLaKConv2d(ParallelBranchConv2d):
 
     Branch names follow the official ``LoRA1`` (tall, ``M x N``), ``LoRA2`` (wide) and
     ``small_conv``: here ``tall``, ``wide`` and ``small``. The official merge code is broken
-    for this decomposed form (their issue #15); :meth:`reparameterize` pads each BN-folded
+    for this decomposed form (their issue #15); :meth:`inference_module` pads each BN-folded
     kernel to ``M x M`` centred and sums kernels and biases, which is exact.
     """
 
@@ -54,11 +55,11 @@ class SLaKConv2d(ParallelBranchConv2d):
     def extra_repr(self) -> str:
         return (
             f"{self.channels}, kernel_size={self.kernel_size}, short_side={self.short_side}, "
-            f"small_kernel={self.small_kernel}, deployed={self.deployed}"
+            f"small_kernel={self.small_kernel}"
         )
 
 
-class LargeKernelConv2d(ParallelBranchConv2d):
+class RepLKConv2d(ParallelBranchConv2d):
     """RepLKNet-style dense depthwise ``K x K`` conv + BN in parallel with a small ``s x s`` one.
 
     Args:
@@ -86,7 +87,7 @@ class LargeKernelConv2d(ParallelBranchConv2d):
             self.small = DepthwiseConvBN(channels, (self.small_kernel, self.small_kernel), bn)
 
     def extra_repr(self) -> str:
-        return (
-            f"{self.channels}, kernel_size={self.kernel_size}, "
-            f"small_kernel={self.small_kernel}, deployed={self.deployed}"
-        )
+        return f"{self.channels}, kernel_size={self.kernel_size}, small_kernel={self.small_kernel}"
+
+
+__getattr__ = deprecated_names(__name__, {"LargeKernelConv2d": RepLKConv2d})

@@ -5,9 +5,10 @@
 ``load_checkpoint(model, path)`` loads every weights file shiftwise writes (:mod:`shiftwise.io`).
 """
 
+from shiftwise.deprecation import deprecated_names
 from shiftwise.io import load_checkpoint
 from shiftwise.models.features import FeatureInfo, FeatureNet
-from shiftwise.models.network import LargeKernelNet
+from shiftwise.models.network import MacroNet
 from shiftwise.models.registry import MODEL_CONFIGS, ModelConfig, create_model, list_models
 from shiftwise.models.reparam import reparameterize
 from shiftwise.models.timm_entrypoints import register_timm
@@ -17,7 +18,7 @@ __all__ = [
     "MODEL_CONFIGS",
     "FeatureInfo",
     "FeatureNet",
-    "LargeKernelNet",
+    "MacroNet",
     "ModelConfig",
     "create_model",
     "list_models",
@@ -28,3 +29,6 @@ __all__ = [
 ]
 
 register_timm()
+
+
+__getattr__ = deprecated_names(__name__, {"LargeKernelNet": MacroNet})

@@ -99,7 +99,7 @@ class FeatureNet(nn.Module):
     the strided convs round (exact when ``H`` and ``W`` are multiples of 32), ``r_i = 4 * 2**i``.
 
     Args:
-        model: a :class:`~shiftwise.models.LargeKernelNet`.
+        model: a :class:`~shiftwise.models.MacroNet`.
         out_indices: stages to return (negative counts from the end).
         frozen_stages: as mmdet backbones: ``-1`` freezes nothing, ``n >= 0`` the stem and
             the first ``n`` stages (no gradients, kept in eval mode: BatchNorm statistics and

@@ -29,11 +29,13 @@ from torch import nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 from torch.utils.checkpoint import checkpoint
 
-from shiftwise.models.blocks import GRN, ConvNeXtBlock, LayerNorm2d, ShiftWiseBlock
+from shiftwise.deprecation import deprecated_names
+from shiftwise.layers.sparse_scope import sparse_scope
+from shiftwise.models.blocks import ConvNeXtBlock, LayerNorm2d, ShiftWiseBlock
 from shiftwise.models.operators import build_operator
 from shiftwise.ops.validation import check_positive_int
 
-__all__ = ["BLOCKS", "POOL_TYPES", "ClassifierHead", "LargeKernelNet", "Stage"]
+__all__ = ["BLOCKS", "POOL_TYPES", "ClassifierHead", "MacroNet", "Stage"]
 
 BLOCKS = {"convnext": ConvNeXtBlock, "shiftwise": ShiftWiseBlock}
 
@@ -41,7 +43,7 @@ BLOCKS = {"convnext": ConvNeXtBlock, "shiftwise": ShiftWiseBlock}
 class Stage(nn.Module):
     """Optional downsample followed by a sequence of blocks.
 
-    With ``grad_checkpointing`` set (:meth:`LargeKernelNet.set_grad_checkpointing`) and
+    With ``grad_checkpointing`` set (:meth:`MacroNet.set_grad_checkpointing`) and
     gradients enabled, each block is run under non-reentrant activation checkpointing: only its
     input is kept, the block is recomputed in the backward pass (same RNG state, and BatchNorm
     running statistics left alone during the recomputation, so training is unchanged).
@@ -189,7 +191,7 @@ def _check_stage_list(value: object, name: str) -> list[int]:
     return [check_positive_int(v, name) for v in value]
 
 
-class LargeKernelNet(nn.Module):
+class MacroNet(nn.Module):
     """Four-stage ConvNeXt-style classifier with a large-kernel depthwise operator.
 
     Args:
@@ -333,14 +335,15 @@ class LargeKernelNet(nn.Module):
         """Names of parameters to train without weight decay, besides 1-D ones and biases.
 
         timm's optimizer factory (and ``shiftwise train``) already skip every parameter with
-        ``ndim <= 1``; GRN's ``gamma``/``beta`` are stored ``[1, 1, 1, C]`` as in the official
-        code, so they are listed here.
+        ``ndim <= 1``; the others outside the sparse scope
+        (:func:`~shiftwise.layers.sparse_scope.sparse_scope`: GRN's ``gamma``/``beta``, stored
+        ``[1, 1, 1, C]`` as in the official code) are listed here.
         """
+        scope = sparse_scope(self)
         return {
-            f"{name}.{attribute}"
-            for name, module in self.named_modules()
-            if isinstance(module, GRN)
-            for attribute in ("gamma", "beta")
+            name
+            for name, parameter in self.named_parameters()
+            if parameter.ndim > 1 and name not in scope
         }
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -435,3 +438,6 @@ def _init_weights(module: nn.Module) -> None:
         nn.init.trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
+
+
+__getattr__ = deprecated_names(__name__, {"LargeKernelNet": MacroNet})

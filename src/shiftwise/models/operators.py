@@ -9,7 +9,7 @@ name       module                                  kwargs (defaults = released c
 shiftwise  :class:`~shiftwise.layers.ShiftWiseConv2d`  small_kernel 3, ghost_ratio 0.23,
                                                     n_paths 2, n_shuffles 4, bn, seed
 slak       :class:`~shiftwise.layers.SLaKConv2d`   short_side 5, small_kernel 5, bn
-dense      :class:`~shiftwise.layers.LargeKernelConv2d` small_kernel 5, bn
+dense      :class:`~shiftwise.layers.RepLKConv2d` small_kernel 5, bn
 conv       plain depthwise ``nn.Conv2d`` with bias (ConvNeXt)
 ========== ======================================= =======================================
 """
@@ -20,7 +20,7 @@ from typing import Any
 
 from torch import nn
 
-from shiftwise.layers import LargeKernelConv2d, ShiftWiseConv2d, SLaKConv2d
+from shiftwise.layers import RepLKConv2d, ShiftWiseConv2d, SLaKConv2d
 from shiftwise.ops.validation import check_odd_positive
 
 __all__ = ["OPERATORS", "build_operator"]
@@ -35,7 +35,7 @@ def build_operator(name: str, channels: int, kernel_size: int, **kwargs: Any) ->
     if name == "slak":
         return SLaKConv2d(channels, kernel_size, **kwargs)
     if name == "dense":
-        return LargeKernelConv2d(channels, kernel_size, **kwargs)
+        return RepLKConv2d(channels, kernel_size, **kwargs)
     if name == "conv":
         if kwargs:
             raise TypeError(f"operator_kwargs: operator 'conv' takes none, got {sorted(kwargs)}")

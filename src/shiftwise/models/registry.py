@@ -1,7 +1,7 @@
 """Named model configurations and ``create_model`` / ``list_models`` (timm-style).
 
 Models are data: each name maps to a :class:`ModelConfig` (depths, widths, kernel sizes,
-block, operator), built by :class:`~shiftwise.models.network.LargeKernelNet`.
+block, operator), built by :class:`~shiftwise.models.network.MacroNet`.
 
 Paper models (released configurations, 224x224 ImageNet):
 
@@ -36,14 +36,17 @@ from torch import nn
 from shiftwise.errors import UsageError
 from shiftwise.io import load_checkpoint
 from shiftwise.models.features import build_features
-from shiftwise.models.network import LargeKernelNet
+from shiftwise.models.network import MacroNet
 
 __all__ = [
+    "FAMILIES",
     "MODEL_CONFIGS",
     "ModelConfig",
+    "ModelFamily",
     "check_width_factor",
     "create_model",
     "list_models",
+    "model_family",
     "pretrained_cfg",
     "resolve_pretrained_cfg",
 ]
@@ -69,7 +72,7 @@ ATTO_DEPTHS, ATTO_DIMS, ATTO_KERNELS = (2, 2, 4, 2), (32, 64, 128, 256), (31, 15
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture of one named model (arguments of :class:`LargeKernelNet`)."""
+    """Architecture of one named model (arguments of :class:`MacroNet`)."""
 
     depths: tuple[int, ...]
     dims: tuple[int, ...]
@@ -80,73 +83,130 @@ class ModelConfig:
     width_factor: float = 1.0
     input_size: int = 224
     paper: str = ""
+    family: str = ""  # a key of FAMILIES
 
 
-# Paper and code of each model family (timm's pretrained-cfg metadata); keyed by name prefix.
-PAPERS = {
-    "sw_": {
-        "paper_name": "ShiftwiseConv: Small Convolutional Kernel with Large Kernel Effect",
-        "paper_ids": "arXiv:2401.12736",
-        "origin_url": "https://github.com/lidc54/shift-wiseConv",
-    },
-    "slak_": {
-        "paper_name": "More ConvNets in the 2020s: Scaling up Kernels Beyond 51x51 using Sparsity",
-        "paper_ids": "arXiv:2207.03620",
-        "origin_url": "https://github.com/VITA-Group/SLaK",
-    },
-    "convnext_": {
-        "paper_name": "A ConvNet for the 2020s",
-        "paper_ids": "arXiv:2201.03545",
-        "origin_url": "https://github.com/facebookresearch/ConvNeXt",
-    },
+@dataclass(frozen=True)
+class ModelFamily:
+    """What differs by model family, in one place (never by testing a model's name).
+
+    Attributes:
+        name: the family, also the ``--from`` source name of ``shiftwise convert``.
+        paper: timm ``pretrained_cfg`` metadata (``paper_name``, ``paper_ids``, ``origin_url``).
+        granularity: default sparse-training mask granularity (``"group"``: whole SW pieces).
+        paper_recipe: overrides of the paper training recipe (e.g. SW-T's drop path 0.2).
+        official_block_keys: ``(pattern, replacement)`` regex renames of the official
+            checkpoints' block keys (after ``stages.{s}.{b}.``) to ours, tried in order.
+    """
+
+    name: str
+    paper: Mapping[str, str]
+    granularity: str = "fine"
+    paper_recipe: Mapping[str, Any] = field(default_factory=dict)
+    official_block_keys: tuple[tuple[str, str], ...] = ()
+
+
+FAMILIES: dict[str, ModelFamily] = {
+    "sw": ModelFamily(
+        "sw",
+        {
+            "paper_name": "ShiftwiseConv: Small Convolutional Kernel with Large Kernel Effect",
+            "paper_ids": "arXiv:2401.12736",
+            "origin_url": "https://github.com/lidc54/shift-wiseConv",
+        },
+        granularity="group",
+        paper_recipe={"drop_path": 0.2},  # as released for SW-T
+        official_block_keys=(
+            (r"large_kernel\.LoRAs\.(\d+)\.", r"conv_dw.paths.\1."),
+            (r"large_kernel\.LoRA\.", "conv_dw.paths.0."),
+            (r"large_kernel\.bn_lora1\.", "conv_dw.bn_h."),
+            (r"large_kernel\.bn_lora2\.", "conv_dw.bn_v."),
+            (r"large_kernel\.bn_small\.", "conv_dw.bn_identity."),
+            (r"pwconv1\.1\.", "fc1."),
+            (r"act\.1\.", "grn."),
+            (r"pwconv2\.0\.", "fc2."),
+            (r"pwconv2\.2\.", "norm2."),
+            (r"(gamma|norm\.\w+|se\.(down|up)\.\w+)$", r"\1"),
+        ),
+    ),
+    "slak": ModelFamily(
+        "slak",
+        {
+            "paper_name": "More ConvNets in the 2020s: Scaling up Kernels Beyond 51x51 using "
+            "Sparsity",
+            "paper_ids": "arXiv:2207.03620",
+            "origin_url": "https://github.com/VITA-Group/SLaK",
+        },
+        official_block_keys=(
+            (r"large_kernel\.LoRA1\.", "conv_dw.tall."),
+            (r"large_kernel\.LoRA2\.", "conv_dw.wide."),
+            (r"large_kernel\.small_conv\.", "conv_dw.small."),
+            (r"pwconv1\.", "fc1."),
+            (r"pwconv2\.", "fc2."),
+            (r"(gamma|norm\.\w+)$", r"\1"),
+        ),
+    ),
+    "convnext": ModelFamily(
+        "convnext",
+        {
+            "paper_name": "A ConvNet for the 2020s",
+            "paper_ids": "arXiv:2201.03545",
+            "origin_url": "https://github.com/facebookresearch/ConvNeXt",
+        },
+    ),
 }
 
 
 MODEL_CONFIGS: dict[str, ModelConfig] = {
     "sw_tiny": ModelConfig(
         (3, 3, 18, 3), (80, 160, 320, 640), PAPER_KERNELS, "shiftwise", "shiftwise", SW_KWARGS,
-        paper="ShiftwiseConv (CVPR 2025) SW-T",
+        paper="ShiftwiseConv (CVPR 2025) SW-T", family="sw",
     ),
     "sw_small": ModelConfig(
         (3, 3, 27, 3), (96, 192, 384, 768), PAPER_KERNELS, "shiftwise", "shiftwise", SW_KWARGS,
-        paper="ShiftwiseConv (CVPR 2025) SW-S",
+        paper="ShiftwiseConv (CVPR 2025) SW-S", family="sw",
     ),
     "sw_base": ModelConfig(
         (3, 3, 27, 3), (128, 256, 512, 1024), PAPER_KERNELS, "shiftwise", "shiftwise", SW_KWARGS,
-        paper="ShiftwiseConv (CVPR 2025) SW-B",
+        paper="ShiftwiseConv (CVPR 2025) SW-B", family="sw",
     ),
     "slak_tiny": ModelConfig(
         (3, 3, 9, 3), (96, 192, 384, 768), PAPER_KERNELS, "convnext", "slak", SLAK_KWARGS, 1.3,
-        paper="SLaK (ICLR 2023) SLaK-T",
+        paper="SLaK (ICLR 2023) SLaK-T", family="slak",
     ),
     "slak_small": ModelConfig(
         (3, 3, 27, 3), (96, 192, 384, 768), PAPER_KERNELS, "convnext", "slak", SLAK_KWARGS, 1.3,
-        paper="SLaK (ICLR 2023) SLaK-S",
+        paper="SLaK (ICLR 2023) SLaK-S", family="slak",
     ),
     "slak_base": ModelConfig(
         (3, 3, 27, 3), (128, 256, 512, 1024), PAPER_KERNELS, "convnext", "slak", SLAK_KWARGS, 1.3,
-        paper="SLaK (ICLR 2023) SLaK-B",
+        paper="SLaK (ICLR 2023) SLaK-B", family="slak",
     ),
     "sw_v1_tiny": ModelConfig(
         (3, 3, 9, 3), (96, 192, 384, 768), SW_V1_KERNELS, "convnext", "shiftwise", SW_V1_KWARGS,
         paper="ShiftwiseConv (CVPR 2025) sparse-sw: SW_v1_slak.py ShiftWise_v1_tiny",
+        family="sw",
     ),
     "sw_v1_tiny_1_3x": ModelConfig(
         (3, 3, 9, 3), (96, 192, 384, 768), SW_V1_KERNELS, "convnext", "shiftwise", SW_V1_KWARGS,
         1.3, paper="ShiftwiseConv (CVPR 2025) sparse-sw: ShiftWise_v1_tiny, width_factor 1.3",
+        family="sw",
     ),
     "convnext_tiny": ModelConfig(
         (3, 3, 9, 3), (96, 192, 384, 768), (7, 7, 7, 7), "convnext", "conv",
-        paper="ConvNeXt-T baseline",
+        paper="ConvNeXt-T baseline", family="convnext",
     ),
     "sw_atto": ModelConfig(
-        ATTO_DEPTHS, ATTO_DIMS, ATTO_KERNELS, "shiftwise", "shiftwise", SW_KWARGS, input_size=64
+        ATTO_DEPTHS, ATTO_DIMS, ATTO_KERNELS, "shiftwise", "shiftwise", SW_KWARGS, input_size=64,
+        family="sw",
     ),
     "slak_atto": ModelConfig(
-        ATTO_DEPTHS, ATTO_DIMS, ATTO_KERNELS, "convnext", "slak", SLAK_KWARGS, input_size=64
+        ATTO_DEPTHS, ATTO_DIMS, ATTO_KERNELS, "convnext", "slak", SLAK_KWARGS, input_size=64,
+        family="slak",
     ),
     "convnext_atto": ModelConfig(
-        ATTO_DEPTHS, ATTO_DIMS, (7, 7, 7, 7), "convnext", "conv", input_size=64
+        ATTO_DEPTHS, ATTO_DIMS, (7, 7, 7, 7), "convnext", "conv", input_size=64,
+        family="convnext",
     ),
 }  # fmt: skip
 
@@ -168,7 +228,7 @@ def get_config(name: str) -> ModelConfig:
 def check_width_factor(name: str, width_factor: float | None, option: str = "width_factor") -> None:
     """Raise one :class:`~shiftwise.errors.UsageError` naming ``option`` unless
     ``width_factor`` (``None``: the config's) is finite and gives model ``name`` stage widths
-    of at least 2 channels (what :class:`LargeKernelNet` builds)."""
+    of at least 2 channels (what :class:`MacroNet` builds)."""
     if width_factor is None:
         return
     if (
@@ -183,6 +243,11 @@ def check_width_factor(name: str, width_factor: float | None, option: str = "wid
         )
 
 
+def model_family(name: str) -> ModelFamily:
+    """The :class:`ModelFamily` of the registered model ``name`` (``ValueError`` if unknown)."""
+    return FAMILIES[get_config(name).family]
+
+
 def pretrained_cfg(name: str, num_classes: int = 1000) -> dict[str, Any]:
     """timm-style default ``pretrained_cfg`` of ``name`` (timm's ``PretrainedCfg`` fields).
 
@@ -192,7 +257,6 @@ def pretrained_cfg(name: str, num_classes: int = 1000) -> dict[str, Any]:
     """
     config = get_config(name)
     size = config.input_size
-    family = next(prefix for prefix in PAPERS if name.startswith(prefix))
     return {
         "architecture": name,
         "custom_load": False,
@@ -209,7 +273,7 @@ def pretrained_cfg(name: str, num_classes: int = 1000) -> dict[str, Any]:
         "classifier": "head.fc",
         "license": "apache-2.0",
         "description": config.paper or f"{name}: CPU-sized variant for 64x64 inputs",
-        **PAPERS[family],
+        **FAMILIES[config.family].paper,
     }
 
 
@@ -279,7 +343,7 @@ def create_model(
             :func:`resolve_pretrained_cfg`).
         pretrained_cfg_overlay: entries that override the ``pretrained_cfg`` (kept in it).
         cache_dir: accepted for timm's ``create_model``; unused (nothing is downloaded).
-        **kwargs: any other :class:`LargeKernelNet` argument (``in_chans``, which defaults to
+        **kwargs: any other :class:`MacroNet` argument (``in_chans``, which defaults to
             the cfg's ``input_size[0]``, ``drop_rate``,
             ``global_pool``, ``kernel_sizes``, ``operator``, ``operator_kwargs`` (merged into
             the config's when the operator is unchanged), ``depths``, ``dims``, ``block``, ...).
@@ -322,7 +386,7 @@ def create_model(
     operator_kwargs.update(kwargs.pop("operator_kwargs", None) or {})
     arguments.update(kwargs)
     arguments["operator_kwargs"] = operator_kwargs
-    model = LargeKernelNet(**arguments)
+    model = MacroNet(**arguments)
     model.pretrained_cfg = model.default_cfg = cfg
     if pretrained:
         load_checkpoint(model, cfg["file"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["channel_tokens", "linear_tokens", "tokens_to_channels_first"]
+__all__ = ["channel_tokens", "grn_response_scale", "linear_tokens", "tokens_to_channels_first"]
 
 
 def channel_tokens(x: torch.Tensor) -> torch.Tensor:
@@ -30,35 +30,42 @@ def linear_tokens(
     shift: torch.Tensor | None = None,
     residual: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``residual + (scale * tokens + shift) @ weight^T + bias`` as one batched GEMM.
+    """``residual + (scale * tokens + shift) @ weight^T + bias`` as one ``addmm`` over all tokens.
 
     Args:
         tokens: ``[B, N, D]``.
         weight: ``[C, D]``.
         bias: ``[C]``.
         scale: per-sample channel factors ``[B, D]``, or ``None`` (ones).
-        shift: channel offsets ``[D]`` or per sample ``[B, D]``, or ``None`` (zeros).
+        shift: per-sample channel offsets ``[B, D]``, or ``None`` (zeros).
         residual: ``[B, N, C]`` added by the GEMM, or ``None``.
 
-    The input affine is folded where it touches fewer elements: into the weights (``[B, C, D]``,
-    with ``weight @ shift`` added to the bias) when ``C < N``, else into one ``addcmul`` pass
-    over the tokens. Returns ``[B, N, C]``, contiguous.
+    The per-sample affine is one broadcast pass over the tokens (not per-sample weights: a
+    batched GEMM is slower than one ``addmm`` over ``B * N`` rows on CPU). Returns ``[B, N, C]``,
+    contiguous.
     """
-    batch, n_tokens, _ = tokens.shape
-    if weight.shape[0] < n_tokens:
-        if shift is not None:
-            bias = bias + shift @ weight.t()
-        if scale is not None:
-            weight = weight * scale[:, None, :]
-    else:
-        if scale is not None and shift is not None:
-            tokens = torch.addcmul(shift.reshape(-1, 1, shift.shape[-1]), tokens, scale[:, None])
-        elif scale is not None:
-            tokens = tokens * scale[:, None, :]
-        elif shift is not None:
-            tokens = tokens + shift.reshape(-1, 1, shift.shape[-1])
-    weight = weight.expand(batch, -1, -1)
-    bias = bias.reshape(-1, 1, weight.shape[1])
+    batch, n_tokens, features = tokens.shape
+    if scale is not None and shift is not None:
+        tokens = torch.addcmul(shift.unsqueeze(1), tokens, scale.unsqueeze(1))
+    elif scale is not None:
+        tokens = tokens * scale.unsqueeze(1)
+    elif shift is not None:
+        tokens = tokens + shift.unsqueeze(1)
+    flat = tokens.reshape(batch * n_tokens, features)
     if residual is None:
-        return torch.baddbmm(bias, tokens, weight.transpose(1, 2))
-    return torch.baddbmm(residual, tokens, weight.transpose(1, 2)).add_(bias)
+        out = torch.addmm(bias, flat, weight.t())
+    else:
+        out = torch.addmm(residual.reshape(batch * n_tokens, -1), flat, weight.t()).add_(bias)
+    return out.view(batch, n_tokens, weight.shape[0])
+
+
+def grn_response_scale(tokens: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    """GRN's per-sample factor ``gamma * Nx + 1``, ``[B, D]``, of tokens ``[B, N, D]``.
+
+    ``Nx = ||x||_N / (mean_D ||x||_N + 1e-6)``, ``gamma [D]``; ``GRN(x) = factor * x + beta``.
+    The norm is taken as ``sqrt(sum(x^2))``, several times faster on CPU than ``vector_norm``
+    over the token dimension (its gradient is undefined for an all-zero channel: inference only).
+    """
+    gx = tokens.square().sum(dim=1).sqrt()
+    nx = gx / (gx.mean(dim=-1, keepdim=True) + 1e-6)
+    return nx * gamma + 1.0

@@ -2,7 +2,7 @@
 
 The file format itself (safetensors + metadata, digests, atomic writes) is
 :mod:`shiftwise.io`; this module adds what needs the model registry: the architecture
-arguments a built :class:`~shiftwise.models.network.LargeKernelNet` records, and
+arguments a built :class:`~shiftwise.models.network.MacroNet` records, and
 :func:`model_from_weights`, which builds the recorded model and loads it strictly.
 """
 
@@ -69,7 +69,7 @@ def _is_deployed(name: str, kwargs: Mapping[str, Any], state_dict: Mapping[str, 
 
 
 def _module_kwargs(module: nn.Module, name: str | None) -> dict[str, Any]:
-    """Classes, input channels and width factor of a built :class:`LargeKernelNet`."""
+    """Classes, input channels and width factor of a built :class:`MacroNet`."""
     kwargs: dict[str, Any] = {}
     if hasattr(module, "num_classes"):
         kwargs["num_classes"] = int(module.num_classes)

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from shiftwise.layers import ShiftWiseConv2d
+from shiftwise.layers import DepthwiseOperator
 from shiftwise.sparse.masking import Masking
 from shiftwise.sparse.targets import TargetSpec, select_targets, unwrap_model
 
@@ -33,7 +33,7 @@ class LayerDensity:
 
 @dataclass(frozen=True)
 class StageGroups:
-    """Active small-conv pieces (SW "groups") of all ShiftWiseConv2d in one stage."""
+    """Active small-conv pieces (SW "groups") of the operators made of pieces in one stage."""
 
     stage: str
     active: int
@@ -99,9 +99,10 @@ def sparsity_report(
     """Sparsity of a :class:`Masking` (from its masks) or of a model (from its zero weights).
 
     For a model, the layers are those ``targets`` selects among its not-yet-deployed
-    operators (SW paths counted together); the per-stage SW pieces come from every
-    ShiftWiseConv2d, deployed or not, a piece being active when its summed ``k x k`` filter
-    is not all zero. For a Masking, layers and pieces come from the masks.
+    operators (SW paths counted together); the per-stage pieces come from every operator, in
+    training or inference form, that counts pieces
+    (:meth:`~shiftwise.layers.DepthwiseOperator.piece_counts`). For a Masking, layers and
+    pieces come from the masks (a group mask's units are the pieces of its owner).
     """
     if isinstance(source, Masking):
         model = unwrap_model(source.model)
@@ -110,9 +111,9 @@ def sparsity_report(
             for t in source.targets
         )
         alive = {
-            t.sw_module: source.masks[t.name].flatten(1).any(1)
+            t.owner: source.masks[t.name].flatten(1).any(1)
             for t in source.targets
-            if t.sw_module is not None
+            if t.owner is not None
         }
     elif isinstance(source, nn.Module):
         model = unwrap_model(source)
@@ -130,15 +131,15 @@ def sparsity_report(
 
     counts: dict[str, list[int]] = {}
     for name, module in model.named_modules():
-        if not isinstance(module, ShiftWiseConv2d):
+        if not isinstance(module, DepthwiseOperator):
             continue
-        pieces = alive.get(name)
+        mask = alive.get(name)
+        pieces = module.piece_counts() if mask is None else (int(mask.sum()), mask.numel())
         if pieces is None:
-            with torch.no_grad():
-                pieces = module.piece_weight().flatten(1).ne(0).any(1)
+            continue
         entry = counts.setdefault(stage_of(name), [0, 0])
-        entry[0] += int(pieces.sum())
-        entry[1] += pieces.numel()
+        entry[0] += pieces[0]
+        entry[1] += pieces[1]
     stages = tuple(StageGroups(stage, a, t) for stage, (a, t) in sorted(counts.items()))
 
     total = sum(layer.numel for layer in layers)

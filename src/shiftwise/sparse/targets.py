@@ -16,8 +16,9 @@ Scopes (the ``targets`` argument of :func:`select_targets`):
 
 - ``"large_kernels"`` (default): every operator's ``large_kernel_parameters()`` (SW path
   weights, SLaK ``tall``/``wide`` conv weights, RepLKNet ``large`` conv weight, ...);
-- ``"all"``: every 2-D or 4-D parameter (convs and linears), the scope of SLaK's released
-  models; weights an operator groups still share one mask;
+- ``"all"``: every weight of a conv or linear layer (:func:`~shiftwise.layers.sparse_scope.
+  sparse_scope`, the one rule complexity counts and weight decay share), the scope of SLaK's
+  released models; weights an operator groups still share one mask;
 - a sequence of ``fnmatch`` patterns matched against parameter names;
 - a callable ``(name, parameter) -> bool``.
 """
@@ -25,6 +26,7 @@ Scopes (the ``targets`` argument of :func:`select_targets`):
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -33,6 +35,7 @@ import torch
 from torch import nn
 
 from shiftwise.layers import LargeKernelOperator
+from shiftwise.layers.sparse_scope import sparse_scope
 
 __all__ = ["GRANULARITIES", "MaskTarget", "TargetSpec", "select_targets", "unwrap_model"]
 
@@ -51,7 +54,7 @@ class MaskTarget:
         param_names: names of the masked parameters (relative to the unwrapped model).
         params: the parameters, all of one shape ``S``.
         mask_shape: shape of the mask, broadcastable to ``S`` (``S`` itself when fine).
-        sw_module: name of the owning operator for ``groupable`` weights (whose mask units
+        owner: name of the owning operator for ``groupable`` weights (whose mask units
             are whole filters, e.g. SW pieces), else ``None``.
     """
 
@@ -59,7 +62,15 @@ class MaskTarget:
     param_names: tuple[str, ...]
     params: tuple[nn.Parameter, ...]
     mask_shape: tuple[int, ...]
-    sw_module: str | None = None
+    owner: str | None = None
+
+    @property
+    def sw_module(self) -> str | None:
+        """Deprecated name of :attr:`owner`."""
+        warnings.warn(
+            "MaskTarget.sw_module is deprecated, use MaskTarget.owner", DeprecationWarning, 2
+        )
+        return self.owner
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -112,14 +123,17 @@ def _operator_groups(model: nn.Module) -> dict[str, tuple[str, str, bool, tuple[
 
 
 def _predicate(
-    groups: dict[str, tuple[str, str, bool, tuple[str, ...]]], targets: TargetSpec
+    model: nn.Module,
+    groups: dict[str, tuple[str, str, bool, tuple[str, ...]]],
+    targets: TargetSpec,
 ) -> Callable[[str, nn.Parameter], bool]:
     """Turn a scope (see the module docstring) into a ``(name, parameter) -> bool`` test."""
     if isinstance(targets, str):
         if targets == "large_kernels":
             return lambda name, _: name in groups
         if targets == "all":
-            return lambda _, param: param.dim() in (2, 4)
+            scope = sparse_scope(model)
+            return lambda name, _: name in scope
         raise ValueError(
             "targets: expected 'large_kernels', 'all', name patterns or a callable, "
             f"got {targets!r}"
@@ -149,7 +163,7 @@ def select_targets(
         raise ValueError(f"granularity: expected one of {GRANULARITIES}, got {granularity!r}")
     model = unwrap_model(model)
     groups = _operator_groups(model)
-    selected = _predicate(groups, targets)
+    selected = _predicate(model, groups, targets)
     params = dict(model.named_parameters())
 
     result: list[MaskTarget] = []

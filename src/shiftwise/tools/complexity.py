@@ -3,18 +3,20 @@
 MACs are forward multiply-accumulates at batch 1 (``FlopCounterMode`` FLOPs / 2, the unit the
 papers call "FLOPs"): convolutions and matrix products only (norms, activations and the
 shift-add, which has no multiplications, are not counted). Counting runs on the ``meta``
-device, so it is instant at any input size and needs no data. Large-kernel operators (any
-:class:`~shiftwise.layers.LargeKernelOperator`) are not run: each reports its own count
-(:meth:`~shiftwise.layers.LargeKernelOperator.macs`), with kernels at their full size as the
+device, so it is instant at any input size and needs no data. Depthwise operators (any
+:class:`~shiftwise.layers.DepthwiseOperator`: the large-kernel operators and their inference
+modules) are not run: each reports its own count
+(:meth:`~shiftwise.layers.DepthwiseOperator.macs`), with kernels at their full size as the
 papers count them, even where some taps only ever meet the zero padding (a 47-wide kernel on
 a 14-pixel map; the operators skip those taps when they run). ShiftwiseConv counts as the
 official graph computes it: ``n_paths`` small convolutions on the padded map in the training
 form, one (of the active pieces) after :func:`shiftwise.reparameterize`.
 
-Sparsity (SLaK counts non-zero weights): with ``density=d`` every 2-D/4-D weight (convs and
-linears, the official masking scope; GRN's 4-D scales are not weights and stay dense) keeps
-the fraction ``d`` of its entries, so parameters
-are ``sum(non-2D/4D) + d * sum(2D/4D)`` and each conv/linear layer's MACs scale by ``d``.
+Sparsity (SLaK counts non-zero weights): with ``density=d`` every weight of the sparse scope
+(:func:`~shiftwise.layers.sparse_scope.sparse_scope`: conv and linear weights, what masking
+with ``targets="all"`` masks; GRN's scales are not weights and stay dense) keeps the fraction
+``d`` of its entries, so parameters are ``sum(outside) + d * sum(scope)`` and each conv/linear
+layer's MACs scale by ``d``.
 With ``nonzero=True`` the actual zeros of a sparse-trained model are counted instead
 (per-layer density = non-zeros / entries).
 """
@@ -32,8 +34,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from shiftwise.errors import UsageError
-from shiftwise.layers import LargeKernelOperator
-from shiftwise.models.blocks import GRN
+from shiftwise.layers import DepthwiseOperator
+from shiftwise.layers.sparse_scope import sparse_scope
 
 __all__ = [
     "PartCount",
@@ -78,17 +80,8 @@ def _check_density(density: float | None) -> None:
         raise UsageError(f"density: expected a value in (0, 1], got {density}")
 
 
-def _unmasked_ids(model: nn.Module) -> set[int]:
-    """Parameters outside the sparse scope although 2-D/4-D: GRN's ``[1, 1, 1, C]`` scales."""
-    return {id(p) for m in model.modules() if isinstance(m, GRN) for p in m.parameters()}
-
-
-def _param_count(
-    parameter: torch.Tensor, density: float | None, nonzero: bool, unmasked: set[int]
-) -> float:
-    """Entries of ``parameter`` counted: all outside the sparse scope (see module docstring)."""
-    if parameter.dim() not in (2, 4) or id(parameter) in unmasked:
-        return float(parameter.numel())
+def _param_count(parameter: torch.Tensor, density: float | None, nonzero: bool) -> float:
+    """Entries of a sparse-scope ``parameter`` counted (see module docstring)."""
     if nonzero:
         return float(torch.count_nonzero(parameter.detach()))
     return parameter.numel() * (1.0 if density is None else density)
@@ -102,10 +95,10 @@ def count_params(
     parts = _parts(model)
     totals = dict.fromkeys(parts, 0.0)
     total = 0.0
-    unmasked = _unmasked_ids(model)
+    scope = sparse_scope(model)
     for name, parameter in model.named_parameters():
-        count = _param_count(parameter, density, nonzero, unmasked)
-        total += count
+        count = _param_count(parameter, density, nonzero) if name in scope else parameter.numel()
+        total += float(count)
         for part in parts:
             if name.startswith(part + "."):
                 totals[part] += count
@@ -119,7 +112,7 @@ class _OperatorMacs(nn.Module):
     The operator stays a sub-module (``op``) so its weights count for ``density``/``nonzero``.
     """
 
-    def __init__(self, op: LargeKernelOperator) -> None:
+    def __init__(self, op: DepthwiseOperator) -> None:
         super().__init__()
         self.op = op
         self.counted = 0
@@ -133,12 +126,10 @@ def _kept_entries(
     model: nn.Module, density: float | None, nonzero: bool
 ) -> dict[str, tuple[int, float]]:
     """``{parameter name: (entries, kept entries)}`` over the sparse scope of ``model``."""
-    unmasked = _unmasked_ids(model)
-    kept = {}
-    for name, parameter in model.named_parameters():
-        if parameter.dim() in (2, 4) and id(parameter) not in unmasked:
-            kept[name] = (parameter.numel(), _param_count(parameter, density, nonzero, unmasked))
-    return kept
+    return {
+        name: (parameter.numel(), _param_count(parameter, density, nonzero))
+        for name, parameter in sparse_scope(model).items()
+    }
 
 
 def count_macs(
@@ -159,7 +150,7 @@ def count_macs(
     height, width = _check_img_size(img_size)
     clone = copy.deepcopy(model).eval()
     for name, module in list(clone.named_modules()):
-        if isinstance(module, LargeKernelOperator):
+        if isinstance(module, DepthwiseOperator):
             parent, _, attr = name.rpartition(".")
             setattr(clone.get_submodule(parent), attr, _OperatorMacs(module))
     kept = _kept_entries(clone, density, nonzero)

@@ -36,7 +36,9 @@ import torch
 
 from shiftwise.errors import MissingFileError, UsageError
 from shiftwise.io import check_state_dict, safe_torch_load, save_weights
+from shiftwise.layers import LargeKernelOperator
 from shiftwise.models import MODEL_CONFIGS, create_model
+from shiftwise.models.registry import FAMILIES
 
 __all__ = [
     "SOURCES",
@@ -52,29 +54,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SOURCES = ("slak", "sw")
-TABLE_BUFFERS = ("rep_index", "ghost_index", "horizontal_index", "vertical_index", "identity_index")
-
-_SW_BLOCK = [
-    (r"large_kernel\.LoRAs\.(\d+)\.", r"conv_dw.paths.\1."),
-    (r"large_kernel\.LoRA\.", "conv_dw.paths.0."),
-    (r"large_kernel\.bn_lora1\.", "conv_dw.bn_h."),
-    (r"large_kernel\.bn_lora2\.", "conv_dw.bn_v."),
-    (r"large_kernel\.bn_small\.", "conv_dw.bn_identity."),
-    (r"pwconv1\.1\.", "fc1."),
-    (r"act\.1\.", "grn."),
-    (r"pwconv2\.0\.", "fc2."),
-    (r"pwconv2\.2\.", "norm2."),
-    (r"(gamma|norm\.\w+|se\.(down|up)\.\w+)$", r"\1"),
-]
-_SLAK_BLOCK = [
-    (r"large_kernel\.LoRA1\.", "conv_dw.tall."),
-    (r"large_kernel\.LoRA2\.", "conv_dw.wide."),
-    (r"large_kernel\.small_conv\.", "conv_dw.small."),
-    (r"pwconv1\.", "fc1."),
-    (r"pwconv2\.", "fc2."),
-    (r"(gamma|norm\.\w+)$", r"\1"),
-]
+SOURCES = tuple(sorted(name for name, family in FAMILIES.items() if family.official_block_keys))
 
 
 def map_key(key: str, source: str) -> str | None:
@@ -89,11 +69,23 @@ def map_key(key: str, source: str) -> str | None:
         return f"head.{'norm' if match[1] == 'norm' else 'fc'}.{match[2]}"
     if match := re.fullmatch(r"stages\.(\d+)\.(\d+)\.(.+)", key):
         rest = match[3]
-        for pattern, replacement in _SW_BLOCK if source == "sw" else _SLAK_BLOCK:
+        for pattern, replacement in FAMILIES[source].official_block_keys:
             if re.match(pattern, rest):
                 renamed = re.sub(pattern, replacement, rest, count=1)
                 return f"stages.{match[1]}.blocks.{match[2]}.{renamed}"
     return None
+
+
+def constructed_buffers(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``{name: buffer}`` of what the model's operators draw at construction instead of
+    learning (:meth:`~shiftwise.layers.LargeKernelOperator.constructed_buffers`, e.g. SW's
+    ghost split and shift tables), which official checkpoints do not hold."""
+    found = {}
+    for module_name, module in model.named_modules():
+        if isinstance(module, LargeKernelOperator):
+            for name in module.constructed_buffers():
+                found[f"{module_name}.{name}"] = module.get_buffer(name)
+    return found
 
 
 def read_official_checkpoint(path: str | Path, use_ema: bool = False) -> dict[str, torch.Tensor]:
@@ -133,10 +125,9 @@ def _stage_layout(state_dict: Mapping[str, torch.Tensor]) -> tuple[list[int], li
 def infer_model_name(state_dict: Mapping[str, torch.Tensor], source: str) -> str:
     """The registered ``source`` model whose depths and widths match the official weights."""
     depths, dims = _stage_layout(state_dict)
-    prefix = "sw_" if source == "sw" else "slak_"
     for name, config in MODEL_CONFIGS.items():
         widths = [int(d * config.width_factor) for d in config.dims]
-        if name.startswith(prefix) and list(config.depths) == depths and widths == dims:
+        if config.family == source and list(config.depths) == depths and widths == dims:
             return name
     raise UsageError(
         f"--model: no registered {source} model has depths {depths} and widths {dims}; "
@@ -163,9 +154,8 @@ def convert_state_dict(
     ours = {map_key(k, source): v for k, v in official.items()}
     name = model_name or infer_model_name(official, source)
     model = create_model(name, **model_kwargs(official))
-    for key, value in model.state_dict().items():
-        if key.rsplit(".", 1)[-1] in TABLE_BUFFERS and key not in ours:
-            ours[key] = value.clone()
+    for key, value in constructed_buffers(model).items():
+        ours.setdefault(key, value.clone())
     check_state_dict(model, ours, source=f"IN (as {name})")
     return name, ours
 

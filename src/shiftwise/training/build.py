@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Subset
 from shiftwise.data import AugmentConfig, BatchTransform, DataBundle, load_data
 from shiftwise.errors import UsageError
 from shiftwise.io import PREVIOUS_NAME, STATE_NAME, clean_run_directory
+from shiftwise.models.registry import model_family
 from shiftwise.sparse import Masking
 from shiftwise.training.config import (
     AugmentSection,
@@ -112,7 +113,7 @@ def _masking(config, model, optimizer, transform, loader, device, total_steps) -
     sparse = config.sparse
     if not sparse.enabled:
         return None
-    granularity = sparse.granularity or ("group" if config.model.name.startswith("sw_") else "fine")
+    granularity = sparse.granularity or model_family(config.model.name).granularity
     snip_data = None
     if sparse.init == "snip":
         transform.eval()

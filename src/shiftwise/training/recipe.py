@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from shiftwise.errors import UsageError
+from shiftwise.models.registry import MODEL_CONFIGS, model_family
 
 __all__ = ["RECIPES", "PartialConfig", "default_recipe"]
 
@@ -79,15 +80,19 @@ RECIPES: dict[str, PartialConfig] = {"paper": PAPER, "cpu": CPU}
 
 
 def default_recipe(model: str, name: str | None = None) -> PartialConfig:
-    """``RECIPES[name]`` or, when ``name`` is
-    None, the CPU recipe for ``*_atto`` models and the paper recipe otherwise (drop path 0.2
-    for SW models, as released for SW-T)."""
+    """``RECIPES[name]`` or, when ``name`` is None, the CPU recipe for ``*_atto`` models and
+    the paper recipe otherwise; the paper recipe gets the model family's overrides (SW: drop
+    path 0.2, as released for SW-T)."""
     if name is not None:
         if name not in RECIPES:
             raise UsageError(f"run.recipe: expected one of {sorted(RECIPES)}, got {name!r}")
         recipe = RECIPES[name]
     else:
         recipe = CPU if model.endswith("_atto") else PAPER
-    if recipe is PAPER and model.startswith("sw_"):
-        recipe = {**recipe, "model": {**recipe["model"], "drop_path": 0.2}}
+    if recipe is PAPER and model in MODEL_CONFIGS:  # the family's overrides (SW: drop path 0.2)
+        overrides = model_family(model).paper_recipe
+        recipe = {
+            section: {**values, **{k: v for k, v in overrides.items() if k in values}}
+            for section, values in recipe.items()
+        }
     return recipe

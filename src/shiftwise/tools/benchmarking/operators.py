@@ -5,7 +5,7 @@ Three modes per operator, each on one input ``[B, C, H, W]``:
 * ``fwd``: eval mode, training form (BNs unfolded), under ``torch.no_grad``;
 * ``fwd_bwd``: train mode, forward then backward of a fixed random output gradient
   (gradients reach the input and every parameter);
-* ``deploy``: a re-parameterised copy (``reparameterize()``) in eval mode, no grad.
+* ``deploy``: a re-parameterised copy (:func:`shiftwise.reparameterize`) in eval mode, no grad.
 
 All operators of one comparison see the same tensor shapes; the timings are interleaved
 (:func:`~shiftwise.tools.benchmarking.timing.measure_interleaved`) and every ratio is the
@@ -24,6 +24,7 @@ from torch import nn
 from shiftwise.errors import UsageError
 from shiftwise.models.operators import build_operator
 from shiftwise.models.registry import SLAK_KWARGS, SW_KWARGS
+from shiftwise.models.reparam import reparameterize
 from shiftwise.tools.benchmarking.timing import Stats, measure_interleaved, paired_ratio
 
 __all__ = [
@@ -86,9 +87,7 @@ def operator_call(module: nn.Module, x: torch.Tensor, mode: str) -> Callable[[],
 
         return forward_backward
     if mode == "deploy":
-        deployed = copy.deepcopy(module).eval()
-        if hasattr(deployed, "reparameterize"):
-            deployed.reparameterize()
+        deployed = reparameterize(copy.deepcopy(module).eval())
         return operator_call(deployed, x, "fwd")
     raise UsageError(f"mode: expected one of {MODES}, got {mode!r}")
 

@@ -22,12 +22,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from shiftwise.layers import ShiftWiseConv2d
 from shiftwise.models.registry import SW_KWARGS
 from shiftwise.ops import shift_add, shift_add_reference
-from shiftwise.ops.sw_geometry import term_offsets
 from shiftwise.tools.benchmarking.operators import SW_T_STAGES
 from shiftwise.tools.benchmarking.timing import measure_interleaved, paired_ratio
 
@@ -82,16 +80,12 @@ def run_roofline(
         if progress is not None:
             progress(f"roofline C={channels} {size}x{size} K={kernel_size}")
         op = ShiftWiseConv2d(channels, kernel_size, **SW_KWARGS).to(device).eval()
-        x = torch.randn(batch, channels, size, size, device=device)
+        pieces = op.inference_module("pieces")
+        x_rep = torch.randn(batch, pieces.n_rep, size, size, device=device)
         with torch.no_grad():
-            y = F.conv2d(
-                x.index_select(1, op.rep_index),
-                op.piece_weight(),
-                padding=op.geometry.conv_padding,
-                groups=op.n_rep,
-            )
-        index, offsets = op.horizontal_index, term_offsets(op.geometry, op.n_shuffles, device)[0]
-        out_shape = (batch, op.n_rep, size, size)
+            y, tables, all_offsets = pieces.shift_add_inputs(x_rep)
+        index, offsets = tables[0], all_offsets[0]
+        out_shape = (batch, pieces.n_rep, size, size)
 
         def call(fn, y=y, index=index, offsets=offsets, out_size=(size, size)) -> object:
             with torch.no_grad():
