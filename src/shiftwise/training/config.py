@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from shiftwise.errors import UsageError
-from shiftwise.models import LargeKernelNet, list_models
+from shiftwise.models import MacroNet, list_models
 from shiftwise.models.registry import check_width_factor
 from shiftwise.sparse import GRANULARITIES, GROWTH_MODES, INIT_MODES
 from shiftwise.training.recipe import RECIPES, default_recipe
@@ -465,8 +465,8 @@ def _check_value(f: _Field, value: Any) -> Any:
 
 
 def _check_model_kwargs(kwargs: Mapping[str, Any]) -> None:
-    """Every key a :class:`~shiftwise.models.LargeKernelNet` argument the run does not set."""
-    accepted = set(inspect.signature(LargeKernelNet).parameters) - set(_OWN_MODEL_ARGUMENTS)
+    """Every key a :class:`~shiftwise.models.MacroNet` argument the run does not set."""
+    accepted = set(inspect.signature(MacroNet).parameters) - set(_OWN_MODEL_ARGUMENTS)
     for key in kwargs:
         if key in _OWN_MODEL_ARGUMENTS:
             raise UsageError(
