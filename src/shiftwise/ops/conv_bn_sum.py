@@ -59,14 +59,14 @@ def conv_bn_sum(
     computation op by op.
     """
     if x.numel() < recompute_from:
-        out = x
+        out = None
         for i, kernel in enumerate(kernels):
             y = depthwise_conv2d(x, kernel, padding=paddings[i], transposed=transposed[i])
             y = F.batch_norm(
                 y, running_means[i], running_vars[i], weights[i], biases[i], True, momentum, eps
             )
-            out = out + y
-        return out
+            out = y if out is None else out + y
+        return out + x
     size = (x.shape[-2], x.shape[-1])
     plans = [
         conv_kernel(kernel, padding, size, flip)
@@ -135,16 +135,19 @@ def conv_bn_sum_op(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(x + sum_i BN_i(conv_i(x)), statistics [2 * n, C])``: the batch means and inverse
     standard deviations of the ``n`` branches, kept for the backward."""
-    out = x.clone()
+    out = torch.empty_like(x)
     statistics = []
     for i, kernel in enumerate(kernels):
         y = _branch_conv(x, kernel, (paddings[2 * i], paddings[2 * i + 1]), transposed[i])
         normed, mean, invstd = torch.native_batch_norm(
             y, weights[i], biases[i], None, None, True, 0.0, eps
         )
-        out.add_(normed)
+        if i == 0:
+            out.copy_(normed)
+        else:
+            out.add_(normed)
         statistics += [mean, invstd]
-    return out, torch.stack(statistics)
+    return out.add_(x), torch.stack(statistics)
 
 
 @conv_bn_sum_op.register_fake
