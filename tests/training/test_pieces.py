@@ -9,8 +9,14 @@ import numpy as np
 import pytest
 import torch
 
+import shiftwise
 from shiftwise.training.config import OptimConfig
-from shiftwise.training.optimization import build_scheduler, param_groups, scaled_lr
+from shiftwise.training.optimization import (
+    build_optimizer,
+    build_scheduler,
+    param_groups,
+    scaled_lr,
+)
 from shiftwise.training.rng import capture_rng, restore_rng
 from shiftwise.training.sampler import EpochSampler
 
@@ -55,3 +61,23 @@ def test_schedule_warms_up_linearly_then_decays_to_min_lr() -> None:
 def test_lr_scales_with_the_effective_batch() -> None:
     optim = OptimConfig(lr=4e-3, lr_base_batch=4096, batch_size=128, accum_steps=2)
     assert scaled_lr(optim, world=4) == pytest.approx(4e-3 * 128 * 2 * 4 / 4096)
+
+
+def test_weight_decay_follows_no_weight_decay_as_timm_does() -> None:
+    """One rule for ``shiftwise train`` and timm's factory: >= 2-D weights decay, except the
+    model's ``no_weight_decay()`` (GRN's gamma/beta, outside the sparse scope)."""
+    model = shiftwise.create_model("sw_atto", width_factor=0.25)
+    decay, no_decay = param_groups(model, 0.05)
+    names = {id(p): n for n, p in model.named_parameters()}
+    skipped = {names[id(p)] for p in no_decay["params"]}
+    assert model.no_weight_decay() <= skipped
+    assert all(".grn." in n for n in model.no_weight_decay()) and model.no_weight_decay()
+    assert {names[id(p)] for p in decay["params"]} == {
+        n for n, p in model.named_parameters() if p.ndim > 1 and ".grn." not in n
+    }
+
+
+def test_optimizer_is_the_fused_adamw_on_cpu() -> None:
+    model = torch.nn.Linear(3, 2)
+    optimizer = build_optimizer(model, OptimConfig(), lr=1e-3)
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["fused"]
