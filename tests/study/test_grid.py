@@ -63,7 +63,7 @@ def test_matched_epochs_rule() -> None:
         ('[[runs]]\nname = "kind"\nepochs = "2"\n', "entry 'kind': epochs: expected int"),
         ('[[runs]]\nname = "kw"\nmodel = "sw_atto"\nmodel_kwargs = { operator_kwargs = '
          "{ n_pathz = 1 } }\n", "entry 'kw':"),
-        ('[[runs]]\nname = "nodata"\ndata = "/no/such/dir"\n', "entry 'nodata': --data"),
+        ('[[runs]]\nname = "nodata"\ndata = "/no/such/dir"\n', "entry 'nodata': data: expected"),
         ('[[runs]]\nname = "seeded"\nseed = 3\n', "entry 'seeded': seed: set by the study"),
         ('[[runs]]\nname = "m"\nmatch_time = { of = "later", per_epoch = "m" }\n',
          "entry 'm': match_time: 'later' is not an earlier entry"),
@@ -72,6 +72,9 @@ def test_matched_epochs_rule() -> None:
 )  # fmt: skip
 def test_bad_grid_fails_before_training(tmp_path: Path, monkeypatch, capsys, runs, message) -> None:
     import shiftwise.training
+    from shiftwise.cli import build_parser
+
+    build_parser()  # every subcommand imported (binding the real ``train``) before the patch
 
     def no_training(config):
         raise AssertionError("trained despite a bad grid")

@@ -431,10 +431,11 @@ def test_atto_rows_use_the_trainers_shapes(targets):
     )
     assert (fmnist.image_size, fmnist.in_chans, fmnist.num_classes) == (32, 1, 10)
     for shape in (demo, fmnist):
-        assert shape.batch == recipe.batch_size
-        assert shape.label_smoothing == recipe.smoothing
+        assert shape.batch == recipe["optim"]["batch_size"]
+        assert shape.label_smoothing == recipe["augment"]["smoothing"]
         assert not shape.channels_last  # the trainer feeds NCHW
-    assert recipe.drop_path == 0.0 and recipe.randaug_n == 0  # 1 input channel, no drop path
+    # 1 input channel, no drop path
+    assert recipe["model"]["drop_path"] == 0.0 and recipe["augment"]["randaug_n"] == 0
 
 
 def test_training_and_inference_calls_on_a_tiny_model(targets):

@@ -319,7 +319,7 @@ def test_a_usage_error_after_the_claim_leaves_no_directory(tmp_path: Path, capsy
     output = tmp_path / "new"
     argv = ["train", "--data", str(tmp_path / "no-such-data"), "--output", str(output)]
     assert main(argv) == 2
-    assert "--data must be one of" in capsys.readouterr().err
+    assert "--data: expected one of" in capsys.readouterr().err
     assert not output.exists()
 
 

@@ -1,4 +1,4 @@
-"""Data sources behind ``--data``: the bundled set, Fashion-MNIST, digits and ImageFolder trees.
+"""Data sources (``data.name``): the bundled set, Fashion-MNIST, digits and ImageFolder trees.
 
 Every source becomes a :class:`DataBundle` whose datasets yield ``(uint8 [C, H, W], label)``;
 decoding happens in DataLoader workers, while resizing, augmentation and normalisation run
@@ -222,12 +222,13 @@ def load_data(
     root = Path(source)
     if not root.exists():
         raise MissingFileError(
-            f"--data must be one of {', '.join(NAMED_SOURCES)} or an existing ImageFolder "
+            f"data.name: expected one of {', '.join(NAMED_SOURCES)} or an existing ImageFolder "
             f"directory, got {source!r} (no such directory)"
         )
     if not (root / "train").is_dir() or not (root / "val").is_dir():
         raise MissingFileError(
-            f"--data directory {source!r} must hold train/<class>/* and val/<class>/* folders"
+            f"data.name: the directory {source!r} must hold train/<class>/* and "
+            "val/<class>/* folders"
         )
     size = image_size or 224
     train = ImageFolderDataset(root / "train", size)

@@ -48,7 +48,7 @@ def load_fashion_mnist(root: str | os.PathLike = FASHION_MNIST_DIR) -> dict[str,
         for path in (images, labels):
             if not path.is_file():
                 raise MissingFileError(
-                    f"--data fashion-mnist needs {path}; install it with "
+                    f"data.name: fashion-mnist needs {path}; install it with "
                     "`apt-get install dataset-fashion-mnist` (Debian/Ubuntu)"
                 )
         arrays[f"{split}_images"] = _read_idx(images, 16).reshape(-1, 1, 28, 28)
@@ -66,7 +66,7 @@ def load_digits(val_fraction: float = 0.2, seed: int = 0) -> dict[str, np.ndarra
         from sklearn.datasets import load_digits as sklearn_digits
     except ImportError as error:
         raise MissingFileError(
-            "--data digits needs scikit-learn: pip install scikit-learn"
+            "data.name: digits needs scikit-learn: pip install scikit-learn"
         ) from error
     bunch = sklearn_digits()
     images = np.clip(bunch.images * (255.0 / 16.0) + 0.5, 0, 255).astype(np.uint8)[:, None]

@@ -61,18 +61,18 @@ def _study_directory(output: Path, grid: Grid) -> Iterator[None]:
     if study_file.is_file():
         if json.loads(study_file.read_text()) != record:
             raise UsageError(
-                f"--output: {str(output)!r} holds a study of another grid "
+                f"output: {str(output)!r} holds a study of another grid "
                 f"(its {STUDY_NAME} differs); choose another --output"
             )
     elif output.exists() and any(path.name != _LOCK_NAME for path in output.iterdir()):
-        raise UsageError(f"--output: {str(output)!r} is not empty and holds no {STUDY_NAME}")
+        raise UsageError(f"output: {str(output)!r} is not empty and holds no {STUDY_NAME}")
     output.mkdir(parents=True, exist_ok=True)
     with open(output / _LOCK_NAME, "a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise UsageError(
-                f"--output: another shiftwise study is running in {str(output)!r}"
+                f"output: another shiftwise study is running in {str(output)!r}"
             ) from None
         if not study_file.is_file():
             atomic_write(study_file, json.dumps(record, indent=1).encode())
