@@ -54,11 +54,13 @@ def conv_bn_sum(
     ``transposed[i]``, then ``F.batch_norm`` in training mode with ``weights[i]``,
     ``biases[i]`` (``[C]``), updating ``running_means[i]`` and ``running_vars[i]`` in place
     by ``momentum`` (the factor ``nn.BatchNorm2d`` would use; counting the batch in
-    ``num_batches_tracked`` is the caller's). From ``recompute_from`` elements in ``x`` the
-    custom op runs (branch outputs recomputed in the backward, not kept), below it the same
-    computation op by op.
+    ``num_batches_tracked`` is the caller's). From ``recompute_from`` elements in ``x``, and
+    always under ``torch.compile``, the custom op runs (branch outputs recomputed in the
+    backward, not kept); below, in eager mode, the same computation op by op. (Inductor in
+    torch 2.13 generated a CPU kernel fusing the op-by-op BatchNorm backward with the channel
+    gather's ``index_add`` that corrupted the heap in SW-T's compiled training step.)
     """
-    if x.numel() < recompute_from:
+    if x.numel() < recompute_from and not torch.compiler.is_compiling():
         out = None
         for i, kernel in enumerate(kernels):
             y = depthwise_conv2d(x, kernel, padding=paddings[i], transposed=transposed[i])
