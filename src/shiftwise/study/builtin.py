@@ -5,11 +5,11 @@
   time matches sw_atto's), on full Fashion-MNIST (60,000 images at 32 px, 1 epoch) and on
   the bundled long-range set (its first 4,000 training images at 64 px, 2 epochs), 3 seeds,
   width factor 0.5.
-* ``ablations``: on the bundled set (where the operator's design matters; its first 3,000
+* ``ablations``: on the bundled set (where the operator's design matters; its first 8,000
   training images, 2 epochs), 3 seeds: SW 1 vs 2
   paths, 1 vs 4 shuffles, ghost ratio 0 vs 0.23, dense vs group-sparse at density 0.6 (SW
   Tables 1-3), SLaK dense vs sparse at 0.6. Sparse runs prune and regrow every 20 steps so
-  that a 2-epoch run (92 steps) sees 4 rounds.
+  that a 2-epoch run (250 steps) sees 12 rounds.
 * ``quick``: seconds on 64 scikit-learn digits, every feature of a study once (an axis, a
   ``match_time`` entry, a group-sparse SW entry with ``model_kwargs``, an ablation axis);
   for tests.
@@ -57,7 +57,7 @@ ABLATIONS: dict[str, Any] = {
     "name": "ablations",
     "description": "the operator's design choices (SW Tables 1-3) and SLaK's sparsity",
     "seeds": [0, 1, 2],
-    "defaults": {"epochs": 2, "width_factor": 0.5, **_BUNDLED, "train_limit": 3000},
+    "defaults": {"epochs": 2, "width_factor": 0.5, **_BUNDLED, "train_limit": 8000},
     "runs": [
         {
             "name": "sw",
