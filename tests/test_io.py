@@ -386,3 +386,13 @@ def test_a_failed_write_is_one_error_and_leaves_the_previous_file(
     with pytest.raises(WriteError, match=r"cannot write '.*a.bin' \(No space left on device\); "):
         swio.atomic_write(path, b"new")
     assert path.read_bytes() == b"old" and sorted(tmp_path.iterdir()) == [path]
+
+
+def test_digest_of_an_empty_buffer_with_zero_strides(tmp_path):
+    """An empty index buffer (e.g. the ghost split of ``ghost_ratio=0``) may carry any strides."""
+    from shiftwise.io import tensor_digest
+
+    empty = torch.empty(0, dtype=torch.long).expand(0)
+    strided = torch.empty_strided((0,), (0,), dtype=torch.long)
+    assert tensor_digest({"a": strided}) == tensor_digest({"a": empty})
+    assert tensor_digest({"a": strided}) != tensor_digest({"a": torch.zeros(1, dtype=torch.long)})

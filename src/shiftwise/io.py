@@ -336,7 +336,8 @@ def _hash_tensors(digest: Any, state_dict: Mapping[str, torch.Tensor]) -> None:
     for key in sorted(state_dict):
         tensor = state_dict[key].detach().cpu().contiguous()
         digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        if tensor.numel():  # an empty tensor has no bytes (and may have any strides)
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
 
 
 def tensor_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
