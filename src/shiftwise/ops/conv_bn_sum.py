@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import register_flop_formula
 
-from shiftwise.ops.oriented_conv import conv_kernel, depthwise_conv2d
+from shiftwise.ops.oriented_conv import conv_kernel, depthwise_conv2d, oriented_input
 
 __all__ = ["RECOMPUTE_FROM", "conv_bn_sum"]
 
@@ -109,19 +109,10 @@ def _update_running_statistics(
             running_vars[i].lerp_(variance, momentum)
 
 
-def _branch_input(x: torch.Tensor, transposed: bool) -> torch.Tensor:
-    """``x`` (or ``x^T``) in the layout the depthwise conv runs fastest in on CPU."""
-    if transposed:
-        x = x.transpose(-1, -2)
-    if x.device.type == "cpu":
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
-
-
 def _branch_conv(
     x: torch.Tensor, kernel: torch.Tensor, padding: tuple[int, int], transposed: bool
 ) -> torch.Tensor:
-    out = F.conv2d(_branch_input(x, transposed), kernel, padding=padding, groups=x.shape[1])
+    out = F.conv2d(oriented_input(x, transposed), kernel, padding=padding, groups=x.shape[1])
     return out.transpose(-1, -2) if transposed else out
 
 
@@ -189,8 +180,8 @@ def _backward(ctx, grad: torch.Tensor, grad_statistics: torch.Tensor | None):
             [True, True, True],
         )
         grad_in, grad_kernel, _ = torch.ops.aten.convolution_backward(
-            _branch_input(grad_y, transposed),
-            _branch_input(x, transposed),
+            oriented_input(grad_y, transposed),
+            oriented_input(x, transposed),
             kernels[i],
             None,
             [1, 1],
