@@ -27,7 +27,6 @@ from shiftwise.models import (
     reparameterize,
     save_checkpoint,
 )
-from shiftwise.training.resume_writer import ResumePointWriter
 
 ATTO = {"num_classes": 10, "in_chans": 1, "width_factor": 0.25}
 
@@ -136,20 +135,6 @@ def test_atomic_write_uses_the_umask_and_leaves_no_temp(tmp_path: Path, umask: i
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "w.safetensors"]
 
 
-def test_clean_run_directory_removes_interrupted_writes_only(tmp_path: Path) -> None:
-    _, path = _atto_weights(tmp_path)
-    (tmp_path / ".checkpoint.pt.123-0123abcd.tmp").write_bytes(b"")
-    (tmp_path / ".weights-e0001-s00000004.safetensors.9-ffffffff.tmp").write_bytes(b"x" * 100)
-    (tmp_path / "weights-e0001-s00000004.safetensors").write_bytes(b"orphan")
-    mine = {".notes.tmp": b"n", "weights-mine.safetensors": b"w", ".a.1-abcd.tmp": b"t"}
-    for name, data in mine.items():  # not named the way shiftwise names its files
-        (tmp_path / name).write_bytes(data)
-    removed = swio.clean_run_directory(tmp_path)
-    assert len(removed) == 3
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, *mine])
-    assert all((tmp_path / name).read_bytes() == data for name, data in mine.items())
-
-
 def _state_file(path: Path, inner: bytes) -> None:
     """A checkpoint.pt whose (valid) digest covers ``inner``."""
     outer = {
@@ -254,32 +239,6 @@ def test_legacy_prefixed_files_still_load(tmp_path: Path) -> None:
         json.loads(swio.read_weights(tmp_path / "old.safetensors")[1].get("model_kwargs", "{}"))
         == {}
     )
-
-
-def test_checkpoint_writer_keeps_latest_and_previous(tmp_path: Path) -> None:
-    writer = ResumePointWriter(tmp_path, None)
-    for step in (1, 2, 3):
-        state = {"epoch": 0, "global_step": step}
-        tensors = {"model": {"w": torch.full((2,), float(step))}}
-        writer.save(tensors, state, model="slak_atto", model_kwargs={}, metadata={})
-    latest = swio.load_training_state(tmp_path / swio.STATE_NAME)
-    previous = swio.load_training_state(tmp_path / swio.PREVIOUS_NAME)
-    assert (latest["global_step"], previous["global_step"]) == (3, 2)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "checkpoint-previous.pt",
-        "checkpoint.pt",
-        "weights-e0000-s00000002.safetensors",
-        "weights-e0000-s00000003.safetensors",
-    ]
-    # a run killed between linking the previous state and writing the new one leaves both
-    # names on one file; resuming from it must not leave the link's temporary file behind
-    os.unlink(tmp_path / swio.PREVIOUS_NAME)
-    os.link(tmp_path / swio.STATE_NAME, tmp_path / swio.PREVIOUS_NAME)
-    writer = ResumePointWriter(tmp_path, swio.find_resumable(tmp_path))
-    state = {"epoch": 0, "global_step": 4}
-    writer.save({"model": {"w": torch.ones(2)}}, state, model="m", model_kwargs={}, metadata={})
-    assert not list(tmp_path.glob(".*.tmp"))
-    assert swio.load_training_state(tmp_path / swio.PREVIOUS_NAME)["global_step"] == 3
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,8 +30,8 @@ complete ``checkpoint.pt``), and only weights files referenced by neither are de
 **Safety.** Files are written to a temporary file in the same directory (created with the
 process umask), flushed, ``fsync``-ed and moved into place with ``os.replace``; a write that
 fails (disk full, ...) raises :class:`~shiftwise.errors.WriteError` naming the file, with
-nothing partial left. :func:`clean_run_directory` removes what an interrupted write left (only
-files named the way shiftwise names them). Only regular files are read
+nothing partial left (a run directory's leftovers of interrupted writes are removed by
+:mod:`shiftwise.training.run_directory`). Only regular files are read
 (:func:`read_regular_file`): a FIFO, device or socket is refused before it is opened. Every
 ``torch.load`` is ``weights_only=True`` with an explicit allow-list of harmless globals
 (:data:`SAFE_GLOBALS`); a pickle that needs anything else is refused with
@@ -81,7 +81,6 @@ __all__ = [
     "atomic_write",
     "check_regular_file",
     "check_state_dict",
-    "clean_run_directory",
     "find_resumable",
     "load_checkpoint",
     "load_training_state",
@@ -106,10 +105,6 @@ STATE_FORMAT = "shiftwise-state-2"
 STATE_NAME = "checkpoint.pt"
 PREVIOUS_NAME = "checkpoint-previous.pt"
 TEMP_SUFFIX = ".tmp"
-# What shiftwise names its temporary files and checkpoint weights (clean_run_directory
-# removes nothing else).
-TEMP_PATTERN = re.compile(r"\..+\.\d+-[0-9a-f]{8}\.tmp")
-CHECKPOINT_WEIGHTS_PATTERN = re.compile(r"weights-e\d{4}-s\d{8}(-ema)?\.safetensors")
 
 
 def _numpy_scalar_globals() -> list[Any]:
@@ -255,30 +250,6 @@ def atomic_link(source: Path, path: Path) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def clean_run_directory(directory: str | os.PathLike) -> list[Path]:
-    """Remove the temporary files interrupted writes left in ``directory`` and the checkpoint
-    weights files (``weights-eNNNN-sNNNNNNNN[-ema].safetensors``) no state file there refers
-    to; files named otherwise are never touched. Returns what was removed."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return []
-    files = [p for p in directory.iterdir() if p.is_file() and not p.is_symlink()]
-    removed = [p for p in files if TEMP_PATTERN.fullmatch(p.name)]
-    keep: set[str] = set()
-    for name in (STATE_NAME, PREVIOUS_NAME):
-        keep |= referenced_weights_files(directory / name)
-    removed += [
-        p for p in files if CHECKPOINT_WEIGHTS_PATTERN.fullmatch(p.name) and p.name not in keep
-    ]
-    for path in removed:
-        path.unlink(missing_ok=True)
-    if removed:
-        logger.info(
-            "removed %d leftover file(s) of interrupted writes from %s", len(removed), directory
-        )
-    return removed
 
 
 # ---------------------------------------------------------------------------------------------

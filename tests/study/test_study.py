@@ -77,14 +77,14 @@ def test_killed_study_resumes_without_repeating_finished_runs(tmp_path: Path, mo
     (tmp_path / "tiny.toml").write_text(GRID)
     grid = load_grid(str(tmp_path / "tiny.toml"))
     output = tmp_path / "study"
-    real_checkpoint, written = trainer.save_resume_point, []
+    real_checkpoint, written = trainer.Trainer.save_resume_point, []
 
     def killed_after_third_checkpoint(run, epoch, step):
         written.append(real_checkpoint(run, epoch, step))
         if len(written) == 3:  # seed 0 finished (2 epochs), seed 1 after its first epoch
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(trainer, "save_resume_point", killed_after_third_checkpoint)
+    monkeypatch.setattr(trainer.Trainer, "save_resume_point", killed_after_third_checkpoint)
     with pytest.raises(KeyboardInterrupt):
         run_study(grid, output)
     finished = output / "runs" / "tiny-seed0" / RESULT_NAME
@@ -94,7 +94,7 @@ def test_killed_study_resumes_without_repeating_finished_runs(tmp_path: Path, mo
     first_epoch = json.loads((killed / "log.json").read_text())
     assert [r["epoch"] for r in first_epoch] == [1]
 
-    monkeypatch.setattr(trainer, "save_resume_point", real_checkpoint)
+    monkeypatch.setattr(trainer.Trainer, "save_resume_point", real_checkpoint)
     real_train, configs = shiftwise.training.train, []
 
     def recorded_train(config):
