@@ -585,3 +585,21 @@ def test_torchscript_flag(name: str) -> None:
         torch.testing.assert_close(scripted(inputs()), model(inputs()), rtol=0, atol=0)
         reparameterize(model)
         torch.testing.assert_close(torch.jit.script(model)(inputs()), model(inputs()))
+
+
+def test_initial_checkpoint_with_other_classes_or_features_only(tmp_path) -> None:
+    """train.py ``--initial-checkpoint`` (timm's ``load_checkpoint``, strict, as for timm's own
+    models): a file for another class count or the classifier's keys against a
+    ``features_only`` backbone are refused naming the head; ``--pretrained`` with the file as
+    the cfg's ``file`` loads the classifier's weights before the backbone is cut from it."""
+    source = randomize_norms(build("sw_atto", num_classes=1000))
+    path = tmp_path / "weights.safetensors"
+    shiftwise.models.save_checkpoint(source, path)
+    with pytest.raises(RuntimeError, match=r"head\.fc\.weight"):
+        timm.create_model("sw_atto", num_classes=10, checkpoint_path=str(path))
+    with pytest.raises(RuntimeError, match=r"head\.fc\.weight"):
+        timm.create_model("sw_atto", features_only=True, checkpoint_path=str(path))
+    backbone = timm.create_model(
+        "sw_atto", features_only=True, pretrained=True, pretrained_cfg_overlay={"file": str(path)}
+    )
+    assert torch.equal(backbone.state_dict()["stem.0.weight"], source.state_dict()["stem.0.weight"])
