@@ -603,3 +603,26 @@ def test_initial_checkpoint_with_other_classes_or_features_only(tmp_path) -> Non
         "sw_atto", features_only=True, pretrained=True, pretrained_cfg_overlay={"file": str(path)}
     )
     assert torch.equal(backbone.state_dict()["stem.0.weight"], source.state_dict()["stem.0.weight"])
+
+
+@pytest.mark.slow
+def test_grad_checkpointing_under_torch_compile() -> None:
+    """train.py ``--grad-checkpointing --torchcompile``: the compiled, checkpointed training
+    step gives the eager outputs and gradients, and updates the BN statistics once (the
+    compiled recomputation does not update them again)."""
+    torch.manual_seed(0)
+    plain = create_model("slak_atto", num_classes=5, layer_scale_init=0.5).train()
+    checkpointed = copy.deepcopy(plain)
+    checkpointed.set_grad_checkpointing(enable=True)
+    compiled = torch.compile(checkpointed, backend="aot_eager")
+    x = inputs(4)
+    outputs = []
+    for model in (plain, compiled):
+        out = model(x)
+        out.square().mean().backward()
+        outputs.append(out)
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-5, atol=1e-6)
+    for (key, a), b in zip(plain.named_parameters(), checkpointed.parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-5, atol=1e-6, msg=key)
+    for (key, a), b in zip(plain.named_buffers(), checkpointed.buffers(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=key)

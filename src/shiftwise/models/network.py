@@ -46,7 +46,9 @@ class Stage(nn.Module):
     With ``grad_checkpointing`` set (:meth:`MacroNet.set_grad_checkpointing`) and
     gradients enabled, each block is run under non-reentrant activation checkpointing: only its
     input is kept, the block is recomputed in the backward pass (same RNG state, and BatchNorm
-    running statistics left alone during the recomputation, so training is unchanged).
+    running statistics left alone during the recomputation, so training is unchanged; under
+    ``torch.compile`` the compiled backward's recomputation has no such side effect, and
+    ``torch.compile`` takes no ``context_fn`` but its own dispatch modes).
     """
 
     def __init__(self, downsample: nn.Module, blocks: Sequence[nn.Module]) -> None:
@@ -61,8 +63,11 @@ class Stage(nn.Module):
             return self.blocks(x)
         if self.grad_checkpointing and torch.is_grad_enabled() and not is_fx_symbolic_tracing():
             for block in self.blocks:
-                contexts = partial(_checkpoint_contexts, block)
-                x = checkpoint(block, x, use_reentrant=False, context_fn=contexts)
+                if torch.compiler.is_compiling():  # its recomputation updates no BN statistics
+                    x = checkpoint(block, x, use_reentrant=False)
+                else:
+                    contexts = partial(_checkpoint_contexts, block)
+                    x = checkpoint(block, x, use_reentrant=False, context_fn=contexts)
             return x
         return self.blocks(x)
 
