@@ -626,3 +626,13 @@ def test_grad_checkpointing_under_torch_compile() -> None:
         torch.testing.assert_close(b.grad, a.grad, rtol=1e-5, atol=1e-6, msg=key)
     for (key, a), b in zip(plain.named_buffers(), checkpointed.buffers(), strict=True):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=key)
+
+
+@pytest.mark.parametrize("name", REAL_CLIENTS)
+def test_aot_autograd_flag(name: str) -> None:
+    """validate.py / inference.py ``--aot-autograd``: functorch's ``memory_efficient_fusion``
+    of the evaluation model computes what the model computes."""
+    fusion = pytest.importorskip("functorch.compile").memory_efficient_fusion
+    model = randomize_norms(script_model(name, num_classes=5)).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fusion(model)(inputs()), model(inputs()), rtol=0, atol=0)
