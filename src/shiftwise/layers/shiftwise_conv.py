@@ -276,8 +276,9 @@ class ShiftWiseConv2d(LargeKernelOperator):
 
         The wide horizontal strip runs as a tall conv on transposed data when autograd will
         differentiate it on CPU (:func:`~shiftwise.ops.oriented_conv.transpose_pays`). With
-        training-mode BNs (outside autocast; BNs in eval mode, e.g. ``norm_eval``, run as
-        modules) the branches, BNs and residual run as
+        training-mode BNs (outside autocast; BNs in eval mode, e.g. ``norm_eval``, and BN
+        subclasses such as ``SyncBatchNorm`` or timm's ``SplitBatchNorm2d`` run as modules, with
+        their own statistics) the branches, BNs and residual run as
         :func:`~shiftwise.ops.conv_bn_sum.conv_bn_sum`, which on large maps keeps only
         ``x_rep`` for the backward instead of the three branch outputs.
         """
@@ -291,7 +292,7 @@ class ShiftWiseConv2d(LargeKernelOperator):
         norms = (self.bn_h, self.bn_v, self.bn_identity)
         if (
             self.bn_h is not None
-            and all(n.training for n in norms)
+            and all(n.training and type(n) is nn.BatchNorm2d for n in norms)  # not Sync/Split BN
             and not is_autocast(self.device.type)
         ):
             return conv_bn_sum(
