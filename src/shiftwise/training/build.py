@@ -105,6 +105,7 @@ def _transform(
         bundle.num_classes,
         in_chans,
         AugmentConfig(**dataclasses.asdict(augment)),
+        crops_in_workers=bundle.crops_in_workers,
     ).to(device)
 
 
@@ -161,7 +162,11 @@ def _build(
     check_output_writable(output)
     device = check_device(config.run.device, "run.device")
     bundle = load_data(
-        config.data.name, image_size=config.data.image_size, data_dir=config.data.data_dir
+        config.data.name,
+        image_size=config.data.image_size,
+        data_dir=config.data.data_dir,
+        crop_scale=config.augment.crop_scale,
+        hflip=config.augment.hflip,
     )
     if resume is not None and resume["num_classes"] != bundle.num_classes:
         raise UsageError(
