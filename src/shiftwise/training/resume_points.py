@@ -9,6 +9,7 @@ states and epoch sums. Files are written by
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from pathlib import Path
@@ -77,8 +78,14 @@ def resume_point_and_config(
 
 
 def weights_metadata(run: TrainingRun) -> dict[str, Any]:
-    """What every weights file of the run records besides the model."""
-    return {"image_size": run.bundle.image_size, "data": run.bundle.name}
+    """What every weights file of the run records besides the model (``classes``: the class
+    names as JSON, which ``shiftwise predict`` prints)."""
+    bundle = run.bundle
+    return {
+        "image_size": bundle.image_size,
+        "data": bundle.name,
+        "classes": json.dumps(bundle.classes),
+    }
 
 
 def save_resume_point(run: TrainingRun, epoch: int, step_in_epoch: int) -> Path | None:
