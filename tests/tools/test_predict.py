@@ -161,3 +161,27 @@ def test_class_map_names_the_outputs_and_grayscale_models_are_refused(
     weights, _ = _weights(gray, in_chans=1)
     assert main(["predict", str(image), "--checkpoint", str(weights), "-o", str(out)]) == 2
     assert "1-channel input" in capsys.readouterr().err
+
+
+def test_a_trained_run_directory_names_its_classes(tmp_path: Path, capsys) -> None:
+    """shiftwise train on an ImageFolder (random crops in the workers) records the class
+    names; predict reads the run directory and prints them."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for name in ("apple", "pear"):
+            folder = tmp_path / "data" / split / name
+            folder.mkdir(parents=True)
+            for i in range(4):
+                pixels = rng.integers(0, 256, size=(30, 40, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.jpg")
+    run = tmp_path / "run"
+    argv = ["train", "--model", "sw_atto", "--width-factor", "0.25", "--image-size", "32"]
+    argv += ["--data", str(tmp_path / "data"), "--epochs", "1", "--batch-size", "4"]
+    argv += ["--crop-scale", "0.5", "--hflip", "0.5", "--workers", "0", "--no-progress"]
+    assert main([*argv, "--output", str(run)]) == 0
+    out = tmp_path / "p.csv"
+    pictures = str(tmp_path / "data" / "val")
+    assert main(["predict", pictures, "--checkpoint", str(run), "-o", str(out)]) == 0
+    rows = _rows(out)
+    assert len(rows) == 8 and {row["class_1"] for row in rows} <= {"apple", "pear"}
+    assert all(row["class_1"] != row["class_2"] for row in rows)

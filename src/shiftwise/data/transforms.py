@@ -2,9 +2,10 @@
 
 :class:`EvalCrop` is timm's evaluation transform for a model's ``pretrained_cfg``: the shorter
 side resized to ``floor(size / crop_pct)`` (bicubic), then the centre ``size x size`` square.
-Only that square is computed (pillow's ``resize`` with a source ``box`` places every output
-pixel where the full resize would, so the result is the full resize's centre crop up to float
-rounding: within 1 of 255 levels, mostly equal).
+The result is timm's (the same pillow calls). For extreme aspect ratios, where the resized image
+would exceed :data:`FULL_RESIZE_LIMIT` crops (a 1x100000 strip would become gigabytes), only the
+crop is computed (pillow's ``resize`` with a source ``box``); pillow then clips its first pass
+over other rows, so pixels may differ from timm's by a few levels.
 
 :class:`TrainCrop` is timm's ``RandomResizedCropAndInterpolation`` over the whole decoded image
 (area fraction uniform in ``(crop_scale, 1)``, log-uniform aspect ratio in ``ratio``, ten tries
@@ -12,12 +13,17 @@ then a centre fallback) followed by the horizontal flip. Its randomness comes fr
 global generator: in DataLoader workers torch seeds it per worker, in the main process it is
 the generator that checkpoints save.
 
-:func:`decode` reads an image file's bytes and applies one of them. A large JPEG is decoded
-at a reduced scale (pillow's ``Image.draft``, libjpeg's DCT scaling) only for training crops,
-and only when the reduced crop is still at least :data:`DRAFT_MARGIN` times the output side:
-the crop then differs from a full decode's by a mean of less than 1 of 255 levels
-(``tests/data/test_transforms.py`` measures it). Evaluation always decodes in full: DCT
-scaling changes fine detail by more than the 1/255 that evaluation must stay within.
+:func:`decode` reads an image file's bytes, converts them to the dataset's mode (RGB for
+colour models, as timm's loader; EXIF orientation is ignored, as there) and applies one of
+them. A large JPEG is decoded at a reduced scale
+(pillow's ``Image.draft``, libjpeg's DCT scaling) only for training crops, and only when the
+reduced crop still has at least :data:`DRAFT_MARGIN` pixels per output pixel along each side.
+Documented tolerance: such a crop differs from a full decode's by a mean absolute difference
+of at most 2 of 255 levels (about 1 on photo-like images; single pixels at sharp edges up to
+~17), measured by ``tests/data/test_transforms.py``; images too small for that margin (e.g.
+500x375 at 224 px) are always decoded in full. Evaluation never reduces: DCT scaling moves
+fine detail by up to 5-7 levels even with a 7x margin, more than the 1/255 evaluation keeps
+to timm's full-decode pipeline.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from shiftwise.errors import UsageError
 
 __all__ = [
     "DRAFT_MARGIN",
+    "FULL_RESIZE_LIMIT",
     "INTERPOLATIONS",
     "EvalCrop",
     "TrainCrop",
@@ -45,11 +52,12 @@ INTERPOLATIONS = {
     "bilinear": Image.Resampling.BILINEAR,
     "nearest": Image.Resampling.NEAREST,
 }
+# Evaluation resizes the whole image (as timm) up to this many times the crop's pixels; past
+# it (aspect ratios beyond ~50:1) only the crop is computed, within a few levels of timm's.
+FULL_RESIZE_LIMIT = 64
 # A training crop is decoded at 1/2, 1/4 or 1/8 scale only while the crop keeps at least this
 # many reduced pixels per output pixel along each side.
 DRAFT_MARGIN = 2.0
-
-Box = tuple[float, float, float, float]  # left, top, right, bottom in source pixels
 
 
 def _interpolation(name: str, option: str) -> Image.Resampling:
@@ -76,22 +84,25 @@ class EvalCrop:
         self.size, self.crop_pct = size, float(crop_pct)
         self.resample = _interpolation(interpolation, "interpolation")
 
-    def box(self, width: int, height: int) -> Box:
-        """The source box whose resize to ``size x size`` is the centre crop of the resized
-        image (torchvision's sizes: the longer side truncated, crop offsets rounded)."""
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        """``(width, height)`` of the image resized before the crop (torchvision's ``Resize``
+        of the shorter side: the longer side truncated)."""
         short = eval_resize_size(self.size, self.crop_pct)
         if width <= height:
-            new_w, new_h = short, int(short * height / width)
-        else:
-            new_w, new_h = int(short * width / height), short
-        left = round((new_w - self.size) / 2.0)
-        top = round((new_h - self.size) / 2.0)
-        sx, sy = width / new_w, height / new_h
-        return (left * sx, top * sy, (left + self.size) * sx, (top + self.size) * sy)
+            return short, int(short * height / width)
+        return int(short * width / height), short
 
     def __call__(self, image: Image.Image) -> Image.Image:
-        """The centre crop of ``image``."""
-        box = self.box(*image.size)
+        """The centre crop of ``image`` resized (offsets rounded as torchvision's
+        ``CenterCrop``). Past :data:`FULL_RESIZE_LIMIT` only the crop is computed."""
+        new_w, new_h = self.resized_size(*image.size)
+        left = round((new_w - self.size) / 2.0)
+        top = round((new_h - self.size) / 2.0)
+        crop = (left, top, left + self.size, top + self.size)
+        if new_w * new_h <= FULL_RESIZE_LIMIT * self.size**2:
+            return image.resize((new_w, new_h), self.resample).crop(crop)
+        sx, sy = image.size[0] / new_w, image.size[1] / new_h
+        box = (crop[0] * sx, crop[1] * sy, crop[2] * sx, crop[3] * sy)
         return image.resize((self.size, self.size), self.resample, box=box)
 
 
