@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
@@ -163,7 +163,10 @@ class _ImageFiles(Dataset):
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
             channels = 3 if self.mode == "RGB" else 1
             size = self.crop.size
-            reason = " ".join(str(error).split()) or type(error).__name__
+            if isinstance(error, UnidentifiedImageError):
+                reason = "not an image format pillow reads"
+            else:
+                reason = " ".join(str(error).split()) or type(error).__name__
             return torch.zeros(channels, size, size, dtype=torch.uint8), index, reason
 
 

@@ -1,8 +1,11 @@
 """Data sources (``data.name``): the bundled set, Fashion-MNIST, digits and ImageFolder trees.
 
-Every source becomes a :class:`DataBundle` whose datasets yield ``(uint8 [C, H, W], label)``;
-decoding happens in DataLoader workers, while resizing, augmentation and normalisation run
-batched on the training device (:mod:`shiftwise.data.augment`).
+Every source becomes a :class:`DataBundle` whose datasets yield ``(uint8 [C, H, W], label)``.
+ImageFolder images are decoded and cropped per image in DataLoader workers, as timm's
+``create_transform`` does (:mod:`shiftwise.data.transforms`: random resized crop and flip for
+training, resize and centre crop by ``crop_pct`` for evaluation); the in-memory sets are resized
+on the device. Colour augmentation, erasing, mixing and normalisation run batched on the
+training device (:mod:`shiftwise.data.augment`).
 """
 
 from __future__ import annotations
