@@ -248,3 +248,31 @@ def test_bad_training_crop_parameters_are_one_line_errors() -> None:
     ):
         with pytest.raises(UsageError, match=field):
             TrainCrop(32, **kwargs)
+
+
+def test_seeded_crops_depend_on_seed_epoch_and_index_only(tmp_path: Path) -> None:
+    """With a seed, a sample's crop is the same whatever the workers, the read order and the
+    global RNG (so a resumed run reads what the uninterrupted one did); epochs differ."""
+    for split in ("train", "val"):
+        (tmp_path / split / "a").mkdir(parents=True)
+    for i in range(6):
+        _photo(60 + 7 * i, 45, seed=i).save(tmp_path / "train" / "a" / f"{i}.jpg")
+    _photo(40, 30).save(tmp_path / "val" / "a" / "0.png")
+    bundle = load_data(str(tmp_path), image_size=16, crop_scale=0.08, hflip=0.5, seed=3)
+
+    def epoch(number: int, workers: int, order: list[int]) -> dict[int, torch.Tensor]:
+        bundle.set_epoch(number)
+        torch.manual_seed(len(order) * 7 + workers)  # the global RNG plays no part
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.Subset(bundle.train, order), batch_size=2, num_workers=workers
+        )
+        images = torch.cat([batch for batch, _ in loader])
+        return dict(zip(order, images, strict=True))
+
+    first = epoch(0, 0, list(range(6)))
+    shuffled = epoch(0, 2, [5, 3, 1, 0, 2, 4])
+    resumed = epoch(0, 0, [3, 4, 5])  # the rest of an epoch, after a resume
+    later = epoch(1, 0, list(range(6)))
+    assert all(torch.equal(first[i], shuffled[i]) for i in range(6))
+    assert all(torch.equal(first[i], resumed[i]) for i in (3, 4, 5))
+    assert not any(torch.equal(first[i], later[i]) for i in range(6))

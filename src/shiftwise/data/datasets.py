@@ -76,6 +76,10 @@ class ImageFolderDataset(Dataset):
     (bicubic, as in the papers). Colour augmentation, erasing and mixing run batched on the
     device (:mod:`shiftwise.data.augment`).
 
+    With a ``seed`` the random draws of sample ``i`` come from a generator seeded by
+    ``(seed, epoch, i)`` (:meth:`set_epoch`): the same crops whatever the number of workers,
+    the read order or a resume; without one they come from torch's global generator.
+
     ``classes`` fixes the class order (sorted folder names by default). A class folder
     without images, or an image name that is not a regular file (a FIFO, device, socket:
     opening it could block), is refused with one line naming it; ``allow_empty`` accepts
@@ -97,7 +101,9 @@ class ImageFolderDataset(Dataset):
         crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
         hflip: float = 0.0,
         interpolation: str = "bicubic",
+        seed: int | None = None,
     ) -> None:
+        self.seed, self.epoch = seed, 0
         if crop_scale is None:
             self.crop: EvalCrop | TrainCrop = EvalCrop(size, crop_pct, interpolation)
         else:
@@ -137,13 +143,27 @@ class ImageFolderDataset(Dataset):
         other.crop, other.size = EvalCrop(size, crop_pct, interpolation), size
         return other
 
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose random crops the images get (with a ``seed``); call it
+        before the epoch's DataLoader iterator is created (workers copy the dataset then)."""
+        self.epoch = epoch
+
     def __len__(self) -> int:
         return len(self.samples)
+
+    def _generator(self, index: int) -> torch.Generator | None:
+        """The generator of sample ``index``'s random crop in this epoch (``None``: torch's
+        global one, when no ``seed`` was given)."""
+        if self.seed is None or not isinstance(self.crop, TrainCrop):
+            return None
+        mixed = ((self.seed * 1_000_003 + self.epoch) * 2_000_029 + index) % (1 << 63)
+        return torch.Generator().manual_seed(mixed)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
         try:
-            return decode(read_regular_file(path, "image"), self.mode, self.crop), label
+            data = read_regular_file(path, "image")
+            return decode(data, self.mode, self.crop, self._generator(index)), label
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
             logger.warning("skipping unreadable image %s (%s)", path, error)
             channels = 3 if self.mode == "RGB" else 1
@@ -192,6 +212,12 @@ class DataBundle:
     std: tuple[float, ...]
     crops_in_workers: bool = False
 
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch of the training images' seeded random crops (ImageFolder data
+        loaded with a ``seed``; the other sources have none)."""
+        if isinstance(self.train, ImageFolderDataset):
+            self.train.set_epoch(epoch)
+
     @property
     def num_classes(self) -> int:
         return len(self.classes)
@@ -228,6 +254,7 @@ def load_data(
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
     hflip: float = 0.0,
     interpolation: str = "bicubic",
+    seed: int | None = None,
 ) -> DataBundle:
     """The :class:`DataBundle` of ``source``: ``"bundled"``, ``"fashion-mnist"``, ``"digits"``
     or an ImageFolder root holding ``train/<class>/*`` and ``val/<class>/*``.
@@ -243,7 +270,8 @@ def load_data(
     crop over the whole image (area in ``(crop_scale, 1)``, aspect ratio in ``crop_ratio``)
     and a flip with probability ``hflip`` in the DataLoader workers, and the bundle's
     ``crops_in_workers`` is set; without it they are centre-cropped like ``crop_pct=1``
-    validation images. See :class:`ImageFolderDataset`.
+    validation images; ``seed`` makes each training crop a function of ``(seed, epoch,
+    index)`` (:meth:`DataBundle.set_epoch`). See :class:`ImageFolderDataset`.
     """
     if source == "bundled":
         cfg = bundled or BundledConfig()
@@ -275,6 +303,7 @@ def load_data(
         crop_ratio=crop_ratio,
         hflip=hflip,
         interpolation=interpolation,
+        seed=seed,
     )
     val = ImageFolderDataset(
         root / "val",

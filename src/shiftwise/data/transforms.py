@@ -9,9 +9,10 @@ over other rows, so pixels may differ from timm's by a few levels.
 
 :class:`TrainCrop` is timm's ``RandomResizedCropAndInterpolation`` over the whole decoded image
 (area fraction uniform in ``(crop_scale, 1)``, log-uniform aspect ratio in ``ratio``, ten tries
-then a centre fallback) followed by the horizontal flip. Its randomness comes from torch's
-global generator: in DataLoader workers torch seeds it per worker, in the main process it is
-the generator that checkpoints save.
+then a centre fallback) followed by the horizontal flip. Its randomness comes from a
+``generator`` argument: :class:`~shiftwise.data.datasets.ImageFolderDataset` with a ``seed``
+passes one seeded by ``(seed, epoch, index)``, so a sample's crop does not depend on workers,
+read order or a resume; without, torch's global generator (per worker in DataLoader workers).
 
 :func:`decode` reads an image file's bytes, converts them to the dataset's mode (RGB for
 colour models, as timm's loader; EXIF orientation is ignored, as there) and applies one of
@@ -134,23 +135,26 @@ class TrainCrop:
         self.size, self.crop_scale, self.ratio, self.hflip = size, crop_scale, ratio, hflip
         self.resample = _interpolation(interpolation, "interpolation")
 
-    def params(self, width: int, height: int) -> tuple[int, int, int, int]:
+    def params(
+        self, width: int, height: int, generator: torch.Generator | None = None
+    ) -> tuple[int, int, int, int]:
         """A random crop ``(left, top, crop_width, crop_height)`` of a ``width x height``
-        image, drawn like timm's ``RandomResizedCropAndInterpolation.get_params``."""
+        image, drawn like timm's ``RandomResizedCropAndInterpolation.get_params`` (from
+        ``generator``, torch's global one by default)."""
         if self.crop_scale >= 1:
             side = min(width, height)
             return (width - side) // 2, (height - side) // 2, side, side
         area = width * height
         log_low, log_high = math.log(self.ratio[0]), math.log(self.ratio[1])
         for _ in range(10):
-            draws = torch.rand(2, dtype=torch.float64).tolist()
+            draws = torch.rand(2, dtype=torch.float64, generator=generator).tolist()
             target = area * (self.crop_scale + (1.0 - self.crop_scale) * draws[0])
             aspect = math.exp(log_low + (log_high - log_low) * draws[1])
             w = round(math.sqrt(target * aspect))
             h = round(math.sqrt(target / aspect))
             if 0 < w <= width and 0 < h <= height:
-                top = int(torch.randint(0, height - h + 1, ()).item())
-                left = int(torch.randint(0, width - w + 1, ()).item())
+                top = int(torch.randint(0, height - h + 1, (), generator=generator).item())
+                left = int(torch.randint(0, width - w + 1, (), generator=generator).item())
                 return left, top, w, h
         aspect = width / height  # fallback: the central crop nearest the ratio range
         w, h = width, height
@@ -160,18 +164,20 @@ class TrainCrop:
             w = round(height * self.ratio[1])
         return (width - w) // 2, (height - h) // 2, w, h
 
-    def __call__(self, image: Image.Image) -> Image.Image:
-        """The augmented crop of ``image``."""
-        return self.apply(image, image.size, self.params(*image.size))
+    def __call__(self, image: Image.Image, generator: torch.Generator | None = None) -> Image.Image:
+        """The augmented crop of ``image`` (random draws from ``generator``)."""
+        return self.apply(image, image.size, self.params(*image.size, generator), generator)
 
     def apply(
         self,
         image: Image.Image,
         full_size: tuple[int, int],
         crop: tuple[int, int, int, int],
+        generator: torch.Generator | None = None,
     ) -> Image.Image:
         """``crop`` (drawn by :meth:`params` for a ``full_size`` image) of ``image``, which is
-        that image or its decode at a reduced scale, resized to ``size`` and maybe flipped."""
+        that image or its decode at a reduced scale, resized to ``size`` and maybe flipped
+        (the flip drawn from ``generator``)."""
         left, top, w, h = crop
         if image.size == tuple(full_size):
             out = image.crop((left, top, left + w, top + h))
@@ -180,21 +186,27 @@ class TrainCrop:
             sx, sy = image.size[0] / full_size[0], image.size[1] / full_size[1]
             box = (left * sx, top * sy, (left + w) * sx, (top + h) * sy)
             out = image.resize((self.size, self.size), self.resample, box=box)
-        if self.hflip > 0 and torch.rand(()).item() < self.hflip:
+        if self.hflip > 0 and torch.rand((), generator=generator).item() < self.hflip:
             out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         return out
 
 
-def decode(data: bytes, mode: str, crop: EvalCrop | TrainCrop) -> torch.Tensor:
-    """The image file ``data`` converted to ``mode`` ("RGB" or "L") and cropped by ``crop``,
-    as uint8 [C, size, size]. Raises what pillow raises for an unreadable file."""
+def decode(
+    data: bytes,
+    mode: str,
+    crop: EvalCrop | TrainCrop,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The image file ``data`` converted to ``mode`` ("RGB" or "L") and cropped by ``crop``
+    (a training crop's draws from ``generator``), as uint8 [C, size, size]. Raises what
+    pillow raises for an unreadable file."""
     with Image.open(BytesIO(data)) as image:
         full_size = image.size
         if isinstance(crop, TrainCrop):
-            params = crop.params(*full_size)
+            params = crop.params(*full_size, generator)
             if image.format == "JPEG":
                 _reduce_jpeg(image, params[2:], crop.size)
-            out = crop.apply(_converted(image, mode), full_size, params)
+            out = crop.apply(_converted(image, mode), full_size, params, generator)
         else:
             out = crop(_converted(image, mode))
         pixels = np.asarray(out, dtype=np.uint8).reshape(out.size[1], out.size[0], -1)

@@ -167,6 +167,7 @@ def _build(
         data_dir=config.data.data_dir,
         crop_scale=config.augment.crop_scale,
         hflip=config.augment.hflip,
+        seed=config.run.seed,
     )
     if resume is not None and resume["num_classes"] != bundle.num_classes:
         raise UsageError(

@@ -49,6 +49,7 @@ def train_epoch(run: TrainingRun, epoch: int) -> None:
     if done == 0:
         run.totals = EpochTotals()
     run.sampler.set_epoch(epoch, skip=done * accum * batch)
+    run.bundle.set_epoch(epoch)  # seeded per-image crops of ImageFolder data
     autocast = (
         torch.autocast(run.device.type, dtype=torch.bfloat16)
         if optim.amp
