@@ -16,16 +16,15 @@ read order or a resume; without, torch's global generator (per worker in DataLoa
 
 :func:`decode` reads an image file's bytes, converts them to the dataset's mode (RGB for
 colour models, as timm's loader; EXIF orientation is ignored, as there) and applies one of
-them. A large JPEG is decoded at a reduced scale
-(pillow's ``Image.draft``, libjpeg's DCT scaling) only for training crops, and only when the
-reduced crop still has at least :data:`DRAFT_MARGIN` pixels per output pixel along each side.
-Documented tolerance: such a crop differs from a full decode's by a mean absolute difference
-of at most 2 of 255 levels (checked by ``tests/data/test_transforms.py``; measured 0.6-0.9
-on average over photo-like 2403x1801 and 4000x3000 JPEGs, worst crop 1.1, single pixels at
-sharp edges up to 14); images too small for that margin (e.g.
-500x375 at 224 px) are always decoded in full. Evaluation never reduces: DCT scaling moves
-fine detail by up to 5-7 levels even with a 7x margin, more than the 1/255 evaluation keeps
-to timm's full-decode pipeline.
+them. A large JPEG is decoded at a reduced scale (pillow's ``Image.draft``, libjpeg's DCT
+scaling) only for training crops, and only when the reduced crop still has at least
+:data:`DRAFT_MARGIN` pixels per output pixel along each side. Documented tolerance: such a
+crop differs from a full decode's by a mean absolute difference of at most 2 of 255 levels
+(checked by ``tests/data/test_transforms.py``; measured 0.6-0.9 on average over photo-like
+2403x1801 and 4000x3000 JPEGs, worst crop 1.1, single pixels at sharp edges up to 14).
+Images too small for that margin (e.g. 500x375 at 224 px) are always decoded in full.
+Evaluation never reduces: DCT scaling moves fine detail by up to 5-7 levels even with a 7x
+margin, more than the 1/255 within which evaluation keeps to timm's full-decode pipeline.
 """
 
 from __future__ import annotations
