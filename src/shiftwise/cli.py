@@ -29,6 +29,7 @@ TOOL_MODULES = (
     "shiftwise.tools.convert",
     "shiftwise.tools.train",
     "shiftwise.tools.evaluate",
+    "shiftwise.tools.predict",
     "shiftwise.tools.bench",
     "shiftwise.tools.erf",
     "shiftwise.tools.export",

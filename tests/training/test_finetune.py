@@ -26,7 +26,7 @@ from shiftwise.training.finetune import (
     load_start_weights,
 )
 from shiftwise.training.optimization import param_groups
-from shiftwise.training.resume_writer import ResumePointWriter
+from shiftwise.training.run_directory import claim_run_directory
 
 ATTO = ("sw_atto", "slak_atto", "convnext_atto")
 OFFICIAL_KEYS = Path(__file__).parents[1] / "tools" / "official_keys"
@@ -150,8 +150,7 @@ def test_run_directory_gives_its_newest_resume_point(tmp_path) -> None:
     """A run directory as ``shiftwise train`` leaves it (its own resume point writer): the
     newest verified checkpoint's weights, the EMA on request; a sparse run's zeros stay."""
     run = tmp_path / "run"
-    run.mkdir()
-    writer = ResumePointWriter(run, None)
+    writer = claim_run_directory(run)
     sources = {}
     for epoch, seed in ((1, 1), (2, 2)):
         model = randomized(build("sw_atto", num_classes=6), seed=seed)
@@ -159,7 +158,7 @@ def test_run_directory_gives_its_newest_resume_point(tmp_path) -> None:
         with torch.no_grad():  # a sparse run's weights file: pruned entries stored as zeros
             model.stages[0].blocks[0].fc1.weight[:, ::2] = 0
         tensors = {"model": model.state_dict(), "ema": ema.state_dict()}
-        writer.save(
+        writer.save_resume_point(
             tensors,
             {"epoch": epoch, "global_step": 10 * epoch},
             model="sw_atto",
@@ -167,6 +166,7 @@ def test_run_directory_gives_its_newest_resume_point(tmp_path) -> None:
             metadata={"image_size": 64, "data": "bundled"},
         )
         sources = {kind: {k: v.clone() for k, v in sd.items()} for kind, sd in tensors.items()}
+    writer.release()
     for weights in ("model", "ema"):
         model = build("sw_atto", num_classes=6)
         start = load_start_weights(model, run, weights=weights)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -173,7 +174,12 @@ class Trainer:
         config, optim = self.config, self.config.optim
         self.device = check_device(config.run.device, "run.device")
         self.bundle = load_data(
-            config.data.name, image_size=config.data.image_size, data_dir=config.data.data_dir
+            config.data.name,
+            image_size=config.data.image_size,
+            data_dir=config.data.data_dir,
+            crop_scale=config.augment.crop_scale,
+            hflip=config.augment.hflip,
+            seed=config.run.seed,
         )
         if resume is not None and resume["num_classes"] != self.bundle.num_classes:
             raise UsageError(
@@ -204,6 +210,7 @@ class Trainer:
             self.bundle.num_classes,
             self.model_kwargs["in_chans"],
             AugmentConfig(**dataclasses.asdict(self.augment)),
+            crops_in_workers=self.bundle.crops_in_workers,
         ).to(self.device)
         self.val = val_loader(
             self.bundle,
@@ -442,6 +449,7 @@ class Trainer:
         if done == 0:
             self.totals = EpochTotals()
         self.sampler.set_epoch(epoch, skip=done * accum * batch)
+        self.bundle.set_epoch(epoch)  # seeded per-image crops of ImageFolder data
         autocast = (
             torch.autocast(self.device.type, dtype=torch.bfloat16)
             if optim.amp
@@ -602,8 +610,14 @@ class Trainer:
     # -- save ----------------------------------------------------------------------------
 
     def _weights_metadata(self, epoch: int) -> dict[str, Any]:
-        """What every weights file of the run records besides the model."""
-        return {"image_size": self.bundle.image_size, "data": self.bundle.name, "epoch": epoch}
+        """What every weights file of the run records besides the model (``classes``: the class
+        names as JSON, which ``shiftwise predict`` prints)."""
+        return {
+            "image_size": self.bundle.image_size,
+            "data": self.bundle.name,
+            "classes": json.dumps(self.bundle.classes),
+            "epoch": epoch,
+        }
 
     def save_resume_point(self, epoch: int, step_in_epoch: int) -> Path | None:
         """Write a resume point (rank 0) after ``step_in_epoch`` steps of epoch ``epoch``: the
