@@ -12,7 +12,7 @@ import pytest
 import shiftwise.training
 from shiftwise.cli import main
 from shiftwise.study import Progress, load_grid, run_study
-from shiftwise.study.runner import RESULT_NAME
+from shiftwise.study.runner import RESULT_NAME, resolve_run
 
 pytestmark = pytest.mark.slow
 
@@ -21,8 +21,11 @@ def test_quick_grid_end_to_end(tmp_path: Path, capsys) -> None:
     output = tmp_path / "quick"
     assert main(["study", "quick", "--output", str(output), "--no-progress"]) == 0
     grid = load_grid("quick")
+    summary = json.loads((output / "summary.json").read_text())
+    epochs = {r["run_id"]: r["epochs"] for r in summary["runs"]}
     for entry, seed in grid.runs():
-        record = json.loads((output / "runs" / entry.run_id(seed) / RESULT_NAME).read_text())
+        name = resolve_run(entry, seed, epochs[entry.run_id(seed)])[3]
+        record = json.loads((output / "runs" / name / RESULT_NAME).read_text())
         assert record["seed"] == seed and len(record["val_top1"]) == record["epochs"]
     summary = json.loads((output / "summary.json").read_text())
     rows = {row["entry"]: row for row in summary["configurations"]}
@@ -87,8 +90,9 @@ def test_killed_study_resumes_without_repeating_finished_runs(tmp_path: Path, mo
     monkeypatch.setattr(trainer, "save_resume_point", killed_after_third_checkpoint)
     with pytest.raises(KeyboardInterrupt):
         run_study(grid, output)
-    finished = output / "runs" / "tiny-seed0" / RESULT_NAME
-    killed = output / "runs" / "tiny-seed1"
+    (entry,) = grid.entries
+    finished = output / "runs" / resolve_run(entry, 0, 2)[3] / RESULT_NAME
+    killed = output / "runs" / resolve_run(entry, 1, 2)[3]
     assert finished.is_file() and not (killed / RESULT_NAME).exists()
     before = finished.stat().st_mtime_ns, finished.read_bytes()
     first_epoch = json.loads((killed / "log.json").read_text())
