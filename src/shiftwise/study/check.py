@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-
 from torch import nn
 
 from shiftwise.errors import UsageError
