@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,13 +114,25 @@ def _finished_costs(store: Path | None, plans_by_shape: dict[str, EntryPlan]) ->
     }
 
 
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """The library's info messages off (a probe's training log is not the user's run)."""
+    library = logging.getLogger("shiftwise")
+    level = library.level
+    library.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        library.setLevel(level)
+
+
 def _probe(entry: Entry, plan: EntryPlan) -> RunCost:
     """Time two short real runs of ``entry`` (1 and 4 steps, one validation batch)."""
     from shiftwise.study.runner import resolve_run, train_run
 
     steps = [min(n, plan.train_images // plan.step_images) for n in _PROBE_STEPS]
     timed = []
-    with tempfile.TemporaryDirectory(prefix="shiftwise-probe-") as tmp:
+    with _quiet(), tempfile.TemporaryDirectory(prefix="shiftwise-probe-") as tmp:
         for n in dict.fromkeys(steps):
             probe = Entry(
                 entry.name,
