@@ -66,6 +66,7 @@ def summary_rows(grid: Grid, results: Sequence[dict[str, Any]]) -> list[dict[str
                 "training_seconds_mean": seconds.mean,
                 "training_seconds_std": seconds.std,
                 "images_per_second_mean": speed.mean,
+                "images_trained": runs[0]["images_per_second"] * runs[0]["training_seconds"],
                 "active_pieces": _stage_fractions(runs),
                 "variant": json.dumps(
                     {k: v for k, v in entry.options.items() if k not in _BUDGET_OPTIONS},
@@ -79,8 +80,8 @@ def summary_rows(grid: Grid, results: Sequence[dict[str, Any]]) -> list[dict[str
 
 def budget_curves(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """Per data set, the curves of configurations that differ only in budget (epochs,
-    ``train_limit``): ``{"label", "model", "points"}``, points (rows) sorted by mean
-    training time; only curves of two points or more."""
+    ``train_limit``): ``{"label", "model", "points"}``, points (rows) in order of budget
+    (training images seen); only curves of two points or more."""
     curves: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
         curves.setdefault((row["data"], row["variant"]), []).append(row)
@@ -94,7 +95,7 @@ def budget_curves(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, An
             {
                 "label": label,
                 "model": points[0]["model"],
-                "points": sorted(points, key=lambda r: r["training_seconds_mean"]),
+                "points": sorted(points, key=lambda r: r["images_trained"]),
             }
         )
     return by_data
@@ -102,7 +103,7 @@ def budget_curves(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, An
 
 def time_to_reach(points: Sequence[dict[str, Any]], target: float) -> tuple[float, bool] | None:
     """``(seconds, at_first)``: the training time at which the curve of mean top-1 over mean
-    training time (``points`` sorted by time) first reaches ``target``, linear between
+    training time (``points`` in order of budget) first reaches ``target``, linear between
     budgets; ``at_first`` when its cheapest budget already does (then the time is an upper
     bound). ``None`` when no budget reaches it."""
     previous = None
