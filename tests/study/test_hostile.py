@@ -167,11 +167,11 @@ def test_bad_later_entry_refused_before_anything_trains(tmp_path, capsys, extra,
     assert not (tmp_path / "out" / "runs").exists()
 
 
-def test_dry_run_with_a_huge_model_is_refused_quickly(tmp_path, capsys) -> None:
-    grid = _grid(
-        tmp_path,
-        TINY.replace('"convnext_atto"', '"sw_atto"\nmodel_kwargs = { depths = [100000, 1, 1, 1] }'),
-    )
+@pytest.mark.parametrize(
+    "kwargs", ["{ depths = [100000, 1, 1, 1] }", "{ operator_kwargs = { n_paths = 100000 } }"]
+)
+def test_dry_run_with_a_huge_model_is_refused_quickly(tmp_path, capsys, kwargs) -> None:
+    grid = _grid(tmp_path, TINY.replace('"convnext_atto"', f'"sw_atto"\nmodel_kwargs = {kwargs}'))
     started = time.perf_counter()
     code = main(["study", grid, "--dry-run"])
     _one_line_exit_2(capsys, code, "model_kwargs", "more than 10000 layers")

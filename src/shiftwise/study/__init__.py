@@ -3,7 +3,7 @@ ordinary :func:`shiftwise.train` runs into one directory, resumable, then summar
 seeds (mean, std, 95% interval) in tables and plots. ``shiftwise study`` on the command line.
 
     from shiftwise.study import load_grid, run_study, write_report
-    grid = load_grid("quick")            # or "papers", "ablations", or a TOML file
+    grid = load_grid("quick")            # or "papers", "budgets", "ablations", a TOML file
     results = run_study(grid, "studies/quick")     # runs in studies/quick/runs (store=...)
     write_report(Path("studies/quick"), grid, results)
 """
