@@ -87,6 +87,9 @@ def test_verdict_target_is_the_best_accuracy_every_model_reaches() -> None:
     assert verdict["times"]["sw_atto"]["seconds"] == pytest.approx(60 + 4 / 9 * 60)
     assert verdict["times"]["convnext_atto"]["seconds"] == pytest.approx(120.0)
     assert verdict["fastest"] == "sw_atto" and verdict["pays"] == {"sw_atto": True}
+    # one model's curve alone (the papers grid's matched ConvNeXt) is no comparison
+    alone = [row for row in ROWS if row["model"] == "convnext_atto"]
+    assert len(budget_curves(alone)["bundled"]) == 1 and budget_verdicts(alone) == []
 
 
 def test_separations_compare_each_setting_with_the_axis_default() -> None:

@@ -119,12 +119,15 @@ def time_to_reach(points: Sequence[dict[str, Any]], target: float) -> tuple[floa
 
 
 def budget_verdicts(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per data set with budget curves: the target top-1 (the highest mean accuracy every
-    curve reaches: the lowest of their best means), each curve's time to reach it, the
-    fastest, and whether each large-kernel model (``sw_*``, ``slak_*``) reaches it before
-    every ``convnext_*`` curve (``pays``; ``None`` without a ConvNeXt curve)."""
+    """Per data set with two budget curves or more: the target top-1 (the highest mean
+    accuracy every curve reaches: the lowest of their best means), each curve's time to
+    reach it, the fastest, and whether each large-kernel model (``sw_*``, ``slak_*``)
+    reaches it before every ``convnext_*`` curve (``pays``; ``None`` without a ConvNeXt
+    curve)."""
     verdicts = []
     for data, curves in budget_curves(rows).items():
+        if len(curves) < 2:  # nothing to compare with
+            continue
         target = min(max(p["top1_mean"] for p in c["points"]) for c in curves)
         times = {}
         for curve in curves:
