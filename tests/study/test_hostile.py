@@ -176,3 +176,13 @@ def test_dry_run_with_a_huge_model_is_refused_quickly(tmp_path, capsys, kwargs) 
     code = main(["study", grid, "--dry-run"])
     _one_line_exit_2(capsys, code, "model_kwargs", "more than 10000 layers")
     assert time.perf_counter() - started < 60
+
+
+def test_store_holding_files_shiftwise_did_not_write_is_refused(tmp_path, capsys) -> None:
+    store = tmp_path / "mine"
+    store.mkdir()
+    (store / "notes.txt").write_text("mine")
+    code = _study(_grid(tmp_path), tmp_path / "out", "--store", str(store))
+    _one_line_exit_2(capsys, code, "store:", "not a shiftwise run store")
+    assert [p.name for p in store.iterdir()] == ["notes.txt"]
+    assert not (tmp_path / "out").exists()
