@@ -76,7 +76,7 @@ def test_the_command_line_has_every_option_and_reads_back_the_same_config() -> N
         ({"sparse": 1}, "sparse.enabled: expected bool, got 1"),
         ({"growth": "sideways"}, "sparse.growth: expected one of ['random', 'gradient']"),
         ({"model": "resnet50"}, "model.name: unknown model 'resnet50'"),
-        ({"recipe": "imagenet"}, "run.recipe: expected one of ['cpu', 'paper']"),
+        ({"recipe": "imagenet"}, "run.recipe: expected one of ['cpu', 'finetune', 'paper']"),
         ({"density": 0.5}, "sparse.density: only applies to sparse training"),
         ({"image_size": 16}, "data.image_size: the models reduce their input 32 times"),
         ({"lrr": 1}, "lrr: unknown training option"),

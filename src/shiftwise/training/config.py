@@ -148,6 +148,16 @@ class ModelConfig:
         name="model_kwargs",
         default={},
     )
+    finetune: str | None = _option(
+        "weights file, checkpoint.pt or run directory to start from (a new classifier when "
+        "its class count differs); never reloaded on resume"
+    )
+    finetune_weights: str | None = _option(
+        "which weights of finetune to start from", choices=("model", "ema"), default="model"
+    )
+    head_init_scale: float | None = _option(
+        "factor on a re-initialised classifier's weights (fine-tuning)", low=0, default=1.0
+    )
 
 
 @dataclass(frozen=True)
@@ -167,6 +177,15 @@ class DataConfig:
         "DataLoader workers (default: 0 for the built-in sets, 4 otherwise)",
         low=0,
         defines_run=False,
+    )
+    crop_pct: float | None = _option(
+        "ImageFolder validation: resize the shorter side to image_size / crop_pct, crop the "
+        "centre (default: the model's pretrained_cfg, as shiftwise eval)",
+        low=0,
+        high=1,
+        low_open=True,
+        defines_run=False,
+        resumed=True,
     )
     max_bad_images: float | None = _option(
         "share of unreadable training images skipped (with a warning) before the run stops",
@@ -206,6 +225,14 @@ class OptimConfig:
     )
     min_lr: float | None = _option(
         "learning rate at the end of the cosine", low=0, reschedules=True
+    )
+    layer_decay: float | None = _option(
+        "layer-wise lr decay: each layer below the head trains this many times slower (1: off)",
+        low=0,
+        high=1,
+        low_open=True,
+        default=1.0,
+        reschedules=True,
     )
     accum_steps: int | None = _option(
         "gradient accumulation steps", low=1, default=1, reschedules=True
@@ -295,6 +322,18 @@ class RunConfig:
         resumed=True,
     )
     progress: bool | None = _option("tqdm progress bar", default=True, defines_run=False)
+    compile: bool | None = _option(
+        "torch.compile the training step", default=False, defines_run=False, resumed=True
+    )
+    channels_last: bool | None = _option(
+        "channels-last weights and batches", default=False, defines_run=False, resumed=True
+    )
+    grad_checkpointing: bool | None = _option(
+        "activation checkpointing of every block (less memory, a second forward)",
+        default=False,
+        defines_run=False,
+        resumed=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -486,8 +525,9 @@ def validate(config: TrainConfig, devices: bool = True) -> TrainConfig:
 
     Raises :class:`UsageError` naming the field: a wrong type, an out-of-range number (all
     numbers finite), a value not among the choices (unknown model or recipe...), an image size
-    below :data:`MIN_IMAGE_SIZE`, sparse fields without ``sparse.enabled``, an unknown
-    ``model.kwargs`` key, and (``devices``) an unusable device.
+    below :data:`MIN_IMAGE_SIZE`, sparse fields without ``sparse.enabled``, fine-tuning fields
+    without ``model.finetune``, an unknown ``model.kwargs`` key, and (``devices``) an unusable
+    device.
     """
     values: dict[str, dict[str, Any]] = {}
     for f in _FIELDS:
@@ -505,6 +545,10 @@ def validate(config: TrainConfig, devices: bool = True) -> TrainConfig:
         given = [path for path in given if _get(config, _BY_PATH[path]) is not None]
         if given:
             raise UsageError(f"{given[0]}: only applies to sparse training; add sparse.enabled")
+    if config.model.finetune is None:
+        for path in ("model.finetune_weights", "model.head_init_scale"):
+            if _get(config, _BY_PATH[path]) is not None:
+                raise UsageError(f"{path}: only applies to fine-tuning; add model.finetune")
     if config.model.kwargs:
         _check_model_kwargs(config.model.kwargs)
     if config.model.width_factor is not None:

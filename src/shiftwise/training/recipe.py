@@ -1,5 +1,6 @@
-"""Training recipes: named partial configurations (the papers' ImageNet recipe and a CPU-sized
-one for the ``*_atto`` models).
+"""Training recipes: named partial configurations (the papers' ImageNet recipe, a CPU-sized
+one for the ``*_atto`` models, and the official fine-tuning settings
+(:data:`shiftwise.training.finetune.FINETUNE_RECIPE`) for runs started with ``model.finetune``).
 
 A recipe is a mapping ``section -> field -> value`` over the sections of
 :class:`~shiftwise.training.config.TrainConfig`; every value the user gives overrides the
@@ -13,6 +14,7 @@ from typing import Any
 
 from shiftwise.errors import UsageError
 from shiftwise.models.registry import MODEL_CONFIGS, model_family
+from shiftwise.training.finetune import FINETUNE_RECIPE
 
 __all__ = ["RECIPES", "PartialConfig", "default_recipe"]
 
@@ -76,7 +78,7 @@ CPU: PartialConfig = {
     },
 }
 
-RECIPES: dict[str, PartialConfig] = {"paper": PAPER, "cpu": CPU}
+RECIPES: dict[str, PartialConfig] = {"paper": PAPER, "cpu": CPU, "finetune": FINETUNE_RECIPE}
 
 
 def default_recipe(model: str, name: str | None = None) -> PartialConfig:
