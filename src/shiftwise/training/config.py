@@ -153,10 +153,14 @@ class ModelConfig:
         "its class count differs); never reloaded on resume"
     )
     finetune_weights: str | None = _option(
-        "which weights of finetune to start from", choices=("model", "ema"), default="model"
+        "the fine-tuning file's weights to start from: the model's or its EMA",
+        choices=("model", "ema"),
+        default="model",
     )
     head_init_scale: float | None = _option(
-        "factor on a re-initialised classifier's weights (fine-tuning)", low=0, default=1.0
+        "factor on a re-initialised classifier's initial weights (fine-tuning; default 1)",
+        low=0,
+        default=1.0,
     )
 
 
@@ -227,7 +231,8 @@ class OptimConfig:
         "learning rate at the end of the cosine", low=0, reschedules=True
     )
     layer_decay: float | None = _option(
-        "layer-wise lr decay: each layer below the head trains this many times slower (1: off)",
+        "layer-wise lr decay: each layer's rate is this times the next one's, the head's is lr "
+        "(1: off)",
         low=0,
         high=1,
         low_open=True,
