@@ -85,10 +85,19 @@ def test_finetune_resets_the_head_and_a_resume_never_reads_it_again(tmp_path: Pa
     assert "model.finetune" in caplog.text and "is not read again" in caplog.text
     assert [r["epoch"] for r in json.loads((run / "log.json").read_text())] == [1, 2]
 
+    # another layer decay on resume: every group gets its new scale and floor
+    resume = ["train", "--resume", str(run), "--allow-config-change"]
+    assert main([*resume, "--epochs", "3", "--layer-decay", "0.6"]) == 0
+    groups = load_training_state(run / "checkpoint.pt")["optimizer"]["param_groups"]
+    top = max(range(len(groups)), key=lambda i: groups[i]["lr_scale"])
+    for group in groups:
+        assert group["lr_scale"] in {0.6**k for k in range(len(groups))}
+        assert group["lr"] == pytest.approx(min_lr * group["lr_scale"], rel=1e-12)
+    assert groups[top]["lr_scale"] == 1.0 and min(g["lr_scale"] for g in groups) < 0.8**3
+
     # switching layer decay off on resume is refused, nothing changes
     before = _files(run)
-    resume = ["train", "--resume", str(run), "--epochs", "3", "--allow-config-change"]
-    assert main([*resume, "--layer-decay", "1"]) == 2
+    assert main([*resume, "--epochs", "4", "--layer-decay", "1"]) == 2
     assert _files(run) == before
 
 
@@ -110,11 +119,16 @@ def test_sparse_finetune_keeps_density_and_loads_the_head(tmp_path: Path, caplog
     argv += ["--sparse", "--density", "0.5", "--update-freq", "2", "--output", str(tmp_path / "r")]
     assert main(argv) == 0
     assert "re-initialised" not in caplog.text  # same class count: the head is loaded
-    record = json.loads((tmp_path / "r" / "log.json").read_text())[-1]
-    assert record["density"] == pytest.approx(0.5, abs=0.01)
-    masks = load_training_state(tmp_path / "r" / "checkpoint.pt")["masking"]["masks"]
+    source.unlink()  # the resume continues from the resume point, with its masks
+    resume = ["train", "--resume", str(tmp_path / "r"), "--epochs", "2", "--allow-config-change"]
+    assert main(resume) == 0
+    records = json.loads((tmp_path / "r" / "log.json").read_text())
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert all(r["density"] == pytest.approx(0.5, abs=0.01) for r in records)
+    state = load_training_state(tmp_path / "r" / "checkpoint.pt")
+    assert state["global_step"] == 8
     weights, _ = read_weights(tmp_path / "r" / "model.safetensors")
-    for name, mask in masks.items():
+    for name, mask in state["masking"]["masks"].items():
         assert torch.all(weights[name][~mask] == 0)
 
 

@@ -411,11 +411,12 @@ class Trainer:
                 )
         tensors = resume["tensors"]
         self.model.load_state_dict(tensors["model"])
-        fresh = [(g["initial_lr"], g["weight_decay"]) for g in self.optimizer.param_groups]
+        keys = ("initial_lr", "weight_decay", "lr_scale")
+        fresh = [{k: g[k] for k in keys if k in g} for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(resume["optimizer"])
         if reschedules(self.differences):  # this config's rates, decays and schedule
-            for group, (lr, decay) in zip(self.optimizer.param_groups, fresh, strict=True):
-                group.update(lr=lr, initial_lr=lr, weight_decay=decay)
+            for group, values in zip(self.optimizer.param_groups, fresh, strict=True):
+                group.update(values, lr=values["initial_lr"])
         self.scheduler = build_scheduler(
             self.optimizer,
             self.config.optim,
