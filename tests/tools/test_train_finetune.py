@@ -208,6 +208,20 @@ def test_validation_uses_the_eval_crop_of_shiftwise_eval(tmp_path: Path, capsys)
     assert json.loads(capsys.readouterr().out)["loss"] != pytest.approx(record["val_loss"])
 
 
+def test_validation_crop_defaults_to_the_models_pretrained_cfg(tmp_path: Path) -> None:
+    """A 224 px model's validation images get its 0.875 crop, an atto model's its 1.0."""
+    folder = tmp_path / "folder"
+    _image_folder(folder)
+    for model, width, crop_pct in (("convnext_tiny", 0.05, 0.875), ("convnext_atto", 0.25, 1.0)):
+        options = {"model": model, "width_factor": width, "data": str(folder), "image_size": 32}
+        options.update(batch_size=8, workers=0, output=str(tmp_path / model))
+        trainer = Trainer(config_from_options(options))
+        trainer.close(failed=True)
+        crop = trainer.val.dataset.dataset.crop
+        assert (crop.size, crop.crop_pct) == (32, crop_pct)
+    assert not any(tmp_path.glob("convnext_*"))
+
+
 @pytest.mark.slow
 def test_compiled_runs_save_and_resume_as_eager_ones(tmp_path: Path, capsys) -> None:
     """The real inductor backend (``--compile``): a compiled run's files are an eager run's
