@@ -15,7 +15,10 @@ prefix). Its metadata records what rebuilds the model from the file alone:
 
 Files of the previous format ``shiftwise-weights-2`` (whose ``sha256`` covers the tensors only)
 still load, with a warning that their metadata is not covered; the metadata of every file is
-validated like user input before it is used (:mod:`shiftwise.models.weights`).
+validated like user input before it is used (:mod:`shiftwise.models.weights`). Verification
+cannot be switched off by the file: a current-format file without its ``sha256`` is refused,
+and so is a file whose ``format`` is none shiftwise wrote; only the older formats may lack
+the digest, and load with a warning that they are unverified.
 
 The EMA weights of ``X.safetensors`` are ``X-ema.safetensors`` (:func:`weights_file`).
 
@@ -444,7 +447,9 @@ def read_weights(
         return state["tensors"][weights], state["weights_metadata"][weights]
     data = read_regular_file(path, flag)
     metadata = _metadata(data, path, flag)
+    _check_format(metadata, path, flag)
     if metadata.get("format") == LEGACY_WEIGHTS_FORMAT:
+        _warn_unverified(path, flag)
         flat = _read_tensors(data, path, flag)
         grouped: dict[str, dict[str, torch.Tensor]] = {}
         for key, tensor in flat.items():
@@ -465,6 +470,7 @@ def read_weights(
         path = target
         data = read_regular_file(path, flag)
         metadata = _metadata(data, path, flag)
+        _check_format(metadata, path, flag)
     tensors = _read_tensors(data, path, flag)
     _verify_digest(tensors, metadata, path, flag)
     return tensors, metadata
@@ -474,11 +480,19 @@ def _verify_digest(
     tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str], path: Path, flag: str
 ) -> None:
     """Check the recorded ``sha256`` (over tensors and metadata; tensors only in the previous
-    format, with a warning that its metadata is not covered)."""
+    format, with a warning that its metadata is not covered). A file of the current format
+    without it is refused (removing the key must not switch verification off); one of the
+    previous format loads unverified, with a warning."""
     recorded = metadata.get("sha256")
     if recorded is None:
+        if metadata["format"] == WEIGHTS_FORMAT:
+            raise CheckpointError(
+                f"{flag}: {str(path)!r} has no sha256 in its metadata, which every "
+                f"{WEIGHTS_FORMAT} file carries; refusing an unverifiable file"
+            )
+        _warn_unverified(path, flag)
         return
-    if metadata.get("format") == TENSOR_DIGEST_FORMAT:
+    if metadata["format"] == TENSOR_DIGEST_FORMAT:
         logger.warning(
             "%s: %r was written by an earlier shiftwise: its digest does not cover its "
             "metadata (saving it again upgrades it)",
@@ -493,6 +507,26 @@ def _verify_digest(
             f"{flag}: {str(path)!r} is damaged (its tensors and metadata do not match the "
             "recorded sha256)"
         )
+
+
+def _check_format(metadata: Mapping[str, str], path: Path, flag: str) -> None:
+    """Refuse a file whose ``format`` is none shiftwise writes or wrote."""
+    formats = (WEIGHTS_FORMAT, TENSOR_DIGEST_FORMAT, LEGACY_WEIGHTS_FORMAT)
+    if metadata.get("format") not in formats:
+        found = repr(metadata["format"]) if "format" in metadata else "no format"
+        raise CheckpointError(
+            f"{flag}: {str(path)!r} is not a shiftwise weights file ({found} in its metadata, "
+            f"expected one of {', '.join(formats)})"
+        )
+
+
+def _warn_unverified(path: Path, flag: str) -> None:
+    logger.warning(
+        "%s: %r was written by an earlier shiftwise without a digest: it cannot be verified "
+        "(saving it again adds one)",
+        flag,
+        str(path),
+    )
 
 
 def _metadata(data: bytes, path: Path, flag: str) -> dict[str, str]:
