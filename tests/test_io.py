@@ -384,9 +384,17 @@ def test_a_failed_write_is_one_error_and_leaves_the_previous_file(
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(swio.os, "fsync", disk_full)
-    with pytest.raises(WriteError, match=r"cannot write '.*a.bin' \(No space left on device\); "):
+    with pytest.raises(WriteError) as error:
         swio.atomic_write(path, b"new")
+    assert str(error.value) == (
+        f"cannot write {str(path)!r} (No space left on device); its previous version is unchanged"
+    )
+    assert error.value.errno == errno.ENOSPC
     assert path.read_bytes() == b"old" and sorted(tmp_path.iterdir()) == [path]
+    with pytest.raises(WriteError) as error:
+        swio.atomic_write(tmp_path / "b.bin", b"new")
+    assert str(error.value).endswith("(No space left on device); no file was left")
+    assert sorted(tmp_path.iterdir()) == [path]
 
 
 def test_digest_of_an_empty_buffer_with_zero_strides(tmp_path):
@@ -453,3 +461,24 @@ def test_older_formats_without_a_digest_load_with_a_warning(
     assert torch.equal(loaded.head.fc.weight, model.head.fc.weight)
     assert "without a digest: it cannot be verified" in caplog.text
 
+
+# ---------------------------------------------------------------------------------------------
+# Issue 26: no command writes onto one of its inputs
+
+
+def test_check_output_not_input_compares_files_not_names(tmp_path: Path) -> None:
+    source = tmp_path / "in.pth"
+    source.write_bytes(b"official")
+    (tmp_path / "sub").mkdir()
+    alias = tmp_path / "sub" / ".." / "in.pth"
+    link = tmp_path / "link.pth"
+    link.symlink_to(source)
+    hard = tmp_path / "hard.pth"
+    hard.hardlink_to(source)
+    for output in (source, alias, link, hard):
+        with pytest.raises(UsageError, match=r"^OUT: .* is the input .*would replace the input"):
+            swio.check_output_not_input(output, [tmp_path / "other", source], "OUT")
+    other = tmp_path / "other.pth"
+    other.write_bytes(b"official")  # equal bytes, another file
+    for output in (other, tmp_path / "absent.safetensors"):
+        swio.check_output_not_input(output, [source, tmp_path / "absent.pth"], "OUT")

@@ -53,7 +53,7 @@ import pickle
 import re
 import secrets
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from io import BytesIO
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -82,6 +82,7 @@ __all__ = [
     "WEIGHTS_FORMAT",
     "atomic_link",
     "atomic_write",
+    "check_output_not_input",
     "check_regular_file",
     "check_state_dict",
     "clean_run_directory",
@@ -187,6 +188,25 @@ def os_error_reason(error: OSError) -> str:
     return error.strerror or type(error).__name__
 
 
+def check_output_not_input(
+    output: str | os.PathLike, inputs: Iterable[str | os.PathLike], field: str = "output"
+) -> None:
+    """Raise a one-line :class:`UsageError` naming ``field`` when ``output`` is one of
+    ``inputs``: the same file by ``os.path.samefile`` (so also through a symbolic or hard
+    link). Writing the output would replace the input. Inputs or an output that do not exist
+    (yet) are never the same file."""
+    for source in inputs:
+        try:
+            same = os.path.samefile(output, source)
+        except OSError:  # either does not exist (or cannot be examined): nothing to replace
+            continue
+        if same:
+            raise UsageError(
+                f"{field}: {str(output)!r} is the input {str(source)!r}; writing it would "
+                "replace the input (choose another output path)"
+            )
+
+
 # ---------------------------------------------------------------------------------------------
 # Atomic writes
 
@@ -223,9 +243,9 @@ def atomic_write(path: str | os.PathLike, data: bytes | Callable[[BinaryIO], Non
             raise
     except OSError as error:
         before = "its previous version is unchanged" if path.exists() else "no file was left"
-        raise WriteError(
-            f"cannot write {str(path)!r} ({os_error_reason(error)}); {before}", *error.args[:1]
-        ) from None
+        failure = WriteError(f"cannot write {str(path)!r} ({os_error_reason(error)}); {before}")
+        failure.errno = error.errno  # the cause (ENOSPC, EACCES, ...), kept out of the message
+        raise failure from None
     _fsync_directory(path.parent)
     return path
 
