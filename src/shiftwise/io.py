@@ -39,7 +39,7 @@ files named the way shiftwise names them). Only regular files are read
 ``torch.load`` is ``weights_only=True`` with an explicit allow-list of harmless globals
 (:data:`SAFE_GLOBALS`); a pickle that needs anything else is refused with
 :class:`~shiftwise.errors.UnsafeFileError` naming the global. Non-finite weights are never
-written (:class:`~shiftwise.errors.DivergedError`).
+written (:class:`~shiftwise.errors.DivergedError`), nor loaded (:func:`read_weights`).
 """
 
 from __future__ import annotations
@@ -450,7 +450,8 @@ def read_weights(
     ``path`` is a weights file (its ``-ema`` sibling for ``weights="ema"``), a
     ``checkpoint.pt`` or a run directory (the checkpoint's weights files); files of the
     previous formats (``model.``/``ema.`` prefixes; a digest of the tensors only) still load.
-    The recorded digest is verified. Errors name ``flag`` (``weights_flag`` for a missing
+    The recorded digest is verified and weights holding NaN or infinity are refused. Errors
+    name ``flag`` (``weights_flag`` for a missing
     entry): :class:`MissingFileError`, or :class:`CheckpointError` for a damaged file or a
     missing entry; anything but a regular file or directory is refused unopened.
     """
@@ -479,6 +480,7 @@ def read_weights(
             raise CheckpointError(
                 f"{weights_flag}: {str(path)!r} holds {sorted(grouped)} weights, not {weights!r}"
             )
+        _refuse_non_finite(grouped[weights], path, flag)
         return grouped[weights], metadata
     if metadata.get("weights", "model") != weights:
         target = weights_file(path, weights)
@@ -493,7 +495,19 @@ def read_weights(
         _check_format(metadata, path, flag)
     tensors = _read_tensors(data, path, flag)
     _verify_digest(tensors, metadata, path, flag)
+    _refuse_non_finite(tensors, path, flag)
     return tensors, metadata
+
+
+def _refuse_non_finite(tensors: Mapping[str, torch.Tensor], path: Path, flag: str) -> None:
+    """Weights holding NaN or infinity are refused on load as they are on save: a model
+    built from them evaluates to ``nan`` (shiftwise never writes such a file)."""
+    bad = non_finite(tensors)
+    if bad:
+        raise CheckpointError(
+            f"{flag}: {str(path)!r} holds NaN or infinity in {len(bad)} tensors (e.g. "
+            f"{bad[0]}); refusing weights that cannot compute anything"
+        )
 
 
 def _verify_digest(
