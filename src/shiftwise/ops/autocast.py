@@ -8,18 +8,19 @@ keys, a kernel that casts the op's inputs by the op's rule and runs the op with 
 (the casts are recorded by autograd, so the gradients reach the float32 parameters in their
 own dtype). The rules, stated in each op's docstring:
 
-==================================== ===================================================
-op                                   under autocast
-==================================== ===================================================
-``shiftwise::shift_add``, its adjoint  pieces in the autocast dtype (the second half of a
-                                       convolution); output in that dtype
-``shiftwise::conv_bn_sum``             input and kernels in the autocast dtype (the convs),
-                                       BatchNorm affine parameters and batch statistics in
-                                       float32; output in the autocast dtype
-``shiftwise::gelu_grn_linear``         input and projection weight in the autocast dtype,
-                                       GRN parameters and norms in float32; output in the
-                                       autocast dtype
-==================================== ===================================================
+================================= ======================================================
+op                                under autocast
+================================= ======================================================
+``shiftwise::shift_add`` and      its input's dtype, kept (autocast leaves gathers and
+``shiftwise::shift_add_adjoint``  sums alone; fed by a convolution, that is the autocast
+                                  dtype)
+``shiftwise::conv_bn_sum``        input and kernels in the autocast dtype (the convs),
+                                  BatchNorm affine parameters and batch statistics in
+                                  float32; output in the autocast dtype
+``shiftwise::gelu_grn_linear``    input and projection weight in the autocast dtype (the
+                                  matrix product), GRN parameters and norms in float32;
+                                  output in the autocast dtype
+================================= ======================================================
 
 Inputs of dtype float64 are never cast (as autocast leaves them). The backward formulas run
 with autocast off (:func:`without_autocast`), so a ``.backward()`` called inside an
