@@ -11,9 +11,10 @@ import logging
 import torch
 
 from shiftwise.data import BatchTransform, load_data
+from shiftwise.devices import check_device
 from shiftwise.errors import UsageError
 from shiftwise.models.weights import model_from_weights, recorded_int
-from shiftwise.training.config import MIN_IMAGE_SIZE, check_device
+from shiftwise.training.config import MIN_IMAGE_SIZE
 from shiftwise.training.evaluation import evaluate_model, val_loader
 
 __all__ = ["evaluate_checkpoint", "register", "run"]

@@ -17,6 +17,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Subset
 
 from shiftwise.data import AugmentConfig, BatchTransform, DataBundle, load_data
+from shiftwise.devices import check_device
 from shiftwise.errors import UsageError
 from shiftwise.io import PREVIOUS_NAME, STATE_NAME, clean_run_directory
 from shiftwise.models.registry import model_family
@@ -24,7 +25,6 @@ from shiftwise.sparse import Masking
 from shiftwise.training.config import (
     AugmentSection,
     TrainConfig,
-    check_device,
     check_output_writable,
     validate,
 )

@@ -29,8 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from shiftwise.devices import check_device
 from shiftwise.errors import UsageError
 from shiftwise.models import MacroNet, list_models
 from shiftwise.models.registry import check_width_factor
@@ -49,7 +48,6 @@ __all__ = [
     "RunConfig",
     "SparseConfig",
     "TrainConfig",
-    "check_device",
     "check_output_writable",
     "config_from_dict",
     "config_from_options",
@@ -513,31 +511,6 @@ def validate(config: TrainConfig, devices: bool = True) -> TrainConfig:
     if devices:
         check_device(config.run.device, "run.device")
     return config
-
-
-def check_device(name: str | None, option: str) -> torch.device:
-    """The device ``name`` (default: CUDA when available, else CPU), checked to exist; errors
-    name ``option``."""
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise UsageError(
-            f"{option}: {name!r} is not a device, expected cpu, cuda or cuda:N"
-        ) from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError(f"{option}: {name!r} asked for CUDA, but no CUDA device is available")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UsageError(
-                f"{option}: {name!r} does not exist ({torch.cuda.device_count()} CUDA devices)"
-            )
-    elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise UsageError(f"{option}: {name!r} asked for MPS, which is not available")
-    elif device.type not in ("cpu", "cuda", "mps"):
-        raise UsageError(f"{option}: {name!r} is not supported, expected cpu, cuda or cuda:N")
-    return device
 
 
 def check_output_writable(directory: Path, option: str = "run.output") -> None:
