@@ -11,7 +11,7 @@ import math
 import pytest
 
 from shiftwise.errors import UsageError
-from shiftwise.tools.train import add_arguments, config_from_args, flags_for_fields
+from shiftwise.tools.train import add_arguments, config_from_args, options_in_errors
 from shiftwise.training import TrainConfig, config_from_options
 from shiftwise.training.config import (
     Difference,
@@ -23,6 +23,12 @@ from shiftwise.training.config import (
 )
 from shiftwise.training.recipe import RECIPES
 from shiftwise.training.resume_points import saved_config
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(argv)
 
 
 def test_every_field_is_one_uniquely_named_option() -> None:
@@ -114,7 +120,11 @@ def test_a_resume_keeps_the_saved_run_and_lists_what_changes() -> None:
     same, differences = resolve(config_from_options({"output": "elsewhere"}), stored)
     assert differences == [] and same.run.seed == 3 and same.model.name == "convnext_atto"
     assert same.data.workers is None  # not a run-defining field: not taken from the saved run
-    changed, differences = resolve(config_from_options({"lr": 0.5, "data": "digits"}), stored)
+    change = {"lr": 0.5, "data": "digits"}
+    with pytest.raises(UsageError, match=r"^run.resume: .*\(data.name: bundled -> digits; optim"):
+        resolve(config_from_options(change), stored)
+    change["allow_config_change"] = True
+    changed, differences = resolve(config_from_options(change), stored)
     assert differences == [
         Difference("data.name", "bundled", "digits"),
         Difference("optim.lr", saved.optim.lr, 0.5),
@@ -125,18 +135,37 @@ def test_a_resume_keeps_the_saved_run_and_lists_what_changes() -> None:
 
 
 def test_the_cli_names_options_where_the_library_names_fields() -> None:
-    message = "optim.lr: too high; try a lower optim.lr or run.resume; file '/x/optim.lr'"
-    assert (
-        flags_for_fields(message)
-        == "--lr: too high; try a lower --lr or --resume; file '/x/optim.lr'"
+    error = UsageError(
+        "too high; try a lower optim.lr or run.resume; file '/x/optim.lr'",
+        field="optim.lr",
+        also=["run.resume"],
     )
-    assert flags_for_fields("model.kwargs: bad, sparse.enabled") == "--model-kwargs: bad, --sparse"
+    assert error.field == "optim.lr" and str(error).startswith("optim.lr: too high")
+    with pytest.raises(UsageError) as raised, options_in_errors():
+        raise error
+    assert (
+        str(raised.value) == "--lr: too high; try a lower optim.lr or --resume; file '/x/optim.lr'"
+    )
+    assert raised.value.field == "optim.lr"  # the field survives the respelling
+    with pytest.raises(UsageError, match=r"^--sparse-init: only applies .*; add --sparse$"):
+        config_from_args(_parse(["--sparse-init", "uniform"]))
+    with pytest.raises(UsageError, match=r"^model: not a config field"), options_in_errors():
+        raise UsageError("not a config field", field="model")  # not a field path: unchanged
 
 
 def test_a_deprecated_option_name_still_works_with_a_warning() -> None:
     with pytest.warns(DeprecationWarning, match="'checkpoint_every' is deprecated"):
         config = config_from_options({"checkpoint_every": 3})
     assert config.run.resume_point_every == 3
+
+
+def test_an_option_given_by_both_its_names_is_refused() -> None:
+    with pytest.raises(UsageError, match=r"^run.resume_point_every: given twice") as raised:
+        config_from_options({"checkpoint_every": 1, "resume_point_every": 0})
+    assert raised.value.field == "run.resume_point_every"
+    args = _parse(["--checkpoint-every", "1", "--resume-point-every", "0"])
+    with pytest.raises(UsageError, match=r"^--resume-point-every: given twice"):
+        config_from_args(args)
 
 
 def test_a_resume_point_of_the_flat_format_still_resumes() -> None:
@@ -177,3 +206,25 @@ def test_options_that_shape_logs_and_writes_come_back_on_resume_unless_given() -
     assert given.data.val_limit == 8 and given.run.resume_point_every == 3
     fresh, _ = resolve(TrainConfig())
     assert (fresh.data.val_limit, fresh.run.max_skipped_steps, fresh.run.device) == (None, 5, None)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"width_factor": 0.5},
+        {"model": "slak_atto"},
+        {"model_kwargs": {"operator_kwargs": {"n_paths": 1}}},
+        {"sparse": True},
+    ],
+)
+def test_a_resume_never_changes_the_models_shape_even_when_allowed(change) -> None:
+    saved, _ = resolve(config_from_options({"model": "convnext_atto"}))
+    requested = config_from_options({**change, "allow_config_change": True})
+    with pytest.raises(UsageError, match="a resume cannot change it") as raised:
+        resolve(requested, saved)
+    assert raised.value.field.startswith(("model.", "sparse."))
+    args = _parse(["--allow-config-change"])
+    vars(args).update(change)
+    cannot = r"^--[\w-]+: a resume cannot change it"
+    with pytest.raises(UsageError, match=cannot), options_in_errors():
+        resolve(config_from_args(args), saved)

@@ -41,6 +41,7 @@ __all__ = [
     "SPARSE_INITS",
     "AugmentSection",
     "DataConfig",
+    "DeprecatedOptionWarning",
     "Difference",
     "ModelConfig",
     "OptimConfig",
@@ -77,7 +78,8 @@ class Option:
     (``low_open``/``high_open`` exclude the end); numbers must be finite. ``choices``: the
     allowed values, or a function returning them. ``default``: the value when neither the user,
     the recipe nor (when resuming) the saved config gives one. ``defines_run``: compared when
-    resuming. ``reschedules``: a change on resume rebuilds the learning-rate schedule.
+    resuming. ``fixed``: shapes the saved weights or masks, so no resume changes it.
+    ``reschedules``: a change on resume rebuilds the learning-rate schedule.
     ``resumed``: not compared, but taken from the saved config when resuming and not given
     (it shapes what the run logs or writes). ``deprecated``: former option names, still
     accepted with a :class:`DeprecationWarning`.
@@ -92,6 +94,7 @@ class Option:
     choices: Sequence[str] | Callable[[], Sequence[str]] = ()
     default: Any = None
     defines_run: bool = True
+    fixed: bool = False
     reschedules: bool = False
     resumed: bool = False
     deprecated: tuple[str, ...] = ()
@@ -120,6 +123,14 @@ class Option:
         return math.isfinite(value) and low_ok and high_ok
 
 
+class DeprecatedOptionWarning(DeprecationWarning):
+    """A training option given by its former name ``old`` (now ``new``)."""
+
+    def __init__(self, old: str, new: str) -> None:
+        super().__init__(f"the training option {old!r} is deprecated, use {new!r}")
+        self.old, self.new = old, new
+
+
 def _option(help: str, **option: Any) -> Any:
     """A config field (default ``None``: not given) described by ``Option(help, **option)``."""
     return field(default=None, metadata={"option": Option(help, **option)})
@@ -130,10 +141,10 @@ class ModelConfig:
     """The network: a registered model and the :func:`create_model` arguments it gets."""
 
     name: str | None = _option(
-        "registered model name", name="model", choices=list_models, default="sw_atto"
+        "registered model name", name="model", choices=list_models, default="sw_atto", fixed=True
     )
     width_factor: float | None = _option(
-        "multiplies every stage width (default: the model's)", low=0, low_open=True
+        "multiplies every stage width (default: the model's)", low=0, low_open=True, fixed=True
     )
     drop_path: float | None = _option(
         "stochastic depth of the last block (paper recipe: 0.2 for sw_* models)",
@@ -145,6 +156,7 @@ class ModelConfig:
         'other create_model arguments as JSON, e.g. {"operator_kwargs": {"n_paths": 1}}',
         name="model_kwargs",
         default={},
+        fixed=True,
     )
 
 
@@ -235,7 +247,9 @@ class AugmentSection:
 class SparseConfig:
     """Dynamic sparse training (:class:`shiftwise.sparse.Masking`)."""
 
-    enabled: bool | None = _option("dynamic sparse training", name="sparse", default=False)
+    enabled: bool | None = _option(
+        "dynamic sparse training", name="sparse", default=False, fixed=True
+    )
     density: float | None = _option(
         "kept share of the sparse weights", low=0, high=1, low_open=True, default=0.6
     )
@@ -250,7 +264,9 @@ class SparseConfig:
         "share pruned and regrown at an update", low=0, high=1, default=0.3
     )
     granularity: str | None = _option(
-        "mask units (default: group for sw_* models, fine otherwise)", choices=GRANULARITIES
+        "mask units (default: group for sw_* models, fine otherwise)",
+        choices=GRANULARITIES,
+        fixed=True,
     )
 
 
@@ -406,7 +422,7 @@ def config_from_dict(values: Mapping[str, Mapping[str, Any]]) -> TrainConfig:
     for section, section_values in values.items():
         for name in section_values:
             if f"{section}.{name}" not in _BY_PATH:
-                raise UsageError(f"{section}.{name}: not a training config field")
+                raise UsageError("not a training config field", field=f"{section}.{name}")
     return _with_values(TrainConfig(), values)
 
 
@@ -419,16 +435,17 @@ def config_from_options(options: Mapping[str, Any]) -> TrainConfig:
     values: dict[str, dict[str, Any]] = {}
     for name, value in options.items():
         if name in _DEPRECATED:
-            new = _DEPRECATED[name].option_name
-            warnings.warn(
-                f"the training option {name!r} is deprecated, use {new!r}",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            name = new
+            f = _DEPRECATED[name]
+            if f.option_name in options and options[f.option_name] is not None:
+                raise UsageError(
+                    f"given twice, also by its former name {name!r}; give it once",
+                    field=f.path,
+                )
+            warnings.warn(DeprecatedOptionWarning(name, f.option_name), stacklevel=2)
+            name = f.option_name
         if name not in _BY_OPTION:
             raise UsageError(
-                f"{name}: unknown training option, expected one of {sorted(_BY_OPTION)}"
+                f"unknown training option, expected one of {sorted(_BY_OPTION)}", field=name
             )
         f = _BY_OPTION[name]
         values.setdefault(f.section, {})[f.name] = value
@@ -444,21 +461,23 @@ def _check_value(f: _Field, value: Any) -> Any:
     if f.kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, f.kind) or (f.kind is int and isinstance(value, bool)):
-        raise UsageError(f"{f.path}: expected {f.kind.__name__}, got {value!r}")
+        raise UsageError(f"expected {f.kind.__name__}, got {value!r}", field=f.path)
     option = f.option
     if f.kind in (int, float) and (option.low is not None or option.high is not None):
         if not option.contains(value):
             expected = option.expected_range(f.kind is int)
             if not math.isfinite(value):
                 expected = expected.replace("a value", "a finite value", 1)
-            raise UsageError(f"{f.path}: expected {expected}, got {value}")
+            raise UsageError(f"expected {expected}, got {value}", field=f.path)
     elif f.kind is float and not math.isfinite(value):
-        raise UsageError(f"{f.path}: expected a finite value, got {value}")
+        raise UsageError(f"expected a finite value, got {value}", field=f.path)
     choices = option.allowed()
     if choices and value not in choices:
         if f.path == "model.name":
-            raise UsageError(f"{f.path}: unknown model {value!r}, expected one of {list(choices)}")
-        raise UsageError(f"{f.path}: expected one of {list(choices)}, got {value!r}")
+            raise UsageError(
+                f"unknown model {value!r}, expected one of {list(choices)}", field=f.path
+            )
+        raise UsageError(f"expected one of {list(choices)}, got {value!r}", field=f.path)
     return value
 
 
@@ -502,7 +521,11 @@ def validate(config: TrainConfig, devices: bool = True) -> TrainConfig:
         given = [f.path for f in _FIELDS if f.section == "sparse" and f.name != "enabled"]
         given = [path for path in given if _get(config, _BY_PATH[path]) is not None]
         if given:
-            raise UsageError(f"{given[0]}: only applies to sparse training; add sparse.enabled")
+            raise UsageError(
+                "only applies to sparse training; add sparse.enabled",
+                field=given[0],
+                also=["sparse.enabled"],
+            )
     if config.model.kwargs:
         _check_model_kwargs(config.model.kwargs)
     if config.model.width_factor is not None:
@@ -522,7 +545,7 @@ def check_output_writable(directory: Path, option: str = "run.output") -> None:
         probe.unlink(missing_ok=True)  # (another rank may be cleaning the directory)
     except OSError as error:
         reason = error.strerror or type(error).__name__
-        raise UsageError(f"{option}: cannot write to {str(directory)!r} ({reason})") from None
+        raise UsageError(f"cannot write to {str(directory)!r} ({reason})", field=option) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -549,7 +572,9 @@ def resolve(
     given fields. Resume: the fields that define the run come from ``saved`` (a resolved
     config), replaced by the named recipe's when ``run.recipe`` is given, then by the given
     fields; the others from the defaults and the given fields. The differences are the
-    run-defining fields that differ from ``saved`` (empty for a fresh run).
+    run-defining fields that differ from ``saved`` (empty for a fresh run); a change of a
+    fixed field (model, width, model arguments, sparsity) is refused, and any change unless
+    ``run.allow_config_change``, with one :class:`UsageError`.
     """
     base = defaults()
     if saved is not None:
@@ -564,8 +589,9 @@ def resolve(
     resolved = merge(base, requested)
     if resolved.optim.min_lr > resolved.optim.lr:
         raise UsageError(
-            f"optim.min_lr: expected a value <= the learning rate {resolved.optim.lr:g}, "
-            f"got {resolved.optim.min_lr:g}"
+            f"expected a value <= the learning rate {resolved.optim.lr:g}, "
+            f"got {resolved.optim.min_lr:g}",
+            field="optim.min_lr",
         )
     differences = []
     if saved is not None:
@@ -573,7 +599,28 @@ def resolve(
             old, new = _get(saved, f), _get(resolved, f)
             if f.option.defines_run and old != new:
                 differences.append(Difference(f.path, old, new))
+    _check_changes(differences, resolved.run.allow_config_change)
     return resolved, differences
+
+
+def _check_changes(differences: Sequence[Difference], allowed: bool) -> None:
+    """Refuse a resume that changes a fixed field, or any run-defining field unless
+    ``allowed`` (``run.allow_config_change``)."""
+    for difference in differences:
+        if _BY_PATH[difference.field].option.fixed:
+            raise UsageError(
+                f"a resume cannot change it ({difference.saved} -> {difference.requested}): the "
+                "saved weights and masks have the saved run's shapes; start a new run instead",
+                field=difference.field,
+            )
+    if differences and not allowed:
+        changes = "; ".join(str(d) for d in differences)
+        raise UsageError(
+            f"the config changes the saved run ({changes}); drop those fields or set "
+            "run.allow_config_change",
+            field="run.resume",
+            also=[*(d.field for d in differences), "run.allow_config_change"],
+        )
 
 
 def reschedules(differences: Sequence[Difference]) -> bool:

@@ -85,7 +85,7 @@ def default_recipe(model: str, name: str | None = None) -> PartialConfig:
     path 0.2, as released for SW-T)."""
     if name is not None:
         if name not in RECIPES:
-            raise UsageError(f"run.recipe: expected one of {sorted(RECIPES)}, got {name!r}")
+            raise UsageError(f"expected one of {sorted(RECIPES)}, got {name!r}", field="run.recipe")
         recipe = RECIPES[name]
     else:
         recipe = CPU if model.endswith("_atto") else PAPER
