@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from shiftwise.errors import UsageError
 
-__all__ = ["check_device"]
+__all__ = ["check_device", "memory_bytes"]
 
 
 def check_device(name: str | None, field: str = "device") -> torch.device:
@@ -39,3 +41,11 @@ def check_device(name: str | None, field: str = "device") -> torch.device:
     elif device.type not in ("cpu", "cuda", "mps"):
         raise UsageError(f"{name!r} is not supported, expected cpu, cuda or cuda:N", field=field)
     return device
+
+
+def memory_bytes(device: torch.device) -> int:
+    """The memory of ``device`` in bytes: a CUDA device's total, else this machine's
+    physical memory."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device.index or 0).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

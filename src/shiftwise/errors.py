@@ -62,9 +62,9 @@ class ShiftwiseError(Exception):
     exit_code = EXIT_USAGE
 
     def __init__(
-        self, reason: str = "", *, field: str | None = None, also: Sequence[str] = ()
+        self, reason: str = "", *args: object, field: str | None = None, also: Sequence[str] = ()
     ) -> None:
-        super().__init__(f"{field}: {reason}" if field else reason)
+        super().__init__(f"{field}: {reason}" if field else reason, *args)
         self.reason = reason
         self.field = field
         self.also = tuple(also)

@@ -84,9 +84,28 @@ def test_the_command_line_has_every_option_and_reads_back_the_same_config() -> N
         ({"model": "resnet50"}, "model.name: unknown model 'resnet50'"),
         ({"recipe": "imagenet"}, "run.recipe: expected one of ['cpu', 'paper']"),
         ({"density": 0.5}, "sparse.density: only applies to sparse training"),
-        ({"image_size": 16}, "data.image_size: the models reduce their input 32 times"),
+        ({"image_size": 16}, "data.image_size: sw_atto takes inputs of 32 to 1024 pixels"),
+        ({"image_size": 100000}, "data.image_size: sw_atto takes inputs of 32 to 1024 pixels"),
         ({"lrr": 1}, "lrr: unknown training option"),
-        ({"model_kwargs": {"n_pathz": 1}}, "model.kwargs: unknown create_model argument 'n_pathz'"),
+        ({"model_kwargs": {"n_pathz": 1}}, "model.kwargs: n_pathz: not an argument of"),
+        (
+            {"model_kwargs": {"depths": [100000, 1, 1, 1]}},
+            "model.kwargs: depths: expected an integer in [1, 128], got 100000",
+        ),
+        (
+            {"model_kwargs": {"operator_kwargs": {"n_paths": 100000}}},
+            "model.kwargs: operator_kwargs: n_paths: expected an integer in [1, 16]",
+        ),
+        (
+            {"model_kwargs": {"operator_kwargs": {"n_shuffles": 100000}}},
+            "model.kwargs: operator_kwargs: n_shuffles: expected an integer in [1, 64]",
+        ),
+        (
+            {"model_kwargs": {"layer_scale_init": 1e308}},
+            "model.kwargs: layer_scale_init: expected a finite number in [0, 10]",
+        ),
+        ({"model_kwargs": {"drop_rate": math.nan}}, "model.kwargs: drop_rate: expected a finite"),
+        ({"width_factor": 1e300}, "model.width_factor: expected a value in [0.0625, 32]"),
         ({"model_kwargs": {"num_classes": 3}}, "model.kwargs: 'num_classes' is set by the run"),
     ],
 )

@@ -13,8 +13,8 @@ import torch
 from shiftwise.data import BatchTransform, load_data
 from shiftwise.devices import check_device
 from shiftwise.errors import UsageError
+from shiftwise.models.registry import check_image_size
 from shiftwise.models.weights import model_from_weights, recorded_int
-from shiftwise.training.config import MIN_IMAGE_SIZE
 from shiftwise.training.evaluation import evaluate_model, val_loader
 
 __all__ = ["evaluate_checkpoint", "register", "run"]
@@ -58,11 +58,6 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UsageError(f"--{name.replace('_', '-')}: expected an integer >= 1, got {value}")
-    if args.image_size is not None and args.image_size < MIN_IMAGE_SIZE:
-        raise UsageError(
-            f"--image-size: the models reduce their input {MIN_IMAGE_SIZE} times, expected at "
-            f"least {MIN_IMAGE_SIZE}, got {args.image_size}"
-        )
     device = check_device(args.device, "--device")
     bundle = load_data(args.data, image_size=args.image_size, data_dir=args.data_dir)
     model, metadata = model_from_weights(
@@ -72,6 +67,8 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
         flag="--checkpoint",
         defaults={"num_classes": bundle.num_classes, "in_chans": bundle.in_chans},
     )
+    if args.image_size is not None:
+        check_image_size(model, args.image_size, "--image-size")
     classes = recorded_int(
         metadata, "num_classes", bundle.num_classes, args.checkpoint, "--checkpoint"
     )

@@ -18,7 +18,6 @@ from the saved config when resuming, and lists what a resume changes as
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 import os
 import secrets
@@ -31,13 +30,12 @@ from typing import Any
 
 from shiftwise.devices import check_device
 from shiftwise.errors import UsageError
-from shiftwise.models import MacroNet, list_models
-from shiftwise.models.registry import check_width_factor
+from shiftwise.models import list_models
+from shiftwise.models.registry import check_image_size, check_model_arguments
 from shiftwise.sparse import GRANULARITIES, GROWTH_MODES, INIT_MODES
 from shiftwise.training.recipe import RECIPES, default_recipe
 
 __all__ = [
-    "MIN_IMAGE_SIZE",
     "SPARSE_INITS",
     "AugmentSection",
     "DataConfig",
@@ -62,8 +60,6 @@ __all__ = [
     "validate",
 ]
 
-# Every registered model reduces its input 32 times (stride-4 stem, three stride-2 stages).
-MIN_IMAGE_SIZE = 32
 # The sparse initialisations a run may ask for ("dense" is the engine's no-op start).
 SPARSE_INITS = tuple(mode for mode in INIT_MODES if mode != "dense")
 # create_model arguments a run sets itself (from the data, model.width_factor, model.drop_path).
@@ -170,7 +166,9 @@ class DataConfig:
         default="bundled",
     )
     data_dir: str | None = _option("cache directory of the bundled set", defines_run=False)
-    image_size: int | None = _option("input side in pixels (default: the data's)")
+    image_size: int | None = _option(
+        "input side in pixels, at least the model's minimum (default: the data's)", low=1
+    )
     train_limit: int | None = _option("first N train images", low=1)
     val_limit: int | None = _option("first N val images", low=1, defines_run=False, resumed=True)
     workers: int | None = _option(
@@ -481,20 +479,29 @@ def _check_value(f: _Field, value: Any) -> Any:
     return value
 
 
-def _check_model_kwargs(kwargs: Mapping[str, Any]) -> None:
-    """Every key a :class:`~shiftwise.models.MacroNet` argument the run does not set."""
-    accepted = set(inspect.signature(MacroNet).parameters) - set(_OWN_MODEL_ARGUMENTS)
+def _check_model(config: TrainConfig) -> None:
+    """The model's arguments (model.kwargs, model.width_factor, model.drop_path) accepted by
+    :func:`~shiftwise.models.registry.check_model_arguments` and ``data.image_size`` by
+    :func:`~shiftwise.models.registry.check_image_size`; errors name the config field."""
+    name = config.model.name or _BY_PATH["model.name"].option.default
+    kwargs = dict(config.model.kwargs or {})
     for key in kwargs:
         if key in _OWN_MODEL_ARGUMENTS:
             raise UsageError(
-                f"model.kwargs: {key!r} is set by the run (data, model.width_factor, "
-                "model.drop_path), not by model.kwargs"
+                f"{key!r} is set by the run (data, model.width_factor, model.drop_path), not "
+                "by model.kwargs",
+                field="model.kwargs",
+                also=["model.width_factor", "model.drop_path"],
             )
-        if key not in accepted:
-            raise UsageError(
-                f"model.kwargs: unknown create_model argument {key!r}, expected one of "
-                f"{sorted(accepted)}"
-            )
+    own = {"width_factor": config.model.width_factor, "drop_path_rate": config.model.drop_path}
+    try:
+        check_model_arguments(name, **kwargs, **own)
+    except UsageError as error:
+        if error.field == "width_factor" and config.model.width_factor is not None:
+            raise UsageError(error.reason, field="model.width_factor") from None
+        raise UsageError(f"{error}", field="model.kwargs") from None
+    if config.data.image_size is not None:
+        check_image_size(name, config.data.image_size, "data.image_size")
 
 
 def validate(config: TrainConfig, devices: bool = True) -> TrainConfig:
@@ -503,8 +510,9 @@ def validate(config: TrainConfig, devices: bool = True) -> TrainConfig:
 
     Raises :class:`UsageError` naming the field: a wrong type, an out-of-range number (all
     numbers finite), a value not among the choices (unknown model or recipe...), an image size
-    below :data:`MIN_IMAGE_SIZE`, sparse fields without ``sparse.enabled``, an unknown
-    ``model.kwargs`` key, and (``devices``) an unusable device.
+    the model does not take, sparse fields without ``sparse.enabled``, model arguments
+    (``model.kwargs``, width, drop path) out of the model's bounds or beyond the memory, and
+    (``devices``) an unusable device.
     """
     values: dict[str, dict[str, Any]] = {}
     for f in _FIELDS:
@@ -512,11 +520,6 @@ def validate(config: TrainConfig, devices: bool = True) -> TrainConfig:
         if value is not None:
             values.setdefault(f.section, {})[f.name] = _check_value(f, value)
     config = _with_values(config, values)
-    if config.data.image_size is not None and config.data.image_size < MIN_IMAGE_SIZE:
-        raise UsageError(
-            f"data.image_size: the models reduce their input {MIN_IMAGE_SIZE} times, expected "
-            f"at least {MIN_IMAGE_SIZE}, got {config.data.image_size}"
-        )
     if not config.sparse.enabled:
         given = [f.path for f in _FIELDS if f.section == "sparse" and f.name != "enabled"]
         given = [path for path in given if _get(config, _BY_PATH[path]) is not None]
@@ -526,11 +529,7 @@ def validate(config: TrainConfig, devices: bool = True) -> TrainConfig:
                 field=given[0],
                 also=["sparse.enabled"],
             )
-    if config.model.kwargs:
-        _check_model_kwargs(config.model.kwargs)
-    if config.model.width_factor is not None:
-        name = config.model.name or _BY_PATH["model.name"].option.default
-        check_width_factor(name, config.model.width_factor, "model.width_factor")
+    _check_model(config)
     if devices:
         check_device(config.run.device, "run.device")
     return config
