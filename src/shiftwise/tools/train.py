@@ -18,13 +18,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from shiftwise.errors import ShiftwiseError
+from shiftwise.options import Option
 from shiftwise.training import TrainConfig, TrainResult, config_from_options, train
-from shiftwise.training.config import (
-    DeprecatedOptionWarning,
-    Option,
-    iter_options,
-    option_paths,
-)
+from shiftwise.training.config import DeprecatedOptionWarning, iter_options, option_paths
 from shiftwise.training.recipe import RECIPES
 
 __all__ = [

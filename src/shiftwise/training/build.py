@@ -23,7 +23,6 @@ from shiftwise.io import PREVIOUS_NAME, STATE_NAME, clean_run_directory
 from shiftwise.models.registry import model_family
 from shiftwise.sparse import Masking
 from shiftwise.training.config import (
-    AugmentSection,
     TrainConfig,
     check_output_writable,
     validate,
@@ -66,7 +65,7 @@ def _output_dir(config: TrainConfig, resume: dict[str, Any] | None) -> Path:
 
 
 def _build_model(
-    config: TrainConfig, augment: AugmentSection, bundle: DataBundle, device, ctx: DistContext
+    config: TrainConfig, augment: AugmentConfig, bundle: DataBundle, device, ctx: DistContext
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The model on ``device`` and the :func:`create_model` arguments that define it."""
     from shiftwise.models import create_model
@@ -94,9 +93,7 @@ def _build_model(
     return model.to(device), model_kwargs
 
 
-def _transform(
-    augment: AugmentSection, bundle: DataBundle, in_chans: int, device
-) -> BatchTransform:
+def _transform(augment: AugmentConfig, bundle: DataBundle, in_chans: int, device) -> BatchTransform:
     """The batched augmentation and normalisation of ``augment`` on ``device``."""
     return BatchTransform(
         bundle.image_size,

@@ -23,27 +23,27 @@ import os
 import secrets
 import typing
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shiftwise.data import AugmentConfig
 from shiftwise.devices import check_device
 from shiftwise.errors import UsageError
 from shiftwise.models import list_models
 from shiftwise.models.registry import check_image_size, check_model_arguments
+from shiftwise.options import Option, option
 from shiftwise.sparse import GRANULARITIES, GROWTH_MODES, INIT_MODES
 from shiftwise.training.recipe import RECIPES, default_recipe
 
 __all__ = [
     "SPARSE_INITS",
-    "AugmentSection",
     "DataConfig",
     "DeprecatedOptionWarning",
     "Difference",
     "ModelConfig",
     "OptimConfig",
-    "Option",
     "RunConfig",
     "SparseConfig",
     "TrainConfig",
@@ -66,59 +66,6 @@ SPARSE_INITS = tuple(mode for mode in INIT_MODES if mode != "dense")
 _OWN_MODEL_ARGUMENTS = ("num_classes", "in_chans", "width_factor", "drop_path_rate")
 
 
-@dataclass(frozen=True)
-class Option:
-    """What one config field means and accepts.
-
-    ``name``: the flat option name ("" = the field's name). ``low``/``high``: the closed range
-    (``low_open``/``high_open`` exclude the end); numbers must be finite. ``choices``: the
-    allowed values, or a function returning them. ``default``: the value when neither the user,
-    the recipe nor (when resuming) the saved config gives one. ``defines_run``: compared when
-    resuming. ``fixed``: shapes the saved weights or masks, so no resume changes it.
-    ``reschedules``: a change on resume rebuilds the learning-rate schedule.
-    ``resumed``: not compared, but taken from the saved config when resuming and not given
-    (it shapes what the run logs or writes). ``deprecated``: former option names, still
-    accepted with a :class:`DeprecationWarning`.
-    """
-
-    help: str
-    name: str = ""
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-    choices: Sequence[str] | Callable[[], Sequence[str]] = ()
-    default: Any = None
-    defines_run: bool = True
-    fixed: bool = False
-    reschedules: bool = False
-    resumed: bool = False
-    deprecated: tuple[str, ...] = ()
-
-    def allowed(self) -> Sequence[str]:
-        """The choices (called when given as a function)."""
-        return self.choices() if callable(self.choices) else self.choices
-
-    def bounds(self) -> str:
-        """``">= 1"``, ``"> 0"``, ``"in [0, 1)"``...: the range in words."""
-        low = 0 if self.low is None else self.low
-        if self.high is None:
-            return f"{'>' if self.low_open else '>='} {low:g}"
-        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
-        high = self.high if isinstance(self.high, int) else format(self.high, "g")
-        return f"in {left}{low:g}, {high}{right}"
-
-    def expected_range(self, integer: bool) -> str:
-        """``"an integer >= 1"``, ``"a value in [0, 1)"``...: what the range accepts."""
-        kind = "an integer" if integer and self.high is None else "a value"
-        return f"{kind} {self.bounds()}"
-
-    def contains(self, value: float) -> bool:
-        low_ok = self.low is None or (value > self.low if self.low_open else value >= self.low)
-        high_ok = self.high is None or (value < self.high if self.high_open else value <= self.high)
-        return math.isfinite(value) and low_ok and high_ok
-
-
 class DeprecatedOptionWarning(DeprecationWarning):
     """A training option given by its former name ``old`` (now ``new``)."""
 
@@ -127,28 +74,23 @@ class DeprecatedOptionWarning(DeprecationWarning):
         self.old, self.new = old, new
 
 
-def _option(help: str, **option: Any) -> Any:
-    """A config field (default ``None``: not given) described by ``Option(help, **option)``."""
-    return field(default=None, metadata={"option": Option(help, **option)})
-
-
 @dataclass(frozen=True)
 class ModelConfig:
     """The network: a registered model and the :func:`create_model` arguments it gets."""
 
-    name: str | None = _option(
+    name: str | None = option(
         "registered model name", name="model", choices=list_models, default="sw_atto", fixed=True
     )
-    width_factor: float | None = _option(
+    width_factor: float | None = option(
         "multiplies every stage width (default: the model's)", low=0, low_open=True, fixed=True
     )
-    drop_path: float | None = _option(
+    drop_path: float | None = option(
         "stochastic depth of the last block (paper recipe: 0.2 for sw_* models)",
         low=0,
         high=1,
         high_open=True,
     )
-    kwargs: Mapping[str, Any] | None = _option(
+    kwargs: Mapping[str, Any] | None = option(
         'other create_model arguments as JSON, e.g. {"operator_kwargs": {"n_paths": 1}}',
         name="model_kwargs",
         default={},
@@ -160,23 +102,23 @@ class ModelConfig:
 class DataConfig:
     """The data set and how it is read."""
 
-    name: str | None = _option(
+    name: str | None = option(
         "bundled, fashion-mnist, digits or an ImageFolder root with train/ val/",
         name="data",
         default="bundled",
     )
-    data_dir: str | None = _option("cache directory of the bundled set", defines_run=False)
-    image_size: int | None = _option(
+    data_dir: str | None = option("cache directory of the bundled set", defines_run=False)
+    image_size: int | None = option(
         "input side in pixels, at least the model's minimum (default: the data's)", low=1
     )
-    train_limit: int | None = _option("first N train images", low=1)
-    val_limit: int | None = _option("first N val images", low=1, defines_run=False, resumed=True)
-    workers: int | None = _option(
+    train_limit: int | None = option("first N train images", low=1)
+    val_limit: int | None = option("first N val images", low=1, defines_run=False, resumed=True)
+    workers: int | None = option(
         "DataLoader workers (default: 0 for the built-in sets, 4 otherwise)",
         low=0,
         defines_run=False,
     )
-    max_bad_images: float | None = _option(
+    max_bad_images: float | None = option(
         "share of unreadable training images skipped (with a warning) before the run stops",
         low=0,
         high=1,
@@ -195,73 +137,51 @@ class OptimConfig:
     scaled linearly with the actual effective batch (``batch_size * accum_steps * world``).
     """
 
-    epochs: int | None = _option("training epochs", low=1, reschedules=True)
-    batch_size: int | None = _option("images per process and step", low=1, reschedules=True)
-    lr: float | None = _option(
+    epochs: int | None = option("training epochs", low=1, reschedules=True)
+    batch_size: int | None = option("images per process and step", low=1, reschedules=True)
+    lr: float | None = option(
         "peak learning rate at lr_base_batch images per step",
         low=0,
         low_open=True,
         reschedules=True,
     )
-    lr_base_batch: int | None = _option(
+    lr_base_batch: int | None = option(
         "effective batch that lr is given for", low=1, reschedules=True
     )
-    weight_decay: float | None = _option(
+    weight_decay: float | None = option(
         "AdamW weight decay (>= 2-D weights only)", low=0, reschedules=True
     )
-    warmup_epochs: float | None = _option(
+    warmup_epochs: float | None = option(
         "linear warm-up epochs (may be fractional)", low=0, reschedules=True
     )
-    min_lr: float | None = _option(
-        "learning rate at the end of the cosine", low=0, reschedules=True
-    )
-    accum_steps: int | None = _option(
+    min_lr: float | None = option("learning rate at the end of the cosine", low=0, reschedules=True)
+    accum_steps: int | None = option(
         "gradient accumulation steps", low=1, default=1, reschedules=True
     )
-    clip_grad: float | None = _option("gradient norm clipping (0: off)", low=0)
-    ema_decay: float | None = _option(
-        "weights EMA decay (0: no EMA)", low=0, high=1, high_open=True
-    )
-    amp: bool | None = _option("bf16 autocast")
-
-
-@dataclass(frozen=True)
-class AugmentSection:
-    """Training augmentation (the fields of :class:`shiftwise.data.AugmentConfig`)."""
-
-    crop_scale: float | None = _option(
-        "RandomResizedCrop's minimum area (1: no crop)", low=0, high=1, low_open=True
-    )
-    hflip: float | None = _option("horizontal flip probability", low=0, high=1)
-    randaug_n: int | None = _option("RandAugment op count (0: off)", low=0)
-    randaug_m: int | None = _option("RandAugment magnitude", low=0, high=30)
-    reprob: float | None = _option("RandomErasing probability", low=0, high=1)
-    mixup: float | None = _option("MixUp probability", low=0)
-    cutmix: float | None = _option("CutMix probability", low=0)
-    smoothing: float | None = _option("label smoothing", low=0, high=1, high_open=True)
+    clip_grad: float | None = option("gradient norm clipping (0: off)", low=0)
+    ema_decay: float | None = option("weights EMA decay (0: no EMA)", low=0, high=1, high_open=True)
+    amp: bool | None = option("bf16 autocast")
 
 
 @dataclass(frozen=True)
 class SparseConfig:
     """Dynamic sparse training (:class:`shiftwise.sparse.Masking`)."""
 
-    enabled: bool | None = _option(
+    enabled: bool | None = option(
         "dynamic sparse training", name="sparse", default=False, fixed=True
     )
-    density: float | None = _option(
+    density: float | None = option(
         "kept share of the sparse weights", low=0, high=1, low_open=True, default=0.6
     )
-    init: str | None = _option(
+    init: str | None = option(
         "initial layer densities", name="sparse_init", choices=SPARSE_INITS, default="erk"
     )
-    growth: str | None = _option(
-        "how pruned weights regrow", choices=GROWTH_MODES, default="random"
-    )
-    update_freq: int | None = _option("optimizer steps between mask updates", low=1, default=100)
-    prune_rate: float | None = _option(
+    growth: str | None = option("how pruned weights regrow", choices=GROWTH_MODES, default="random")
+    update_freq: int | None = option("optimizer steps between mask updates", low=1, default=100)
+    prune_rate: float | None = option(
         "share pruned and regrown at an update", low=0, high=1, default=0.3
     )
-    granularity: str | None = _option(
+    granularity: str | None = option(
         "mask units (default: group for sw_* models, fine otherwise)",
         choices=GRANULARITIES,
         fixed=True,
@@ -272,26 +192,26 @@ class SparseConfig:
 class RunConfig:
     """Where and how the run executes, and what defines it besides the other sections."""
 
-    recipe: str | None = _option(
+    recipe: str | None = option(
         "base recipe (default: cpu for *_atto models, paper otherwise)",
         choices=tuple(sorted(RECIPES)),
         defines_run=False,
     )
-    seed: int | None = _option(
+    seed: int | None = option(
         "seed of the data order, initialisation and masks", low=0, high=2**63 - 1, default=0
     )
-    output: str | None = _option("run directory (default runs/...)", defines_run=False)
-    resume: str | None = _option(
+    output: str | None = option("run directory (default runs/...)", defines_run=False)
+    resume: str | None = option(
         "run directory (its newest resume point that verifies) or a checkpoint.pt",
         defines_run=False,
     )
-    allow_config_change: bool | None = _option(
+    allow_config_change: bool | None = option(
         "let resume change what defines the run (listed in a warning)",
         default=False,
         defines_run=False,
     )
-    device: str | None = _option("cpu, cuda, cuda:N (default: best)", defines_run=False)
-    resume_point_every: int | None = _option(
+    device: str | None = option("cpu, cuda, cuda:N (default: best)", defines_run=False)
+    resume_point_every: int | None = option(
         "also save a resume point every N optimizer steps (0: after each epoch only)",
         deprecated=("checkpoint_every",),
         low=0,
@@ -299,14 +219,14 @@ class RunConfig:
         defines_run=False,
         resumed=True,
     )
-    max_skipped_steps: int | None = _option(
+    max_skipped_steps: int | None = option(
         "stop as diverged after N consecutive non-finite steps",
         low=1,
         default=5,
         defines_run=False,
         resumed=True,
     )
-    progress: bool | None = _option("tqdm progress bar", default=True, defines_run=False)
+    progress: bool | None = option("tqdm progress bar", default=True, defines_run=False)
 
 
 @dataclass(frozen=True)
@@ -316,7 +236,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    augment: AugmentSection = field(default_factory=AugmentSection)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     sparse: SparseConfig = field(default_factory=SparseConfig)
     run: RunConfig = field(default_factory=RunConfig)
 

@@ -11,9 +11,9 @@ from torch.optim.lr_scheduler import LRScheduler
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 
-from shiftwise.data import BatchTransform, DataBundle
+from shiftwise.data import AugmentConfig, BatchTransform, DataBundle
 from shiftwise.sparse import Masking
-from shiftwise.training.config import AugmentSection, Difference, TrainConfig
+from shiftwise.training.config import Difference, TrainConfig
 from shiftwise.training.distributed import DistContext
 from shiftwise.training.log import TrainLog
 from shiftwise.training.resume_writer import ResumePointWriter
@@ -44,7 +44,7 @@ class TrainingRun:
 
     config: TrainConfig
     differences: list[Difference]
-    augment: AugmentSection
+    augment: AugmentConfig
     bundle: DataBundle
     output: Path
     device: torch.device
