@@ -56,7 +56,9 @@ class ShiftwiseError(Exception):
     """Base of the errors the command line turns into one line and ``exit_code``.
 
     ``ShiftwiseError(reason, field="optim.lr")`` reads ``"optim.lr: <reason>"``; ``also``:
-    other fields named in ``reason``.
+    other fields named in ``reason``. A message that starts with its field
+    (``ShiftwiseError("optim.lr: <reason>")``: a first word without spaces or quotes, then
+    ``": "``) gives the same error.
     """
 
     exit_code = EXIT_USAGE
@@ -64,6 +66,10 @@ class ShiftwiseError(Exception):
     def __init__(
         self, reason: str = "", *args: object, field: str | None = None, also: Sequence[str] = ()
     ) -> None:
+        if field is None:
+            head, separator, rest = reason.partition(": ")
+            if separator and head and not any(c.isspace() or c in "'\"" for c in head):
+                field, reason = head, rest
         super().__init__(f"{field}: {reason}" if field else reason, *args)
         self.reason = reason
         self.field = field
