@@ -162,3 +162,12 @@ def test_train_refuses_hostile_sizes_in_one_line(argv, message, tmp_path, capsys
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
     assert not output.exists()
+
+
+def test_the_registry_entry_is_an_architecture_and_its_old_name_is_deprecated() -> None:
+    import shiftwise.models as models
+    from shiftwise.models import MODEL_CONFIGS, Architecture
+
+    assert all(isinstance(entry, Architecture) for entry in MODEL_CONFIGS.values())
+    with pytest.warns(DeprecationWarning, match="ModelConfig is deprecated, use Architecture"):
+        assert models.ModelConfig is Architecture

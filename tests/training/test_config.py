@@ -14,14 +14,18 @@ from shiftwise.errors import UsageError
 from shiftwise.tools.train import add_arguments, config_from_args, options_in_errors
 from shiftwise.training import TrainConfig, config_from_options
 from shiftwise.training.config import (
+    CPU,
+    PAPER,
+    RECIPES,
     Difference,
     config_from_dict,
     config_to_dict,
+    default_recipe,
     iter_options,
     reschedules,
     resolve,
+    validate,
 )
-from shiftwise.training.recipe import RECIPES
 from shiftwise.training.resume_points import saved_config
 
 
@@ -37,11 +41,9 @@ def test_every_field_is_one_uniquely_named_option() -> None:
     assert sections == {"model", "data", "optim", "augment", "sparse", "run"}
     fields = sum(len(dataclasses.fields(getattr(TrainConfig(), s))) for s in sections)
     assert len(options) == fields == len({name for name, *_ in options})
-    # every recipe value is a field of its section
-    paths = {path for _, path, _, _ in options}
+    # every recipe is a valid partial config
     for recipe in RECIPES.values():
-        for section, values in recipe.items():
-            assert {f"{section}.{name}" for name in values} <= paths
+        assert isinstance(recipe, TrainConfig) and validate(recipe, devices=False) == recipe
 
 
 def test_the_command_line_has_every_option_and_reads_back_the_same_config() -> None:
@@ -124,7 +126,7 @@ def test_a_fresh_run_takes_defaults_then_the_recipe_then_what_is_given() -> None
     config, differences = resolve(config_from_options({"model": "convnext_atto", "lr": 0.01}))
     assert differences == []
     assert config.optim.lr == 0.01  # given
-    assert config.optim.epochs == RECIPES["cpu"]["optim"]["epochs"]  # the atto recipe
+    assert config.optim.epochs == RECIPES["cpu"].optim.epochs  # the atto recipe
     assert (config.sparse.density, config.run.seed, config.data.name) == (0.6, 0, "bundled")
     assert config.model.kwargs == {} and config.data.image_size is None
     paper, _ = resolve(config_from_options({"model": "convnext_atto", "recipe": "paper"}))
@@ -204,7 +206,7 @@ def test_a_resume_point_of_the_flat_format_still_resumes() -> None:
         "update_freq": 100,
         "prune_rate": 0.3,
         "granularity": None,
-        "recipe": {**RECIPES["cpu"]["optim"], **RECIPES["cpu"]["augment"], "lr": 0.5},
+        "recipe": {**config_to_dict(CPU)["optim"], **config_to_dict(CPU)["augment"], "lr": 0.5},
     }
     flat["recipe"]["drop_path"] = 0.0
     saved = saved_config({"path": "x/checkpoint.pt", "run": flat})
@@ -247,3 +249,16 @@ def test_a_resume_never_changes_the_models_shape_even_when_allowed(change) -> No
     cannot = r"^--[\w-]+: a resume cannot change it"
     with pytest.raises(UsageError, match=cannot), options_in_errors():
         resolve(config_from_args(args), saved)
+
+
+def test_recipes_are_chosen_by_the_registry_entry_and_merged_as_configs() -> None:
+    assert default_recipe("sw_atto") == CPU and default_recipe("convnext_tiny") == PAPER
+    sw = default_recipe("sw_tiny")  # the family's override of the paper recipe
+    assert sw.model.drop_path == 0.2 and sw.optim == PAPER.optim
+    assert default_recipe("sw_atto", "paper").model.drop_path == 0.2
+    with pytest.raises(UsageError, match=r"^run\.recipe: expected one of \['cpu', 'paper'\]"):
+        default_recipe("sw_atto", "imagenet")
+    # a recipe leaves what it does not set to the defaults and the user
+    config, _ = resolve(config_from_options({"model": "sw_atto", "lr": 0.5}))
+    assert config.optim.lr == 0.5 and config.optim.epochs == CPU.optim.epochs
+    assert config.data.name == "bundled" and config.optim.accum_steps == 1

@@ -81,7 +81,8 @@ ATTO_DEPTHS, ATTO_DIMS, ATTO_KERNELS = (2, 2, 4, 2), (32, 64, 128, 256), (31, 15
 class Architecture:
     """One named model: the arguments of :class:`MacroNet` and the inputs it is made for.
 
-    ``input_size``: the side it was designed and trained at. ``min_input_size``: the
+    ``input_size``: the side it was designed and trained at; ``recipe``: the training recipe
+    it was designed for (``"cpu"`` for the CPU-sized ``*_atto`` models). ``min_input_size``: the
     smallest side it runs on (its total reduction: a stride-4 stem and three stride-2
     stages leave every stage at least one pixel). Sides above ``MAX_INPUT_FACTOR *
     input_size`` are refused (:func:`max_input_size`).
@@ -98,6 +99,7 @@ class Architecture:
     paper: str = ""
     family: str = ""  # a key of FAMILIES
     min_input_size: int = 32
+    recipe: str = "paper"  # the training recipe it is made for (shiftwise.training.config)
 
 
 # The Architecture fields that are MacroNet arguments (operator_kwargs merged on their own).
@@ -114,7 +116,8 @@ class ModelFamily:
         name: the family, also the ``--from`` source name of ``shiftwise convert``.
         paper: timm ``pretrained_cfg`` metadata (``paper_name``, ``paper_ids``, ``origin_url``).
         granularity: default sparse-training mask granularity (``"group"``: whole SW pieces).
-        paper_recipe: overrides of the paper training recipe (e.g. SW-T's drop path 0.2).
+        paper_recipe: overrides of the paper training recipe's model section (fields of
+            ``shiftwise.training.config.ModelConfig``, e.g. SW-T's drop path 0.2).
         official_block_keys: ``(pattern, replacement)`` regex renames of the official
             checkpoints' block keys (after ``stages.{s}.{b}.``) to ours, tried in order.
     """
@@ -218,15 +221,15 @@ MODEL_CONFIGS: dict[str, Architecture] = {
     ),
     "sw_atto": Architecture(
         ATTO_DEPTHS, ATTO_DIMS, ATTO_KERNELS, "shiftwise", "shiftwise", SW_KWARGS, input_size=64,
-        family="sw",
+        family="sw", recipe="cpu",
     ),
     "slak_atto": Architecture(
         ATTO_DEPTHS, ATTO_DIMS, ATTO_KERNELS, "convnext", "slak", SLAK_KWARGS, input_size=64,
-        family="slak",
+        family="slak", recipe="cpu",
     ),
     "convnext_atto": Architecture(
         ATTO_DEPTHS, ATTO_DIMS, (7, 7, 7, 7), "convnext", "conv", input_size=64,
-        family="convnext",
+        family="convnext", recipe="cpu",
     ),
 }  # fmt: skip
 

@@ -20,8 +20,7 @@ from typing import Any
 from shiftwise.errors import ShiftwiseError
 from shiftwise.options import Option
 from shiftwise.training import TrainConfig, TrainResult, config_from_options, train
-from shiftwise.training.config import DeprecatedOptionWarning, iter_options, option_paths
-from shiftwise.training.recipe import RECIPES
+from shiftwise.training.config import RECIPES, DeprecatedOptionWarning, iter_options, option_paths
 
 __all__ = [
     "add_arguments",
@@ -62,12 +61,8 @@ def field_flag(field: str, spell: Callable[[str], str] = flag) -> str:
 
 def _recipe_defaults(section: str, name: str) -> str:
     """``"cpu 6, paper 300"``: each recipe's value of the field (empty when no recipe sets it)."""
-    values = [
-        f"{recipe} {RECIPES[recipe][section][name]}"
-        for recipe in sorted(RECIPES)
-        if name in RECIPES[recipe].get(section, {})
-    ]
-    return ", ".join(values)
+    values = {recipe: getattr(getattr(RECIPES[recipe], section), name) for recipe in RECIPES}
+    return ", ".join(f"{r} {v}" for r, v in sorted(values.items()) if v is not None)
 
 
 def _json_object(text: str) -> dict[str, Any]:

@@ -9,8 +9,9 @@ when allowed) and whether a change on resume rebuilds the learning-rate schedule
 (:func:`validate`) and the command line's options are generated from this metadata; errors
 name the field (``optim.lr: expected a value > 0, got 0.0``).
 
-:func:`resolve` fills a requested config in: from the defaults and the recipe
-(:mod:`shiftwise.training.recipe`, chosen by the model or ``run.recipe``) for a fresh run,
+:func:`resolve` fills a requested config in: from the defaults and the recipe (a partial
+:class:`TrainConfig` of :data:`RECIPES`, chosen by ``run.recipe`` or the model's registry
+entry, merged by :func:`merge`) for a fresh run,
 from the saved config when resuming, and lists what a resume changes as
 :class:`Difference` values.
 """
@@ -32,12 +33,20 @@ from shiftwise.data import AugmentConfig
 from shiftwise.devices import check_device
 from shiftwise.errors import UsageError
 from shiftwise.models import list_models
-from shiftwise.models.registry import check_image_size, check_model_arguments
+from shiftwise.models.registry import (
+    MODEL_CONFIGS,
+    check_image_size,
+    check_model_arguments,
+    get_config,
+    model_family,
+)
 from shiftwise.options import Option, option
 from shiftwise.sparse import GRANULARITIES, GROWTH_MODES, INIT_MODES
-from shiftwise.training.recipe import RECIPES, default_recipe
 
 __all__ = [
+    "CPU",
+    "PAPER",
+    "RECIPES",
     "SPARSE_INITS",
     "DataConfig",
     "DeprecatedOptionWarning",
@@ -51,6 +60,7 @@ __all__ = [
     "config_from_dict",
     "config_from_options",
     "config_to_dict",
+    "default_recipe",
     "defaults",
     "iter_options",
     "merge",
@@ -193,8 +203,8 @@ class RunConfig:
     """Where and how the run executes, and what defines it besides the other sections."""
 
     recipe: str | None = option(
-        "base recipe (default: cpu for *_atto models, paper otherwise)",
-        choices=tuple(sorted(RECIPES)),
+        "base recipe (default: the model's, cpu for *_atto models, paper otherwise)",
+        choices=lambda: tuple(sorted(RECIPES)),
         defines_run=False,
     )
     seed: int | None = option(
@@ -239,6 +249,57 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     sparse: SparseConfig = field(default_factory=SparseConfig)
     run: RunConfig = field(default_factory=RunConfig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Recipes: named partial configs (``None`` fields: not set by the recipe), merged by merge()
+
+# SLaK / ConvNeXt ImageNet recipe (the papers' training settings): 300 epochs, AdamW lr 4e-3 at an
+# effective batch of 4096, weight decay 0.05, 20 warm-up epochs, mixup 0.8, cutmix 1.0,
+# label smoothing 0.1, RandAugment m9, random erasing 0.25, EMA; drop path 0.1 (0.2 for SW-T:
+# the family's ModelFamily.paper_recipe).
+PAPER = TrainConfig(
+    model=ModelConfig(drop_path=0.1),
+    optim=OptimConfig(
+        epochs=300, batch_size=128, lr=4e-3, lr_base_batch=4096, weight_decay=0.05,
+        warmup_epochs=20, min_lr=1e-6, ema_decay=0.9999, amp=True, clip_grad=0.0,
+    ),
+    augment=AugmentConfig(
+        smoothing=0.1, mixup=0.8, cutmix=1.0, randaug_n=2, randaug_m=9, reprob=0.25,
+        crop_scale=0.08, hflip=0.5,
+    ),
+)  # fmt: skip
+
+# A few epochs on 2 CPU cores: higher learning rate, short warm-up, light regularisation, no
+# EMA (too few steps for it to settle), no mixing. Geometric augmentation is switched off by
+# the data when it would change labels (the bundled set's labels are directions).
+CPU = TrainConfig(
+    model=ModelConfig(drop_path=0.0),
+    optim=OptimConfig(
+        epochs=6, batch_size=64, lr=2e-3, lr_base_batch=64, weight_decay=0.05,
+        warmup_epochs=0.5, min_lr=1e-5, ema_decay=0.0, amp=False, clip_grad=0.0,
+    ),
+    augment=AugmentConfig(
+        smoothing=0.1, mixup=0.0, cutmix=0.0, randaug_n=0, randaug_m=9, reprob=0.0,
+        crop_scale=0.6, hflip=0.5,
+    ),
+)  # fmt: skip
+
+RECIPES: dict[str, TrainConfig] = {"paper": PAPER, "cpu": CPU}
+
+
+def default_recipe(model: str, name: str | None = None) -> TrainConfig:
+    """The recipe ``name`` (``None``: the one the registered ``model`` is made for, its
+    :attr:`~shiftwise.models.registry.Architecture.recipe`), with the model family's overrides
+    of the paper recipe (SW: drop path 0.2, as released for SW-T)."""
+    if name is None:
+        name = get_config(model).recipe if model in MODEL_CONFIGS else "paper"
+    if name not in RECIPES:
+        raise UsageError(f"expected one of {sorted(RECIPES)}, got {name!r}", field="run.recipe")
+    recipe = RECIPES[name]
+    if name == "paper" and model in MODEL_CONFIGS:
+        recipe = merge(recipe, TrainConfig(model=ModelConfig(**model_family(model).paper_recipe)))
+    return recipe
 
 
 @dataclass(frozen=True)
@@ -504,7 +565,7 @@ def resolve(
         base = _with_values(base, saved_run)
     model = requested.model.name or base.model.name
     if saved is None or requested.run.recipe is not None:
-        base = _with_values(base, default_recipe(model, requested.run.recipe))
+        base = merge(base, default_recipe(model, requested.run.recipe))
     resolved = merge(base, requested)
     if resolved.optim.min_lr > resolved.optim.lr:
         raise UsageError(
