@@ -171,3 +171,17 @@ def test_the_registry_entry_is_an_architecture_and_its_old_name_is_deprecated() 
     assert all(isinstance(entry, Architecture) for entry in MODEL_CONFIGS.values())
     with pytest.warns(DeprecationWarning, match="ModelConfig is deprecated, use Architecture"):
         assert models.ModelConfig is Architecture
+
+
+def test_the_training_estimate_grows_with_batch_and_pixels() -> None:
+    from shiftwise.models.arguments import estimate_training_bytes
+
+    arguments = check_model_arguments("sw_atto", num_classes=10)
+    small = estimate_training_bytes(arguments, 64, 8)
+    assert estimate_training_bytes(arguments, 64, 16) - small == pytest.approx(
+        small - estimate_training_bytes(arguments, 64, 0)
+    )
+    assert estimate_training_bytes(arguments, 128, 8) > 3 * (
+        small - estimate_training_bytes(arguments, 64, 0)
+    )
+    assert estimate_training_bytes(arguments, 64, 0) == 16 * estimate_parameters(arguments)

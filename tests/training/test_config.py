@@ -262,3 +262,11 @@ def test_recipes_are_chosen_by_the_registry_entry_and_merged_as_configs() -> Non
     config, _ = resolve(config_from_options({"model": "sw_atto", "lr": 0.5}))
     assert config.optim.lr == 0.5 and config.optim.epochs == CPU.optim.epochs
     assert config.data.name == "bundled" and config.optim.accum_steps == 1
+
+
+def test_a_training_step_that_cannot_fit_the_memory_is_refused_before_any_work() -> None:
+    huge = config_from_options({"model": "sw_atto", "image_size": 1024, "batch_size": 100000})
+    with pytest.raises(UsageError, match=r"^optim\.batch_size: a training step of 100000 images"):
+        validate(huge)
+    validate(dataclasses.replace(huge, optim=dataclasses.replace(huge.optim, batch_size=2)))
+    validate(huge, devices=False)  # no device named: the device decides later

@@ -53,6 +53,7 @@ __all__ = [
     "check_arguments",
     "check_network",
     "estimate_parameters",
+    "estimate_training_bytes",
 ]
 
 MAX_STAGE_DEPTH = 128
@@ -63,6 +64,11 @@ MAX_SHUFFLES = 64
 MAX_SCALE = 10.0
 _MAX_SEED = 2**63 - 1
 _BYTES_PER_PARAMETER = 4  # float32
+# Training keeps the weights, their gradients and AdamW's two moments, EMA aside.
+_TRAINING_COPIES = 4
+# Float32 values a training block keeps per channel and pixel for its backward (norm, the
+# 4x MLP before and after its activation, the operator's branches).
+_SAVED_PER_CHANNEL = 12
 
 Check = Callable[[str, Any], Any]
 
@@ -223,6 +229,20 @@ def estimate_parameters(arguments: Mapping[str, Any]) -> int:
             total += dims[i - 1] * dim * 4 + dim + 2 * dims[i - 1]
         total += depth * (9 * dim * dim + dim * kernel * kernel + 16 * dim)
     return total + (dims[-1] + 1) * arguments["num_classes"] + 2 * dims[-1]
+
+
+def estimate_training_bytes(arguments: Mapping[str, Any], image_size: int, batch: int) -> int:
+    """An estimate of the memory (bytes) one training step of :class:`MacroNet`
+    ``(**arguments)`` takes on ``batch`` images of ``image_size`` pixels: the weights, their
+    gradients and optimizer moments, and the activations kept for the backward pass
+    (``_SAVED_PER_CHANNEL`` values per channel and pixel of every block)."""
+    dims = stage_widths(arguments["dims"], arguments["width_factor"])
+    saved = sum(
+        depth * dim * (image_size // 2 ** (i + 2)) ** 2
+        for i, (depth, dim) in enumerate(zip(arguments["depths"], dims, strict=True))
+    )
+    activations = batch * saved * _SAVED_PER_CHANNEL * 4
+    return activations + _TRAINING_COPIES * _BYTES_PER_PARAMETER * estimate_parameters(arguments)
 
 
 def check_network(arguments: Mapping[str, Any], device: torch.device | None = None) -> None:

@@ -29,10 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from shiftwise.data import AugmentConfig
-from shiftwise.devices import check_device
+from shiftwise.devices import check_device, memory_bytes
 from shiftwise.errors import UsageError
 from shiftwise.models import list_models
+from shiftwise.models.arguments import estimate_training_bytes
 from shiftwise.models.registry import (
     MODEL_CONFIGS,
     check_image_size,
@@ -460,10 +463,12 @@ def _check_value(f: _Field, value: Any) -> Any:
     return value
 
 
-def _check_model(config: TrainConfig) -> None:
+def _check_model(config: TrainConfig, device: torch.device | None) -> None:
     """The model's arguments (model.kwargs, model.width_factor, model.drop_path) accepted by
-    :func:`~shiftwise.models.registry.check_model_arguments` and ``data.image_size`` by
-    :func:`~shiftwise.models.registry.check_image_size`; errors name the config field."""
+    :func:`~shiftwise.models.registry.check_model_arguments`, ``data.image_size`` by
+    :func:`~shiftwise.models.registry.check_image_size`, and a training step of
+    ``optim.batch_size`` images that fits the memory of ``device`` (when given); errors name
+    the field."""
     name = config.model.name or _BY_PATH["model.name"].option.default
     kwargs = dict(config.model.kwargs or {})
     for key in kwargs:
@@ -476,13 +481,23 @@ def _check_model(config: TrainConfig) -> None:
             )
     own = {"width_factor": config.model.width_factor, "drop_path_rate": config.model.drop_path}
     try:
-        check_model_arguments(name, **kwargs, **own)
+        arguments = check_model_arguments(name, **kwargs, **own)
     except UsageError as error:
         if error.field == "width_factor" and config.model.width_factor is not None:
             raise UsageError(error.reason, field="model.width_factor") from None
         raise UsageError(f"{error}", field="model.kwargs") from None
-    if config.data.image_size is not None:
-        check_image_size(name, config.data.image_size, "data.image_size")
+    size, batch = config.data.image_size, config.optim.batch_size
+    if size is not None:
+        check_image_size(name, size, "data.image_size")
+    if device is not None and size is not None and batch is not None:
+        needed, available = estimate_training_bytes(arguments, size, batch), memory_bytes(device)
+        if needed > available:
+            raise UsageError(
+                f"a training step of {batch} images of {size} px needs about "
+                f"{needed / 2**30:.3g} GiB, more than the {available / 2**30:.3g} GiB of {device}",
+                field="optim.batch_size",
+                also=["data.image_size"],
+            )
 
 
 def validate(config: TrainConfig, devices: bool = True) -> TrainConfig:
@@ -493,7 +508,8 @@ def validate(config: TrainConfig, devices: bool = True) -> TrainConfig:
     numbers finite), a value not among the choices (unknown model or recipe...), an image size
     the model does not take, sparse fields without ``sparse.enabled``, model arguments
     (``model.kwargs``, width, drop path) out of the model's bounds or beyond the memory, and
-    (``devices``) an unusable device.
+    (``devices``) an unusable device or a training step (``optim.batch_size`` images of
+    ``data.image_size``, when both are given) beyond its memory.
     """
     values: dict[str, dict[str, Any]] = {}
     for f in _FIELDS:
@@ -510,9 +526,7 @@ def validate(config: TrainConfig, devices: bool = True) -> TrainConfig:
                 field=given[0],
                 also=["sparse.enabled"],
             )
-    _check_model(config)
-    if devices:
-        check_device(config.run.device, "run.device")
+    _check_model(config, check_device(config.run.device, "run.device") if devices else None)
     return config
 
 
