@@ -94,7 +94,10 @@ def check_grid(grid: Grid) -> dict[str, EntryPlan]:
             plans[entry.name] = _check_entry(grid, entry, data_cache)
         except (UsageError, TypeError, ValueError) as error:
             message = " ".join(str(error).split())
-            raise UsageError(f"grid {grid.name!r} entry {entry.name!r}: {message}") from None
+            named = [error.field] if getattr(error, "field", None) else []
+            raise UsageError(
+                f"grid {grid.name!r} entry {entry.name!r}: {message}", also=named
+            ) from None
     return plans
 
 
