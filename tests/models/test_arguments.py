@@ -185,3 +185,18 @@ def test_the_training_estimate_grows_with_batch_and_pixels() -> None:
         small - estimate_training_bytes(arguments, 64, 0)
     )
     assert estimate_training_bytes(arguments, 64, 0) == 16 * estimate_parameters(arguments)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["info", "sw_atto", "--num-classes", str(10**10)], "GiB of memory here"),
+        (["info", "sw_atto", "--width-factor", "1e300"], "expected a value in [0.0625, 32]"),
+        (["erf", "--models", "sw_atto", "--layer-scale", "1e308"], "in [0, 10], got 1e+308"),
+    ],
+)
+def test_other_commands_refuse_hostile_sizes_in_one_line(argv, message, tmp_path, capsys):
+    extra = ["--out", str(tmp_path / "erf"), "--num-images", "1"] if argv[0] == "erf" else []
+    assert main([*argv, *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
