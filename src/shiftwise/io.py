@@ -5,7 +5,7 @@
 :func:`save_weights`) are one safetensors file per model: the plain ``state_dict`` (no
 prefix). Its metadata records what rebuilds the model from the file alone:
 
-* ``format``: ``"shiftwise-weights-2"``; ``weights``: ``"model"`` or ``"ema"``;
+* ``format``: ``"shiftwise-weights-3"``; ``weights``: ``"model"`` or ``"ema"``;
 * ``model``: the registered name; ``model_kwargs``: JSON of the :func:`create_model`
   arguments that differ from the registered configuration (classes, input channels, width,
   operator options); ``num_classes``, ``in_chans``, ``width_factor`` also on their own;

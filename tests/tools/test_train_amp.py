@@ -10,13 +10,13 @@ import pytest
 
 from shiftwise.cli import main
 from shiftwise.io import load_training_state
-from shiftwise.training.recipe import default_recipe
+from shiftwise.training.config import default_recipe
 
 
 @pytest.mark.parametrize("model", ["sw_atto", "slak_atto"])
 def test_paper_recipe_trains_with_autocast(model: str, tmp_path: Path) -> None:
     """Two steps of the paper recipe at 32 px: autocast on, finite losses, weights written."""
-    assert default_recipe("sw_tiny")["optim"]["amp"] is True
+    assert default_recipe("sw_tiny").optim.amp is True
     argv = [
         "train", "--model", model, "--recipe", "paper", "--data", "digits",
         "--image-size", "32", "--train-limit", "32", "--val-limit", "16", "--batch-size", "16",

@@ -184,7 +184,8 @@ class Trainer:
         if resume is not None and resume["num_classes"] != self.bundle.num_classes:
             raise UsageError(
                 f"run.resume: the resume point has {resume['num_classes']} classes, the data "
-                f"{config.data.name!r} has {self.bundle.num_classes}"
+                f"{config.data.name!r} has {self.bundle.num_classes}",
+                also=["data.name"],
             )
         self.augment = config.augment
         if not self.bundle.geometric_aug:  # label-changing augmentation off for this data
@@ -511,7 +512,8 @@ class Trainer:
             raise DataError(
                 f"data.name: {self.totals.bad_images} training images of "
                 f"{self.sampler.num_samples} could not be read this epoch (more than "
-                f"data.max_bad_images {allowed:g}); see the warnings naming them"
+                f"data.max_bad_images {allowed:g}); see the warnings naming them",
+                also=["data.max_bad_images"],
             )
         if bool(bad.all()) and self.ctx.world > 1:
             raise DataError(
@@ -564,7 +566,8 @@ class Trainer:
                     f"training diverged: {self.consecutive_skips} consecutive steps had a "
                     f"non-finite loss or gradient (epoch {epoch + 1}, step {done + 1}; "
                     f"run.max_skipped_steps {limit}); {safe_on_disk(self.output)}; try a lower "
-                    "optim.lr or optim.clip_grad"
+                    "optim.lr or optim.clip_grad",
+                    also=["run.max_skipped_steps", "optim.lr", "optim.clip_grad"],
                 )
         self.optimizer.zero_grad(set_to_none=True)
         with warnings.catch_warnings():  # a skipped first step: "scheduler before optimizer"
@@ -689,7 +692,8 @@ class Trainer:
         raise DivergedError(
             f"training diverged: {reason}; the final weights are not saved as model.safetensors, "
             f"{kept}; the resume points in {str(self.output)!r} are kept; try a lower optim.lr "
-            "or optim.clip_grad"
+            "or optim.clip_grad",
+            also=["optim.lr", "optim.clip_grad"],
         )
 
     def close(self, failed: bool) -> None:
