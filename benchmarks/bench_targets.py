@@ -149,7 +149,7 @@ TRAIN_ROWS = {  # row: (shape, the runtimes it times)
     "train_224": (Shape(8, 224), ("eager",)),
     "train_224_compile": (Shape(8, 224), ("compile",)),
 }
-# shiftwise train's view of the two real-data runs (src/shiftwise/data, training/recipe.py):
+# shiftwise train's view of the two real-data runs (src/shiftwise/data, training/config.py RECIPES):
 # bundled 64 px / Fashion-MNIST resized to 32 px, 1 channel (the CPU recipe has no RandAugment,
 # which would need 3), the CPU recipe's batch 64 and label smoothing 0.1, width factor 0.5.
 ATTO_WIDTH_FACTOR = 0.5

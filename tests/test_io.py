@@ -276,16 +276,16 @@ def test_files_of_the_previous_format_still_load_with_a_warning(tmp_path: Path, 
 
 CRAFTED = [
     ({"model_kwargs": "[1, 2]"}, "model_kwargs must be a JSON object"),
-    ({"model_kwargs": '{"block": "os.system"}'}, "does not describe a model create_model"),
-    ({"model_kwargs": '{"checkpoint_path": "/etc/passwd"}'}, "is not an architecture argument"),
+    ({"model_kwargs": '{"block": "os.system"}'}, "block: expected one of ['convnext', 'shif"),
+    ({"model_kwargs": '{"checkpoint_path": "/etc/passwd"}'}, "path: not an argument of the"),
     ({"model_kwargs": '{"num_classes": 10'}, "model_kwargs is not JSON"),
     ({"num_classes": "abc"}, "num_classes must be a number, got 'abc'"),
-    ({"num_classes": "-5"}, "num_classes must be an integer >= 0, got -5"),
-    ({"width_factor": "nan"}, "width_factor must be a finite number >= 0, got nan"),
-    ({"model_kwargs": '{"drop_rate": NaN}'}, "drop_rate must be a finite number"),
+    ({"num_classes": "-5"}, "num_classes: expected an integer >= 0, got -5"),
+    ({"width_factor": "nan"}, "width_factor: expected a finite number >= 0, got nan"),
+    ({"model_kwargs": '{"drop_rate": NaN}'}, "drop_rate: expected a finite number in [0, 1)"),
     # would allocate 5 GB / 160 GB before any shape was checked
-    ({"width_factor": "200"}, "has more than"),
-    ({"model_kwargs": '{"dims": [100000, 100000, 100000, 100000]}'}, "has more than"),
+    ({"width_factor": "200"}, "width_factor: expected a value in [0.0625, 32]"),
+    ({"model_kwargs": '{"dims": [100000, 100000, 100000, 100000]}'}, "dims: expected an integer"),
 ]
 
 
@@ -306,7 +306,8 @@ def test_integer_tensors_do_not_load_into_float_parameters(tmp_path: Path) -> No
         k: v.to(torch.int32) if v.is_floating_point() else v for k, v in model.state_dict().items()
     }
     path = tmp_path / "int.safetensors"
-    path.write_bytes(save_safetensors(tensors))  # no digest, no metadata
+    metadata = {"format": "shiftwise-weights-2"}  # an older format: no digest needed
+    path.write_bytes(save_safetensors(tensors, metadata=metadata))
     with pytest.raises(CheckpointError, match="dtype mismatches"):
         load_checkpoint(create_model("slak_atto", **ATTO), path)
 
@@ -342,9 +343,17 @@ def test_a_failed_write_is_one_error_and_leaves_the_previous_file(
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(swio.os, "fsync", disk_full)
-    with pytest.raises(WriteError, match=r"cannot write '.*a.bin' \(No space left on device\); "):
+    with pytest.raises(WriteError) as error:
         swio.atomic_write(path, b"new")
+    assert str(error.value) == (
+        f"cannot write {str(path)!r} (No space left on device); its previous version is unchanged"
+    )
+    assert error.value.errno == errno.ENOSPC
     assert path.read_bytes() == b"old" and sorted(tmp_path.iterdir()) == [path]
+    with pytest.raises(WriteError) as error:
+        swio.atomic_write(tmp_path / "b.bin", b"new")
+    assert str(error.value).endswith("(No space left on device); no file was left")
+    assert sorted(tmp_path.iterdir()) == [path]
 
 
 def test_digest_of_an_empty_buffer_with_zero_strides(tmp_path):
@@ -355,3 +364,80 @@ def test_digest_of_an_empty_buffer_with_zero_strides(tmp_path):
     strided = torch.empty_strided((0,), (0,), dtype=torch.long)
     assert tensor_digest({"a": strided}) == tensor_digest({"a": empty})
     assert tensor_digest({"a": strided}) != tensor_digest({"a": torch.zeros(1, dtype=torch.long)})
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 26: verification cannot be switched off by the file
+
+
+def _rewrite(path: Path, tensors, metadata) -> Path:
+    path.write_bytes(save_safetensors(tensors, metadata=metadata))
+    return path
+
+
+def _flip_a_weight(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    tensors = dict(tensors)
+    key = next(k for k, v in tensors.items() if v.is_floating_point())
+    tensors[key] = tensors[key].clone()
+    tensors[key].view(-1)[0] += 1.0
+    return tensors
+
+
+@pytest.mark.parametrize("rename", ["sha256", "format"])
+def test_a_file_without_its_digest_or_format_is_refused(tmp_path: Path, rename: str) -> None:
+    """Renaming the ``sha256`` key (or the ``format`` key that says a digest is due) and
+    flipping a weight: refused, not loaded unverified."""
+    _, path = _atto_weights(tmp_path)
+    tensors, metadata = swio.read_weights(path)
+    metadata[rename.upper()] = metadata.pop(rename)
+    _rewrite(path, _flip_a_weight(tensors), metadata)
+    expected = "has no sha256" if rename == "sha256" else "is not a shiftwise weights file"
+    with pytest.raises(CheckpointError, match=expected) as error:
+        swio.read_weights(path)
+    assert "\n" not in str(error.value)
+    argv = ["eval", "--checkpoint", str(path), "--data", "digits", "--limit", "8"]
+    assert main(argv) == 2
+
+
+def test_a_file_without_any_metadata_is_refused(tmp_path: Path) -> None:
+    path = _rewrite(tmp_path / "plain.safetensors", {"w": torch.ones(2)}, None)
+    with pytest.raises(CheckpointError, match=r"\(no format in its metadata, expected one of"):
+        swio.read_weights(path)
+
+
+@pytest.mark.parametrize("fmt", ["shiftwise-weights-2", swio.LEGACY_WEIGHTS_FORMAT])
+def test_older_formats_without_a_digest_load_with_a_warning(
+    tmp_path: Path, fmt: str, caplog
+) -> None:
+    model, path = _atto_weights(tmp_path)
+    tensors, metadata = swio.read_weights(path)
+    del metadata["sha256"]
+    metadata["format"] = fmt
+    if fmt == swio.LEGACY_WEIGHTS_FORMAT:
+        tensors = {f"model.{k}": v for k, v in tensors.items()}
+    _rewrite(path, tensors, metadata)
+    loaded = load_checkpoint(create_model("slak_atto", **ATTO), path)
+    assert torch.equal(loaded.head.fc.weight, model.head.fc.weight)
+    assert "without a digest: it cannot be verified" in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 26: no command writes onto one of its inputs
+
+
+def test_check_output_not_input_compares_files_not_names(tmp_path: Path) -> None:
+    source = tmp_path / "in.pth"
+    source.write_bytes(b"official")
+    (tmp_path / "sub").mkdir()
+    alias = tmp_path / "sub" / ".." / "in.pth"
+    link = tmp_path / "link.pth"
+    link.symlink_to(source)
+    hard = tmp_path / "hard.pth"
+    hard.hardlink_to(source)
+    for output in (source, alias, link, hard):
+        with pytest.raises(UsageError, match=r"^OUT: .* is the input .*would replace the input"):
+            swio.check_output_not_input(output, [tmp_path / "other", source], "OUT")
+    other = tmp_path / "other.pth"
+    other.write_bytes(b"official")  # equal bytes, another file
+    for output in (other, tmp_path / "absent.safetensors"):
+        swio.check_output_not_input(output, [source, tmp_path / "absent.pth"], "OUT")

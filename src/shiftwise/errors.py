@@ -5,6 +5,11 @@ Every error the ``shiftwise`` command reports as a one-line message is a
 set); its ``exit_code`` is the process exit code. Anything else (``TypeError``,
 ``RuntimeError``, ...) is a bug and keeps its traceback.
 
+An error about a value the user gave carries the name of that value as ``field`` (a config
+field path such as ``optim.lr``, or a function argument such as ``num_classes``); its message
+starts with it. ``also`` lists other fields the message names. A front end that spells fields
+its own way (the command line's ``--lr``) rewrites them with :meth:`ShiftwiseError.renamed`.
+
 =====  ==========================================================================
 code   meaning
 =====  ==========================================================================
@@ -21,6 +26,8 @@ code   meaning
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 
 __all__ = [
     "EXIT_DIVERGED",
@@ -46,9 +53,39 @@ EXIT_TERMINATED = 143
 
 
 class ShiftwiseError(Exception):
-    """Base of the errors the command line turns into one line and ``exit_code``."""
+    """Base of the errors the command line turns into one line and ``exit_code``.
+
+    ``ShiftwiseError(reason, field="optim.lr")`` reads ``"optim.lr: <reason>"``; ``also``:
+    other fields named in ``reason``. A message that starts with its field
+    (``ShiftwiseError("optim.lr: <reason>")``: a first word without spaces or quotes, then
+    ``": "``) gives the same error.
+    """
 
     exit_code = EXIT_USAGE
+
+    def __init__(
+        self, reason: str = "", *args: object, field: str | None = None, also: Sequence[str] = ()
+    ) -> None:
+        if field is None:
+            head, separator, rest = reason.partition(": ")
+            if separator and head and not any(c.isspace() or c in "'\"" for c in head):
+                field, reason = head, rest
+        super().__init__(f"{field}: {reason}" if field else reason, *args)
+        self.reason = reason
+        self.field = field
+        self.also = tuple(also)
+
+    def renamed(self, spell: Callable[[str], str]) -> ShiftwiseError:
+        """The same error (type, ``field``, ``also``) whose message spells every field it
+        names as ``spell(field)`` (``spell`` returns fields it does not know unchanged)."""
+        reason = self.reason
+        for name in sorted(self.also, key=len, reverse=True):
+            reason = reason.replace(name, spell(name))
+        error = type(self)(reason, also=self.also)
+        error.field = self.field
+        if self.field:
+            error.args = (f"{spell(self.field)}: {reason}",)
+        return error
 
 
 class UsageError(ShiftwiseError, ValueError):

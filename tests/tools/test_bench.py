@@ -421,7 +421,7 @@ def test_settings_full_quick_and_explicit(targets):
 def test_atto_rows_use_the_trainers_shapes(targets):
     """The atto rows stand for ``shiftwise demo`` / Fashion-MNIST training: same shapes."""
     from shiftwise.data.bundled import BundledConfig
-    from shiftwise.training.recipe import default_recipe
+    from shiftwise.training.config import default_recipe
 
     recipe = default_recipe("sw_atto")
     demo, fmnist = (targets.script.ATTO_SHAPES[r] for r in ("train_atto_demo", "train_atto_fmnist"))
@@ -431,11 +431,11 @@ def test_atto_rows_use_the_trainers_shapes(targets):
     )
     assert (fmnist.image_size, fmnist.in_chans, fmnist.num_classes) == (32, 1, 10)
     for shape in (demo, fmnist):
-        assert shape.batch == recipe["optim"]["batch_size"]
-        assert shape.label_smoothing == recipe["augment"]["smoothing"]
+        assert shape.batch == recipe.optim.batch_size
+        assert shape.label_smoothing == recipe.augment.smoothing
         assert not shape.channels_last  # the trainer feeds NCHW
     # 1 input channel, no drop path
-    assert recipe["model"]["drop_path"] == 0.0 and recipe["augment"]["randaug_n"] == 0
+    assert recipe.model.drop_path == 0.0 and recipe.augment.randaug_n == 0
 
 
 def test_training_and_inference_calls_on_a_tiny_model(targets):

@@ -82,3 +82,49 @@ def test_sigterm_is_handled_like_an_interruption(monkeypatch, capsys) -> None:
     assert cli.main(["boom"]) == 143
     assert capsys.readouterr().err == "shiftwise boom: terminated (SIGTERM)\n"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory):
+    """One epoch of a quarter-width convnext_atto on 32 digits (one step)."""
+    output = tmp_path_factory.mktemp("run") / "tiny"
+    argv = ["train", "--model", "convnext_atto", "--width-factor", "0.25", "--data", "digits"]
+    argv += ["--train-limit", "32", "--val-limit", "16", "--batch-size", "32", "--epochs", "1"]
+    assert cli.main([*argv, "--no-progress", "--output", str(output)]) == 0
+    return output
+
+
+@pytest.mark.parametrize(
+    ("change", "flag"),
+    [
+        (["--width-factor", "0.5"], "--width-factor"),
+        (["--model", "slak_atto"], "--model"),
+        (["--model-kwargs", '{"drop_rate": 0.1}'], "--model-kwargs"),
+        (["--sparse"], "--sparse"),
+    ],
+)
+def test_a_resume_that_changes_the_models_shape_is_one_line(tiny_run, change, flag, capsys):
+    capsys.readouterr()
+    argv = ["train", "--resume", str(tiny_run), "--epochs", "2", "--allow-config-change"]
+    assert cli.main([*argv, *change]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {flag}: a resume cannot change it" in err and err.count("\n") == 1, err
+
+
+def test_an_error_knows_its_field_however_it_was_written() -> None:
+    assert UsageError("expected > 0", field="optim.lr").field == "optim.lr"
+    written = UsageError("optim.lr: expected > 0")
+    assert (written.field, written.reason, str(written)) == (
+        "optim.lr",
+        "expected > 0",
+        str(written),
+    )
+    assert str(written) == "optim.lr: expected > 0"
+    for plain in ("cannot write 'x': full", "'/a b': missing", "no field here"):
+        assert UsageError(plain).field is None and str(UsageError(plain)) == plain
+    renamed = written.renamed(lambda field: "--lr")
+    assert (str(renamed), renamed.field, type(renamed)) == (
+        "--lr: expected > 0",
+        "optim.lr",
+        UsageError,
+    )

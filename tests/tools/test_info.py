@@ -196,7 +196,8 @@ BAD_ARGS = [
     (["info", "sw_atto", "--density", "0"], "--density: expected a value in (0, 1], got 0.0"),
     (["info", "sw_atto", "--img-size", "1", "2", "3"], "--img-size: expected H or H W"),
     (["info", "sw_atto", "--num-classes", "-3"], "--num-classes: expected an integer >= 0"),
-    (["info", "sw_atto", "--width-factor", "1e-9"], "--width-factor: sw_atto needs a width"),
+    (["info", "sw_atto", "--width-factor", "1e-9"], "--width-factor: expected a value in ["),
+    (["info", "sw_atto", "--width-factor", "200"], "--width-factor: expected a value in ["),
 ]
 
 

@@ -111,9 +111,10 @@ def test_predict_refuses_to_overwrite_inputs_and_odd_outputs(tmp_path: Path, cap
     weights, _ = _weights(tmp_path)
     images = _images(tmp_path / "pictures")
     base = ["predict", str(tmp_path / "pictures"), "--checkpoint", str(weights), "--no-progress"]
-    before = images[0].read_bytes()
+    before, weights_before = images[0].read_bytes(), weights.read_bytes()
     cases = [
-        (["-o", str(images[0])], "is one of the input images"),
+        (["-o", str(images[0])], "writing it would replace the input"),
+        (["-o", str(weights)], "writing it would replace the input"),
         (["-o", str(tmp_path)], "is a directory"),
         (["-o", str(tmp_path / "p.csv"), "--top-k", "0"], "--top-k"),
         (["-o", str(tmp_path / "p.csv"), "--crop-pct", "1.5"], "--crop-pct"),
@@ -123,7 +124,7 @@ def test_predict_refuses_to_overwrite_inputs_and_odd_outputs(tmp_path: Path, cap
         assert main([*base, *extra]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
-    assert images[0].read_bytes() == before
+    assert images[0].read_bytes() == before and weights.read_bytes() == weights_before
     existing = tmp_path / "old.csv"
     existing.write_text("replaced: the user named it\n")
     assert main([*base, "-o", str(existing)]) == 0

@@ -10,7 +10,7 @@ import torch
 
 from shiftwise.cli import main
 from shiftwise.io import load_training_state, read_weights
-from shiftwise.training.recipe import default_recipe
+from shiftwise.training.config import default_recipe
 
 TINY = [
     "--width-factor", "0.25", "--data", "digits", "--train-limit", "128", "--val-limit", "64",
@@ -85,7 +85,7 @@ def test_resume_errors_leave_the_checkpoint_untouched(trained: Path, capsys) -> 
     assert "--data: digits -> bundled" in capsys.readouterr().err
     assert main(["train", "--model", "slak_atto", *TINY, *resume]) == 2
     err = capsys.readouterr().err
-    assert "--model: convnext_atto -> slak_atto" in err and "--allow-config-change" in err
+    assert "--model: a resume cannot change it (convnext_atto -> slak_atto)" in err
     # allowed, the class count still has to match (bundled: 4 classes)
     argv = ["train", *TINY[:2], "--data", "bundled", *resume, "--allow-config-change"]
     assert main(argv) == 2
@@ -108,7 +108,7 @@ def test_resume_continues_training(trained: Path, tmp_path: Path, caplog) -> Non
     resumed = tmp_path / "more"
     argv = ["train", "--epochs", "2", "--resume", str(trained), "--output", str(resumed)]
     assert main([*argv, "--allow-config-change"]) == 0  # every other option from the checkpoint
-    assert "--epochs: 1 -> 2" in caplog.text
+    assert "optim.epochs: 1 -> 2" in caplog.text  # the library's log names config fields
     records = json.loads((resumed / "log.json").read_text())
     assert [r["epoch"] for r in records] == [2]
     state = load_training_state(resumed / "checkpoint.pt")
@@ -116,12 +116,12 @@ def test_resume_continues_training(trained: Path, tmp_path: Path, caplog) -> Non
 
 
 def test_recipes_follow_the_model() -> None:
-    slak = default_recipe("slak_tiny")["optim"]
-    assert slak["lr"] == 4e-3 and slak["epochs"] == 300
-    assert default_recipe("sw_tiny")["model"]["drop_path"] == 0.2
-    assert default_recipe("convnext_tiny")["model"]["drop_path"] == 0.1
+    slak = default_recipe("slak_tiny").optim
+    assert slak.lr == 4e-3 and slak.epochs == 300
+    assert default_recipe("sw_tiny").model.drop_path == 0.2
+    assert default_recipe("convnext_tiny").model.drop_path == 0.1
     atto = default_recipe("sw_atto")
-    assert atto["optim"]["epochs"] < 20 and atto["augment"]["mixup"] == 0
+    assert atto.optim.epochs < 20 and atto.augment.mixup == 0
     with pytest.raises(ValueError, match=r"run\.recipe"):
         default_recipe("sw_atto", "imagenet")
 

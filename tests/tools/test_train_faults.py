@@ -66,7 +66,7 @@ BAD_TRAIN_ARGS = [
     (["--epochs", "0"], "--epochs: expected an integer >= 1, got 0"),
     (["--epochs", "-1"], "--epochs: expected an integer >= 1, got -1"),
     (["--batch-size", "0"], "--batch-size: expected an integer >= 1, got 0"),
-    (["--image-size", "7"], "--image-size: the models reduce their input 32 times, expected"),
+    (["--image-size", "7"], "--image-size: slak_atto takes inputs of 32 to 1024 pixels"),
     (["--device", "tpu9"], "--device: 'tpu9' is not a device, expected cpu, cuda or cuda:N"),
     (["--smoothing", "1.5"], "--smoothing: expected a value in [0, 1), got 1.5"),
     (["--lr", "0"], "--lr: expected a value > 0, got 0.0"),
@@ -77,7 +77,7 @@ BAD_TRAIN_ARGS = [
     (["--model", "resnet50"], "--model: unknown model 'resnet50'"),
     (["--output", "FILE/sub"], "--output: cannot write to"),
     (["--seed", "99999999999999999999999"], "--seed: expected a value in [0, 9223372036854775807]"),
-    (["--width-factor", "1e-9"], "--width-factor: slak_atto needs a width factor >="),
+    (["--width-factor", "1e-9"], "--width-factor: expected a value in [0.0625, 32]"),
     (["--lr", "inf"], "--lr: expected a finite value > 0, got inf"),
     (["--min-lr", "0.1", "--lr", "0.01"], "--min-lr: expected a value <= the learning rate 0.01"),
 ]

@@ -44,9 +44,9 @@ def test_finetune_resets_the_head_and_a_resume_never_reads_it_again(tmp_path: Pa
     argv = ["train", "--model", "convnext_atto", *TINY, "--finetune", str(source)]
     argv += ["--layer-decay", "0.8", "--head-init-scale", "0.01", "--ema-decay", "0.5"]
     assert main([*argv, "--epochs", "1", "--output", str(run)]) == 0
-    # the head reset line, in the user's words
+    # the head reset line (the library's log names config fields)
     assert (
-        f"--finetune: {source} has a 7-class classifier, the model 10 classes: head.fc "
+        f"model.finetune: {source} has a 7-class classifier, the model 10 classes: head.fc "
         "re-initialised (head init scale 0.01)" in caplog.text
     )
     state = load_training_state(run / "checkpoint.pt")

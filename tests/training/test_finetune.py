@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import re
 from collections.abc import Iterator
@@ -18,15 +17,13 @@ from shiftwise.io import save_weights
 from shiftwise.models import create_model, reparameterize
 from shiftwise.models.weights import save_checkpoint
 from shiftwise.tools.convert import convert_checkpoint, map_key
-from shiftwise.training.config import OptimConfig, TrainConfig
+from shiftwise.training.config import FINETUNE, RECIPES, OptimConfig, validate
 from shiftwise.training.finetune import (
-    FINETUNE_RECIPE,
     layer_decay_param_groups,
     layer_ids,
     load_start_weights,
 )
 from shiftwise.training.optimization import build_optimizer, build_scheduler, param_groups
-from shiftwise.training.recipe import RECIPES
 from shiftwise.training.run_directory import claim_run_directory
 
 ATTO = ("sw_atto", "slak_atto", "convnext_atto")
@@ -312,18 +309,16 @@ def test_bad_layer_decay_and_scale_are_named() -> None:
 # --- recipe ---------------------------------------------------------------------------------
 
 
-def test_finetune_recipe_uses_config_fields() -> None:
-    """Every value names a TrainConfig field, and the recipe is ``--recipe finetune``."""
-    config = TrainConfig()
-    for section, values in FINETUNE_RECIPE.items():
-        names = {f.name for f in dataclasses.fields(getattr(config, section))}
-        assert set(values) <= names, section
-    assert RECIPES["finetune"] is FINETUNE_RECIPE
-    optim = FINETUNE_RECIPE["optim"]
-    assert (optim["lr"], optim["lr_base_batch"], optim["epochs"]) == (5e-5, 512, 30)
-    assert (optim["weight_decay"], optim["layer_decay"], optim["warmup_epochs"]) == (1e-8, 0.8, 0)
-    assert FINETUNE_RECIPE["model"]["head_init_scale"] == 0.001
-    assert FINETUNE_RECIPE["augment"]["mixup"] == FINETUNE_RECIPE["augment"]["cutmix"] == 0
+def test_finetune_recipe_is_the_official_fine_tuning() -> None:
+    """``--recipe finetune``: the ConvNeXt fine-tuning settings, a valid partial config."""
+    assert RECIPES["finetune"] is FINETUNE
+    assert validate(FINETUNE, devices=False) == FINETUNE
+    optim = FINETUNE.optim
+    assert (optim.lr, optim.lr_base_batch, optim.epochs) == (5e-5, 512, 30)
+    assert (optim.weight_decay, optim.layer_decay, optim.warmup_epochs) == (1e-8, 0.8, 0)
+    assert FINETUNE.model.head_init_scale == 0.001 and FINETUNE.model.drop_path == 0.2
+    assert FINETUNE.augment.mixup == FINETUNE.augment.cutmix == 0
+    assert FINETUNE.model.finetune is None  # the weights are the user's
 
 
 # --- schedule -------------------------------------------------------------------------------

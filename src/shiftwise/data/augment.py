@@ -16,25 +16,32 @@ from kornia.augmentation.auto import RandAugment
 from torch import nn
 
 from shiftwise.errors import UsageError
+from shiftwise.options import option, with_defaults
 
 __all__ = ["AugmentConfig", "BatchTransform"]
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Training augmentation (timm names): ``crop_scale`` is RandomResizedCrop's minimum area
-    (1.0 = no crop), ``randaug_n``/``randaug_m`` RandAugment's op count and magnitude (0 = off),
-    ``reprob`` RandomErasing's probability, ``mixup``/``cutmix`` their probabilities (one of
-    the two per batch when both are on), ``smoothing`` the label smoothing."""
+    """Training augmentation (timm names), also the ``augment`` section of
+    :class:`~shiftwise.training.TrainConfig`; a field left ``None`` takes its
+    :attr:`~shiftwise.options.Option.default` (:func:`~shiftwise.options.with_defaults`).
 
-    crop_scale: float = 1.0
-    hflip: float = 0.0
-    randaug_n: int = 0
-    randaug_m: int = 9
-    reprob: float = 0.0
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    smoothing: float = 0.0
+    ``crop_scale`` is RandomResizedCrop's minimum area (1.0 = no crop), ``randaug_n`` /
+    ``randaug_m`` RandAugment's op count and magnitude (0 = off), ``reprob`` RandomErasing's
+    probability, ``mixup`` / ``cutmix`` their probabilities (one of the two per batch when both
+    are on), ``smoothing`` the label smoothing."""
+
+    crop_scale: float | None = option(
+        "RandomResizedCrop's minimum area (1: no crop)", low=0, high=1, low_open=True, default=1.0
+    )
+    hflip: float | None = option("horizontal flip probability", low=0, high=1, default=0.0)
+    randaug_n: int | None = option("RandAugment op count (0: off)", low=0, default=0)
+    randaug_m: int | None = option("RandAugment magnitude", low=0, high=30, default=9)
+    reprob: float | None = option("RandomErasing probability", low=0, high=1, default=0.0)
+    mixup: float | None = option("MixUp probability", low=0, default=0.0)
+    cutmix: float | None = option("CutMix probability", low=0, default=0.0)
+    smoothing: float | None = option("label smoothing", low=0, high=1, high_open=True, default=0.0)
 
 
 def _per_channel(values: tuple[float, ...], channels: int) -> torch.Tensor:
@@ -72,7 +79,7 @@ class BatchTransform(nn.Module):
         self.image_size = image_size
         self.num_classes = num_classes
         self.in_chans = in_chans
-        self.augment = augment
+        self.augment = augment = with_defaults(augment)
         if augment.randaug_n > 0 and in_chans != 3:
             raise UsageError(f"RandAugment needs in_chans=3, got in_chans={in_chans}")
         self.register_buffer("mean", _per_channel(mean, in_chans), persistent=False)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shiftwise.layers.conv_bn import bn_scale_shift, count_batch, is_autocast
+from shiftwise.layers.conv_bn import bn_scale_shift, count_batch
 from shiftwise.layers.inference import (
     DenseDepthwiseConv2d,
     ShiftAddPieces,
@@ -290,10 +290,9 @@ class ShiftWiseConv2d(LargeKernelOperator):
         paddings = (pad_h, pad_v, (self.small_kernel // 2,) * 4)
         transposed = (transpose_pays(x_rep, kernels[0], grad_needed(x_rep, pieces)), False, False)
         norms = (self.bn_h, self.bn_v, self.bn_identity)
-        if (
-            self.bn_h is not None
-            and all(n.training and type(n) is nn.BatchNorm2d for n in norms)  # not Sync/Split BN
-            and not is_autocast(self.device.type)
+        if self.bn_h is not None and all(
+            n.training and type(n) is nn.BatchNorm2d  # not Sync/Split BN
+            for n in norms
         ):
             return conv_bn_sum(
                 x_rep,

@@ -9,20 +9,29 @@ from shiftwise.deprecation import deprecated_names
 from shiftwise.io import load_checkpoint
 from shiftwise.models.features import FeatureInfo, FeatureNet
 from shiftwise.models.network import MacroNet
-from shiftwise.models.registry import MODEL_CONFIGS, ModelConfig, create_model, list_models
+from shiftwise.models.registry import (
+    MODEL_CONFIGS,
+    Architecture,
+    create_model,
+    list_models,
+    max_input_size,
+    min_input_size,
+)
 from shiftwise.models.reparam import reparameterize
 from shiftwise.models.timm_entrypoints import register_timm
 from shiftwise.models.weights import model_from_weights, save_checkpoint
 
 __all__ = [
     "MODEL_CONFIGS",
+    "Architecture",
     "FeatureInfo",
     "FeatureNet",
     "MacroNet",
-    "ModelConfig",
     "create_model",
     "list_models",
     "load_checkpoint",
+    "max_input_size",
+    "min_input_size",
     "model_from_weights",
     "reparameterize",
     "save_checkpoint",
@@ -31,4 +40,4 @@ __all__ = [
 register_timm()
 
 
-__getattr__ = deprecated_names(__name__, {"LargeKernelNet": MacroNet})
+__getattr__ = deprecated_names(__name__, {"LargeKernelNet": MacroNet, "ModelConfig": Architecture})

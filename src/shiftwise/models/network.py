@@ -30,6 +30,7 @@ from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 from torch.utils.checkpoint import checkpoint
 
 from shiftwise.deprecation import deprecated_names
+from shiftwise.errors import UsageError
 from shiftwise.layers.sparse_scope import sparse_scope
 from shiftwise.models.blocks import ConvNeXtBlock, LayerNorm2d, ShiftWiseBlock
 from shiftwise.models.operators import build_operator
@@ -356,7 +357,7 @@ class MacroNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, in_chans, H, W] -> [B, C3, H/32, W/32]`` (before pooling and head)."""
         if not torch.jit.is_scripting():  # TorchScript types x as a tensor already
-            _check_input(x, self.stem[0].in_channels)
+            _check_input(x, self.stem[0].in_channels, self.feature_info[-1]["reduction"])
         return self.stages(self.stem(x))
 
     def forward_intermediates(
@@ -387,7 +388,7 @@ class MacroNet(nn.Module):
         if output_fmt != "NCHW":
             raise ValueError(f"output_fmt: only 'NCHW' is supported, got {output_fmt!r}")
         taken, last = take_indices(len(self.stages), indices)
-        _check_input(x, self.stem[0].in_channels)
+        _check_input(x, self.stem[0].in_channels, self.feature_info[-1]["reduction"])
         x = self.stem(x)
         stages = self.stages[: last + 1] if stop_early else self.stages
         intermediates = []
@@ -430,14 +431,21 @@ class MacroNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def _check_input(x: object, in_chans: int) -> None:
-    """Raise unless ``x`` is a floating point ``[B, in_chans, H, W]`` tensor (a Proxy passes)."""
+def _check_input(x: object, in_chans: int, min_size: int) -> None:
+    """Raise unless ``x`` is a floating point ``[B, in_chans, H, W]`` tensor with ``H, W >=
+    min_size`` (the network's reduction; a Proxy passes)."""
     if isinstance(x, torch.fx.Proxy):
         return
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise TypeError(f"x: expected a floating point tensor, got {type(x).__name__}")
     if x.dim() != 4 or x.shape[1] != in_chans:
         raise ValueError(f"x: expected shape [B, {in_chans}, H, W], got {tuple(x.shape)}")
+    if min(x.shape[2:]) < min_size:
+        raise UsageError(
+            f"expected H, W >= {min_size} (the network reduces its input {min_size} times), "
+            f"got shape {tuple(x.shape)}",
+            field="x",
+        )
 
 
 def _init_weights(module: nn.Module) -> None:

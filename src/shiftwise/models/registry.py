@@ -1,7 +1,9 @@
 """Named model configurations and ``create_model`` / ``list_models`` (timm-style).
 
-Models are data: each name maps to a :class:`ModelConfig` (depths, widths, kernel sizes,
-block, operator), built by :class:`~shiftwise.models.network.MacroNet`.
+Models are data: each name maps to an :class:`Architecture` (depths, widths, kernel sizes,
+block, operator, the input sizes it is made for), built by
+:class:`~shiftwise.models.network.MacroNet` once :func:`check_model_arguments` (the one
+validator of the arguments, :mod:`shiftwise.models.arguments`) has accepted them.
 
 Paper models (released configurations, 224x224 ImageNet):
 
@@ -25,27 +27,32 @@ and never smaller than ConvNeXt's 7; ``convnext_atto`` uses 7 everywhere.
 from __future__ import annotations
 
 import dataclasses
-import math
+import inspect
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from shiftwise.errors import UsageError
 from shiftwise.io import load_checkpoint
+from shiftwise.models.arguments import check_arguments, check_network
 from shiftwise.models.features import build_features
 from shiftwise.models.network import MacroNet
 
 __all__ = [
     "FAMILIES",
     "MODEL_CONFIGS",
-    "ModelConfig",
+    "Architecture",
     "ModelFamily",
-    "check_width_factor",
+    "check_image_size",
+    "check_model_arguments",
     "create_model",
     "list_models",
+    "max_input_size",
+    "min_input_size",
     "model_family",
     "pretrained_cfg",
     "resolve_pretrained_cfg",
@@ -71,8 +78,15 @@ ATTO_DEPTHS, ATTO_DIMS, ATTO_KERNELS = (2, 2, 4, 2), (32, 64, 128, 256), (31, 15
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    """Architecture of one named model (arguments of :class:`MacroNet`)."""
+class Architecture:
+    """One named model: the arguments of :class:`MacroNet` and the inputs it is made for.
+
+    ``input_size``: the side it was designed and trained at; ``recipe``: the training recipe
+    it was designed for (``"cpu"`` for the CPU-sized ``*_atto`` models). ``min_input_size``: the
+    smallest side it runs on (its total reduction: a stride-4 stem and three stride-2
+    stages leave every stage at least one pixel). Sides above ``MAX_INPUT_FACTOR *
+    input_size`` are refused (:func:`max_input_size`).
+    """
 
     depths: tuple[int, ...]
     dims: tuple[int, ...]
@@ -84,6 +98,14 @@ class ModelConfig:
     input_size: int = 224
     paper: str = ""
     family: str = ""  # a key of FAMILIES
+    min_input_size: int = 32
+    recipe: str = "paper"  # the training recipe it is made for (shiftwise.training.config)
+
+
+# The Architecture fields that are MacroNet arguments (operator_kwargs merged on their own).
+ARCHITECTURE_FIELDS = ("depths", "dims", "kernel_sizes", "block", "operator", "width_factor")
+# The largest input side a model takes, in multiples of the side it was made for.
+MAX_INPUT_FACTOR = 16
 
 
 @dataclass(frozen=True)
@@ -94,7 +116,8 @@ class ModelFamily:
         name: the family, also the ``--from`` source name of ``shiftwise convert``.
         paper: timm ``pretrained_cfg`` metadata (``paper_name``, ``paper_ids``, ``origin_url``).
         granularity: default sparse-training mask granularity (``"group"``: whole SW pieces).
-        paper_recipe: overrides of the paper training recipe (e.g. SW-T's drop path 0.2).
+        paper_recipe: overrides of the paper training recipe's model section (fields of
+            ``shiftwise.training.config.ModelConfig``, e.g. SW-T's drop path 0.2).
         official_block_keys: ``(pattern, replacement)`` regex renames of the official
             checkpoints' block keys (after ``stages.{s}.{b}.``) to ours, tried in order.
     """
@@ -157,56 +180,56 @@ FAMILIES: dict[str, ModelFamily] = {
 }
 
 
-MODEL_CONFIGS: dict[str, ModelConfig] = {
-    "sw_tiny": ModelConfig(
+MODEL_CONFIGS: dict[str, Architecture] = {
+    "sw_tiny": Architecture(
         (3, 3, 18, 3), (80, 160, 320, 640), PAPER_KERNELS, "shiftwise", "shiftwise", SW_KWARGS,
         paper="ShiftwiseConv (CVPR 2025) SW-T", family="sw",
     ),
-    "sw_small": ModelConfig(
+    "sw_small": Architecture(
         (3, 3, 27, 3), (96, 192, 384, 768), PAPER_KERNELS, "shiftwise", "shiftwise", SW_KWARGS,
         paper="ShiftwiseConv (CVPR 2025) SW-S", family="sw",
     ),
-    "sw_base": ModelConfig(
+    "sw_base": Architecture(
         (3, 3, 27, 3), (128, 256, 512, 1024), PAPER_KERNELS, "shiftwise", "shiftwise", SW_KWARGS,
         paper="ShiftwiseConv (CVPR 2025) SW-B", family="sw",
     ),
-    "slak_tiny": ModelConfig(
+    "slak_tiny": Architecture(
         (3, 3, 9, 3), (96, 192, 384, 768), PAPER_KERNELS, "convnext", "slak", SLAK_KWARGS, 1.3,
         paper="SLaK (ICLR 2023) SLaK-T", family="slak",
     ),
-    "slak_small": ModelConfig(
+    "slak_small": Architecture(
         (3, 3, 27, 3), (96, 192, 384, 768), PAPER_KERNELS, "convnext", "slak", SLAK_KWARGS, 1.3,
         paper="SLaK (ICLR 2023) SLaK-S", family="slak",
     ),
-    "slak_base": ModelConfig(
+    "slak_base": Architecture(
         (3, 3, 27, 3), (128, 256, 512, 1024), PAPER_KERNELS, "convnext", "slak", SLAK_KWARGS, 1.3,
         paper="SLaK (ICLR 2023) SLaK-B", family="slak",
     ),
-    "sw_v1_tiny": ModelConfig(
+    "sw_v1_tiny": Architecture(
         (3, 3, 9, 3), (96, 192, 384, 768), SW_V1_KERNELS, "convnext", "shiftwise", SW_V1_KWARGS,
         paper="ShiftwiseConv (CVPR 2025) sparse-sw: SW_v1_slak.py ShiftWise_v1_tiny",
         family="sw",
     ),
-    "sw_v1_tiny_1_3x": ModelConfig(
+    "sw_v1_tiny_1_3x": Architecture(
         (3, 3, 9, 3), (96, 192, 384, 768), SW_V1_KERNELS, "convnext", "shiftwise", SW_V1_KWARGS,
         1.3, paper="ShiftwiseConv (CVPR 2025) sparse-sw: ShiftWise_v1_tiny, width_factor 1.3",
         family="sw",
     ),
-    "convnext_tiny": ModelConfig(
+    "convnext_tiny": Architecture(
         (3, 3, 9, 3), (96, 192, 384, 768), (7, 7, 7, 7), "convnext", "conv",
         paper="ConvNeXt-T baseline", family="convnext",
     ),
-    "sw_atto": ModelConfig(
+    "sw_atto": Architecture(
         ATTO_DEPTHS, ATTO_DIMS, ATTO_KERNELS, "shiftwise", "shiftwise", SW_KWARGS, input_size=64,
-        family="sw",
+        family="sw", recipe="cpu",
     ),
-    "slak_atto": ModelConfig(
+    "slak_atto": Architecture(
         ATTO_DEPTHS, ATTO_DIMS, ATTO_KERNELS, "convnext", "slak", SLAK_KWARGS, input_size=64,
-        family="slak",
+        family="slak", recipe="cpu",
     ),
-    "convnext_atto": ModelConfig(
+    "convnext_atto": Architecture(
         ATTO_DEPTHS, ATTO_DIMS, (7, 7, 7, 7), "convnext", "conv", input_size=64,
-        family="convnext",
+        family="convnext", recipe="cpu",
     ),
 }  # fmt: skip
 
@@ -218,29 +241,72 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(name for name in MODEL_CONFIGS if fnmatch(name, pattern))
 
 
-def get_config(name: str) -> ModelConfig:
-    """The :class:`ModelConfig` of ``name``; ``ValueError`` listing the names if unknown."""
+def get_config(name: str) -> Architecture:
+    """The :class:`Architecture` of ``name``; a :class:`UsageError` (a ``ValueError``)
+    listing the names if unknown."""
     if name not in MODEL_CONFIGS:
-        raise ValueError(f"model: unknown name {name!r}, expected one of {list_models()}")
+        raise UsageError(f"unknown name {name!r}, expected one of {list_models()}", field="model")
     return MODEL_CONFIGS[name]
 
 
-def check_width_factor(name: str, width_factor: float | None, option: str = "width_factor") -> None:
-    """Raise one :class:`~shiftwise.errors.UsageError` naming ``option`` unless
-    ``width_factor`` (``None``: the config's) is finite and gives model ``name`` stage widths
-    of at least 2 channels (what :class:`MacroNet` builds)."""
-    if width_factor is None:
-        return
-    if (
-        not math.isfinite(width_factor)
-        or width_factor <= 0
-        or min(int(d * width_factor) for d in get_config(name).dims) < 2
-    ):
-        smallest = math.ceil(2 / min(get_config(name).dims) * 1e6) / 1e6
+def min_input_size(model: str | nn.Module) -> int:
+    """The smallest input side (pixels) the registered model ``model`` (a name, or a model
+    built by :func:`create_model`) runs on; inputs should be at least this large."""
+    if isinstance(model, str):
+        return get_config(model).min_input_size
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    if "min_input_size" not in cfg:
+        raise TypeError(f"model: expected a name or a create_model model, got {type(model)}")
+    return int(cfg["min_input_size"][-1])
+
+
+def max_input_size(model: str | nn.Module) -> int:
+    """The largest input side (pixels) accepted for ``model`` (a name or a built model):
+    ``MAX_INPUT_FACTOR`` times the side it was made for."""
+    if isinstance(model, str):
+        return MAX_INPUT_FACTOR * get_config(model).input_size
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    if "input_size" not in cfg:
+        raise TypeError(f"model: expected a name or a create_model model, got {type(model)}")
+    return MAX_INPUT_FACTOR * int(cfg["input_size"][-1])
+
+
+def check_image_size(model: str | nn.Module, size: Any, field: str = "image_size") -> int:
+    """``size`` if it is an integer input side that ``model`` (a name or a built model)
+    accepts, in [:func:`min_input_size`, :func:`max_input_size`]; else one
+    :class:`UsageError` naming ``field``."""
+    low, high = min_input_size(model), max_input_size(model)
+    if isinstance(size, bool) or not isinstance(size, int) or not low <= size <= high:
+        name = model if isinstance(model, str) else model.pretrained_cfg["architecture"]
         raise UsageError(
-            f"{option}: {name} needs a width factor >= {smallest:g} (stage widths of at "
-            f"least 2 channels), got {width_factor}"
+            f"{name} takes inputs of {low} to {high} pixels (it reduces its input {low} "
+            f"times; {high} is {MAX_INPUT_FACTOR} times the {high // MAX_INPUT_FACTOR} it was "
+            f"made for), got {size!r}",
+            field=field,
         )
+    return size
+
+
+def check_model_arguments(
+    name: str, device: torch.device | None = None, **kwargs: Any
+) -> dict[str, Any]:
+    """The :class:`MacroNet` arguments of the registered model ``name`` with ``kwargs``
+    (any :data:`~shiftwise.models.arguments.ARGUMENTS`; ``None`` values keep the model's;
+    ``operator_kwargs`` merge into the model's when the operator is unchanged), each checked
+    and checked together (:func:`~shiftwise.models.arguments.check_network`, memory of
+    ``device``). The one validator of model arguments: one :class:`UsageError` whose
+    ``field`` is the argument to change."""
+    config = get_config(name)
+    given = check_arguments({key: value for key, value in kwargs.items() if value is not None})
+    arguments = {key: p.default for key, p in inspect.signature(MacroNet).parameters.items()}
+    arguments.update({key: getattr(config, key) for key in ARCHITECTURE_FIELDS}, num_classes=1000)
+    operator_kwargs = dict(config.operator_kwargs)
+    if given.get("operator", config.operator) != config.operator:
+        operator_kwargs = {}
+    operator_kwargs.update(given.pop("operator_kwargs", {}))
+    arguments.update(given, operator_kwargs=operator_kwargs)
+    check_network(arguments, device)
+    return arguments
 
 
 def model_family(name: str) -> ModelFamily:
@@ -263,6 +329,7 @@ def pretrained_cfg(name: str, num_classes: int = 1000) -> dict[str, Any]:
         "num_classes": num_classes,
         "input_size": (3, size, size),
         "pool_size": (size // 32, size // 32),
+        "min_input_size": (3, config.min_input_size, config.min_input_size),
         "fixed_input_size": False,
         "crop_pct": 0.875 if size >= 224 else 1.0,
         "crop_mode": "center",
@@ -352,7 +419,6 @@ def create_model(
     before a ``features_only`` backbone is cut from it, so files written for the classifier
     fit; ``num_classes`` must match the file's.
     """
-    config = get_config(name)
     del cache_dir  # timm passes it to every entry point; nothing is ever downloaded
     kwargs.pop("pretrained_model_args", None)  # timm's record of hub arguments, already merged
     output_stride = kwargs.pop("output_stride", None)
@@ -370,22 +436,13 @@ def create_model(
             "pretrained_cfg_overlay=dict(file=path) (or checkpoint_path=path), e.g. one written "
             "by `shiftwise train` or `shiftwise convert`"
         )
-    arguments: dict[str, Any] = {
-        "depths": config.depths,
-        "dims": config.dims,
-        "kernel_sizes": config.kernel_sizes,
-        "block": config.block,
-        "operator": config.operator,
-        "width_factor": config.width_factor if width_factor is None else width_factor,
-        "num_classes": num_classes,
-        "drop_path_rate": drop_path_rate,
-    }
-    operator_kwargs = dict(config.operator_kwargs)
-    if kwargs.get("operator", config.operator) != config.operator:
-        operator_kwargs = {}
-    operator_kwargs.update(kwargs.pop("operator_kwargs", None) or {})
-    arguments.update(kwargs)
-    arguments["operator_kwargs"] = operator_kwargs
+    arguments = check_model_arguments(
+        name,
+        num_classes=num_classes,
+        drop_path_rate=drop_path_rate,
+        width_factor=width_factor,
+        **kwargs,
+    )
     model = MacroNet(**arguments)
     model.pretrained_cfg = model.default_cfg = cfg
     if pretrained:

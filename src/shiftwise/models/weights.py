@@ -22,11 +22,18 @@ from torch.utils._device import _device_constructors
 
 from shiftwise.errors import CheckpointError, UsageError
 from shiftwise.io import check_state_dict, read_weights, save_weights
-from shiftwise.models.registry import MODEL_CONFIGS, create_model, list_models
+from shiftwise.models.arguments import check_arguments, stage_widths
+from shiftwise.models.network import MacroNet
+from shiftwise.models.registry import (
+    MODEL_CONFIGS,
+    check_image_size,
+    check_model_arguments,
+    create_model,
+    list_models,
+)
 from shiftwise.models.reparam import reparameterize
 
 __all__ = [
-    "ARCHITECTURE_KWARGS",
     "architecture_kwargs",
     "model_from_weights",
     "recorded_int",
@@ -84,68 +91,20 @@ def _module_kwargs(module: nn.Module, name: str | None) -> dict[str, Any]:
     return kwargs
 
 
-# The create_model arguments a weights file may record (architecture only: nothing that names
-# a file to load or changes what create_model returns), with their JSON kinds.
-ARCHITECTURE_KWARGS: dict[str, str] = {
-    "num_classes": "int",
-    "in_chans": "int",
-    "width_factor": "float",
-    "depths": "ints",
-    "dims": "ints",
-    "kernel_sizes": "ints",
-    "block": "str",
-    "operator": "str",
-    "operator_kwargs": "dict",
-    "global_pool": "str",
-    "drop_rate": "float",
-    "drop_path_rate": "float",
-    "layer_scale_init": "float",
-    "head_init_scale": "float",
-}
 # Tensors above this many elements are created on the meta device while the architecture a
 # file describes is checked against it (smaller ones, e.g. shift tables, stay real).
 _META_ELEMENTS = 1 << 20
 
 
 def _bad(path: Path, flag: str, what: str) -> CheckpointError:
-    return CheckpointError(f"{flag}: the metadata of {str(path)!r} is invalid: {what}")
-
-
-def _check_value(key: str, kind: str, value: Any, path: Path, flag: str) -> Any:
-    """``value`` of metadata argument ``key`` if it is of ``kind`` (finite, in range)."""
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    if kind == "int" and not (isinstance(value, int) and number and value >= 0):
-        raise _bad(path, flag, f"{key} must be an integer >= 0, got {value!r}")
-    if kind == "float" and not (number and math.isfinite(value) and value >= 0):
-        raise _bad(path, flag, f"{key} must be a finite number >= 0, got {value!r}")
-    if kind == "ints" and not (
-        isinstance(value, list)
-        and len(value) == 4
-        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)
-    ):
-        raise _bad(path, flag, f"{key} must be a list of 4 integers >= 1, got {value!r}")
-    if kind == "str" and not isinstance(value, str):
-        raise _bad(path, flag, f"{key} must be a string, got {value!r}")
-    if kind == "dict" and not (
-        isinstance(value, dict) and all(_is_plain(v) for v in value.values())
-    ):
-        raise _bad(path, flag, f"{key} must map names to finite plain values, got {value!r}")
-    return value
-
-
-def _is_plain(value: Any) -> bool:
-    """A string, finite number, bool, ``None`` or a list of those (JSON without objects)."""
-    if isinstance(value, list):
-        return all(_is_plain(item) for item in value)
-    if isinstance(value, float):
-        return math.isfinite(value)
-    return isinstance(value, str | int | bool | type(None))
+    return CheckpointError(f"the metadata of {str(path)!r} is invalid: {what}", field=flag)
 
 
 def architecture_kwargs(metadata: Mapping[str, str], path: Path, flag: str) -> dict[str, Any]:
-    """The :func:`create_model` arguments recorded in ``metadata``, each parsed and checked
-    like a command-line value (:data:`ARCHITECTURE_KWARGS`); raises one
-    :class:`CheckpointError` naming the bad entry."""
+    """The :func:`create_model` arguments recorded in ``metadata`` (architecture only:
+    :data:`~shiftwise.models.arguments.ARGUMENTS`), each checked like a command-line value
+    (:func:`~shiftwise.models.arguments.check_arguments`); raises one :class:`CheckpointError`
+    naming the bad entry."""
     text = metadata.get("model_kwargs") or "{}"
     try:
         kwargs = json.loads(text, parse_constant=lambda name: math.nan)
@@ -153,18 +112,24 @@ def architecture_kwargs(metadata: Mapping[str, str], path: Path, flag: str) -> d
         raise _bad(path, flag, f"model_kwargs is not JSON ({text[:40]!r})") from None
     if not isinstance(kwargs, dict):
         raise _bad(path, flag, f"model_kwargs must be a JSON object, got {text[:40]!r}")
-    for key in ("num_classes", "in_chans", "width_factor"):
+    for key, kind in (("num_classes", int), ("in_chans", int), ("width_factor", float)):
         if metadata.get(key):
-            kind = int if ARCHITECTURE_KWARGS[key] == "int" else float
             try:
                 kwargs[key] = kind(metadata[key])
             except ValueError:
                 raise _bad(path, flag, f"{key} must be a number, got {metadata[key]!r}") from None
-    for key, value in kwargs.items():
-        if key not in ARCHITECTURE_KWARGS:
-            raise _bad(path, flag, f"{key!r} is not an architecture argument of create_model")
-        _check_value(key, ARCHITECTURE_KWARGS[key], value, path, flag)
-    return kwargs
+    try:
+        return check_arguments(kwargs)
+    except UsageError as error:
+        raise _bad(path, flag, str(error)) from None
+
+
+def _integer(text: str) -> int | str:
+    """``text`` as an integer, or unchanged when it is not one."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
 
 
 def recorded_int(
@@ -203,33 +168,33 @@ class _LargeTensorsOnMeta(TorchFunctionMode):
 
 def _check_architecture(
     name: str,
-    kwargs: Mapping[str, Any],
+    arguments: Mapping[str, Any],
     tensors: Mapping[str, torch.Tensor],
     path,
     flag: str,
     exact: bool = True,
 ) -> None:
-    """Check the file's tensors against model ``name`` built with ``kwargs`` before anything
-    large is allocated: a lower bound of the model's parameters (every block's MLP holds at
-    least ``dim**2`` weights) against the file's, then the exact keys, shapes and dtypes of
-    the model built with its large tensors on the meta device."""
-    config = MODEL_CONFIGS[name]
-    factor = kwargs.get("width_factor") or config.width_factor
-    dims = [int(d * factor) for d in kwargs.get("dims") or config.dims]
-    depths = kwargs.get("depths") or config.depths
+    """Check the file's tensors against model ``name`` built with ``arguments`` (every
+    :class:`MacroNet` argument) before anything large is allocated: a lower bound of the
+    model's parameters (every block's MLP holds at least ``dim**2`` weights) against the
+    file's, then the exact keys, shapes and dtypes of the model built with its large tensors
+    on the meta device."""
+    dims = stage_widths(arguments["dims"], arguments["width_factor"])
+    depths = arguments["depths"]
     at_least = sum(depth * dim * dim for depth, dim in zip(depths, dims, strict=True))
     held = sum(tensor.numel() for tensor in tensors.values())
     if at_least > held:
         raise CheckpointError(
-            f"{flag}: {str(path)!r} does not fit the model its metadata describes ({name!r} "
+            f"{str(path)!r} does not fit the model its metadata describes ({name!r} "
             f"with stage widths {dims} has more than {at_least} parameters, the file holds "
-            f"{held} values)"
+            f"{held} values)",
+            field=flag,
         )
     if not exact:
         return
     try:
         with _LargeTensorsOnMeta(_META_ELEMENTS):
-            skeleton = create_model(name, **kwargs)
+            skeleton = MacroNet(**arguments)
     except (ValueError, TypeError, KeyError, RuntimeError, NotImplementedError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise _bad(
@@ -259,17 +224,25 @@ def model_from_weights(
     tensors, metadata = read_weights(path, weights, flag)
     recorded = metadata.get("model")
     if name is not None and recorded is not None and recorded != name:
-        raise CheckpointError(f"{flag}: {str(path)!r} was trained as {recorded!r}, not {name!r}")
+        raise CheckpointError(
+            f"{str(path)!r} was trained as {recorded!r}, not {name!r}", field=flag
+        )
     name = name or recorded
     if name is None:
-        raise UsageError(f"{flag}: {str(path)!r} does not record its model; name the model")
+        raise UsageError(f"{str(path)!r} does not record its model; name the model", field=flag)
     if name not in list_models():
-        raise UsageError(f"{flag}: unknown model {name!r}, expected one of {list_models()}")
+        raise UsageError(f"unknown model {name!r}, expected one of {list_models()}", field=flag)
     kwargs: dict[str, Any] = dict(defaults or {})
     kwargs.update(architecture_kwargs(metadata, path, flag))
     kwargs.update({key: value for key, value in overrides.items() if value is not None})
+    try:
+        arguments = check_model_arguments(name, **kwargs)
+        if metadata.get("image_size"):
+            check_image_size(name, _integer(metadata["image_size"]), "image_size")
+    except UsageError as error:
+        raise _bad(path, flag, str(error)) from None
     deployed = metadata.get("form") == "deployed"
-    _check_architecture(name, kwargs, tensors, path, flag, exact=not deployed)
+    _check_architecture(name, arguments, tensors, path, flag, exact=not deployed)
     model = create_model(name, **kwargs)
     if deployed:  # the file holds the re-parameterised form: check it after reparameterize
         model = reparameterize(model.eval())

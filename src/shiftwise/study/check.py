@@ -9,21 +9,14 @@ the entry.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from shiftwise.errors import UsageError
 from shiftwise.study.grid import Entry, Grid
 
-__all__ = ["MAX_MODULES", "EntryPlan", "check_grid"]
-
-# Layers (modules) a grid's model may have: the largest registered models have under 700,
-# so this refuses runaway architecture arguments (depths, paths) while they are built.
-MAX_MODULES = 10_000
+__all__ = ["EntryPlan", "check_grid"]
 
 
 @dataclass
@@ -58,31 +51,11 @@ class EntryPlan:
         return math.ceil(self.val_images / self.batch_size)
 
 
-@contextmanager
-def _module_limit(limit: int) -> Iterator[None]:
-    """Refuse, while a model is built, its ``limit + 1``-th registered submodule."""
-    count = 0
-
-    def hook(module: nn.Module, name: str, submodule: nn.Module | None) -> None:
-        nonlocal count
-        count += 1
-        if count > limit:
-            raise UsageError(
-                f"model_kwargs: the model would have more than {limit} layers "
-                "(the largest registered models have under 700)"
-            )
-
-    handle = torch.nn.modules.module.register_module_module_registration_hook(hook)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
 def _check_entry(grid: Grid, entry: Entry, data_cache: dict) -> EntryPlan:
     from shiftwise.data import load_data
+    from shiftwise.devices import check_device
     from shiftwise.models import create_model
-    from shiftwise.training.config import check_device, config_from_options, resolve
+    from shiftwise.training.config import config_from_options, resolve
 
     config, _ = resolve(config_from_options(entry.options))
     check_device(config.run.device, "device")
@@ -96,10 +69,10 @@ def _check_entry(grid: Grid, entry: Entry, data_cache: dict) -> EntryPlan:
     kwargs = dict(config.model.kwargs)
     if config.model.width_factor is not None:
         kwargs["width_factor"] = config.model.width_factor
-    with _module_limit(MAX_MODULES):
-        model = create_model(
-            config.model.name, num_classes=bundle.num_classes, in_chans=in_chans, **kwargs
-        )
+    # create_model checks the architecture arguments against their bounds before building
+    model = create_model(
+        config.model.name, num_classes=bundle.num_classes, in_chans=in_chans, **kwargs
+    )
     batch = config.optim.batch_size * config.optim.accum_steps
     limit = data.train_limit
     train = len(bundle.train) if limit is None else min(limit, len(bundle.train))
@@ -133,5 +106,8 @@ def check_grid(grid: Grid) -> dict[str, EntryPlan]:
             plans[entry.name] = _check_entry(grid, entry, data_cache)
         except (UsageError, TypeError, ValueError) as error:
             message = " ".join(str(error).split())
-            raise UsageError(f"grid {grid.name!r} entry {entry.name!r}: {message}") from None
+            named = [error.field] if getattr(error, "field", None) else []
+            raise UsageError(
+                f"grid {grid.name!r} entry {entry.name!r}: {message}", also=named
+            ) from None
     return plans

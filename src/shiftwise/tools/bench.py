@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from shiftwise.devices import check_device
 from shiftwise.errors import UsageError
 from shiftwise.tools import check_output_directory
 from shiftwise.tools.benchmarking.environment import describe_environment, write_json
@@ -102,19 +103,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})"
     )
     parser.set_defaults(func=run)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``torch.device(name)``; ``ValueError`` if it is not cpu/cuda or CUDA is absent."""
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise UsageError(f"--device: expected cpu or cuda, got {name!r}") from error
-    if device.type not in ("cpu", "cuda"):
-        raise UsageError(f"--device: expected cpu or cuda, got {name!r}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device: {name!r} requested but CUDA is not available here")
-    return device
 
 
 def run_suite(
@@ -215,7 +203,7 @@ def summarise(payload: dict[str, Any]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    device = resolve_device(args.device)
+    device = check_device(args.device, "--device")
     if "onnxruntime" in args.runtime and device.type != "cpu":
         raise ValueError(f"--runtime: onnxruntime is measured on CPU only, got --device {device}")
     for name in ("repeats", "batch", "image_size", "threads"):

@@ -299,11 +299,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shiftwise.models.registry import check_width_factor
+    from shiftwise.models.registry import check_model_arguments
     from shiftwise.tools import check_model_names
 
     check_model_names(args.model, "MODEL")
-    check_width_factor(args.model, args.width_factor, "--width-factor")
+    try:
+        check_model_arguments(args.model, width_factor=args.width_factor)
+    except UsageError as error:
+        raise error.renamed(lambda field: f"--{field.replace('_', '-')}") from None
     if args.num_classes < 0:
         raise UsageError(f"--num-classes: expected an integer >= 0, got {args.num_classes}")
     if args.density is not None and not 0.0 < args.density <= 1.0:

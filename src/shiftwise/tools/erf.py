@@ -41,12 +41,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from shiftwise.devices import check_device
 from shiftwise.errors import MissingFileError, UsageError
 from shiftwise.io import atomic_write, check_regular_file, read_regular_file
 from shiftwise.models import create_model
 from shiftwise.models.weights import model_from_weights
 from shiftwise.tools import check_model_names, check_output_directory
-from shiftwise.tools.bench import resolve_device
 from shiftwise.tools.benchmarking.environment import describe_environment, write_json
 
 __all__ = [
@@ -326,7 +326,7 @@ def _parse_checkpoints(items: Sequence[str], models: Sequence[str]) -> dict[str,
 
 
 def run(args: argparse.Namespace) -> int:
-    device = resolve_device(args.device)
+    device = check_device(args.device, "--device")
     check_model_names(args.models, "--models")
     checkpoints = _parse_checkpoints(args.checkpoint, args.models)
     if args.layer_scale is not None and not math.isfinite(args.layer_scale):

@@ -13,10 +13,11 @@ import torch
 
 from shiftwise.data import BatchTransform, load_data
 from shiftwise.data.datasets import ImageFolderDataset
+from shiftwise.devices import check_device
 from shiftwise.errors import UsageError
 from shiftwise.inference import eval_settings
+from shiftwise.models.registry import check_image_size
 from shiftwise.models.weights import model_from_weights, recorded_int
-from shiftwise.training.config import MIN_IMAGE_SIZE, check_device
 from shiftwise.training.evaluation import evaluate_model, val_loader
 
 __all__ = ["evaluate_checkpoint", "register", "run"]
@@ -80,11 +81,6 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UsageError(f"--{name.replace('_', '-')}: expected an integer >= 1, got {value}")
-    if args.image_size is not None and args.image_size < MIN_IMAGE_SIZE:
-        raise UsageError(
-            f"--image-size: the models reduce their input {MIN_IMAGE_SIZE} times, expected at "
-            f"least {MIN_IMAGE_SIZE}, got {args.image_size}"
-        )
     if args.crop_pct is not None and not 0 < args.crop_pct <= 1:
         raise UsageError(f"--crop-pct: expected a number in (0, 1], got {args.crop_pct}")
     device = check_device(args.device, "--device")
@@ -99,6 +95,8 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
         flag="--checkpoint",
         defaults={"num_classes": bundle.num_classes, "in_chans": bundle.in_chans},
     )
+    if args.image_size is not None:
+        check_image_size(model, args.image_size, "--image-size")
     classes = recorded_int(
         metadata, "num_classes", bundle.num_classes, args.checkpoint, "--checkpoint"
     )

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import os
 import sys
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from shiftwise.inference import (
     find_images,
     predict_images,
 )
-from shiftwise.io import atomic_write
+from shiftwise.io import atomic_write, check_output_not_input
 
 __all__ = ["register", "run", "write_csv"]
 
@@ -91,26 +90,24 @@ def write_csv(predictions: list[Prediction], names: list[str] | None, top_k: int
     return buffer.getvalue().encode("utf-8")
 
 
-def _check_output(output: str, images: list[Path]) -> Path | None:
-    """The output path (``None``: stdout), refused when it is an input image or exists as
-    anything but a regular file."""
+def _check_output(output: str, inputs: list[Path]) -> Path | None:
+    """The output path (``None``: stdout), refused when it is one of ``inputs`` (the images or
+    the weights) or exists as anything but a regular file."""
     if output == "-":
         return None
     path = Path(output)
     if path.is_dir():
         raise UsageError(f"--output: {output!r} is a directory, expected a CSV file name")
-    if path.exists():
-        if not path.is_file():
-            raise UsageError(f"--output: {output!r} exists and is not a regular file")
-        for image in images:
-            if image.exists() and os.path.samefile(image, path):
-                raise UsageError(f"--output: {output!r} is one of the input images")
+    if path.exists() and not path.is_file():
+        raise UsageError(f"--output: {output!r} exists and is not a regular file")
+    check_output_not_input(path, inputs, "--output")
     return path
 
 
 def run(args: argparse.Namespace) -> int:
+    from shiftwise.devices import check_device
+    from shiftwise.models.registry import check_image_size
     from shiftwise.models.weights import model_from_weights
-    from shiftwise.training.config import MIN_IMAGE_SIZE, check_device
 
     for name in ("top_k", "batch_size"):
         value = getattr(args, name)
@@ -118,19 +115,16 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--{name.replace('_', '-')}: expected an integer >= 1, got {value}")
     if args.workers < 0:
         raise UsageError(f"--workers: expected an integer >= 0, got {args.workers}")
-    if args.image_size is not None and args.image_size < MIN_IMAGE_SIZE:
-        raise UsageError(
-            f"--image-size: the models reduce their input {MIN_IMAGE_SIZE} times, expected at "
-            f"least {MIN_IMAGE_SIZE}, got {args.image_size}"
-        )
     if args.crop_pct is not None and not 0 < args.crop_pct <= 1:
         raise UsageError(f"--crop-pct: expected a number in (0, 1], got {args.crop_pct}")
     images = find_images(args.images, "images")
-    output = _check_output(args.output, images)
+    output = _check_output(args.output, [*images, Path(args.checkpoint)])
     device = check_device(args.device, "--device")
     model, metadata = model_from_weights(
         args.checkpoint, args.model, args.weights, flag="--checkpoint"
     )
+    if args.image_size is not None:
+        check_image_size(model, args.image_size, "--image-size")
     names = class_names(metadata, int(model.num_classes), args.class_map)
     settings = eval_settings(model, metadata, args.image_size, args.crop_pct)
     predictions, failed = predict_images(

@@ -2,8 +2,8 @@
 :class:`~shiftwise.training.TrainConfig`'s fields, become a config for
 :func:`shiftwise.training.train` (see there for what training does).
 
-The library names config fields in its errors and log messages (``optim.lr``); this module
-is where they become the options the user typed (``--lr``).
+The library's errors carry the config field they concern (``error.field``: ``optim.lr``);
+this module is where they become the options the user typed (``--lr``).
 """
 
 from __future__ import annotations
@@ -13,21 +13,20 @@ import contextlib
 import json
 import logging
 import os
-import re
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from shiftwise.errors import ShiftwiseError
+from shiftwise.options import Option
 from shiftwise.training import TrainConfig, TrainResult, config_from_options, train
-from shiftwise.training.config import Option, iter_options, option_paths
-from shiftwise.training.recipe import RECIPES
+from shiftwise.training.config import RECIPES, DeprecatedOptionWarning, iter_options, option_paths
 
 __all__ = [
     "add_arguments",
     "config_from_args",
+    "field_flag",
     "flag",
-    "flags_for_fields",
     "format_report",
     "options_in_errors",
     "register",
@@ -52,25 +51,18 @@ def flag(option: str) -> str:
 
 
 _OPTIONS = option_paths()
-_FIELD_PATH = re.compile(
-    r"(?<![\w./-])(" + "|".join(re.escape(path) for path in _OPTIONS) + r")(?![\w.])"
-)
 
 
-def flags_for_fields(message: str, spell: Callable[[str], str] = flag) -> str:
-    """``message`` with every config field path replaced by its option as ``spell`` writes it
-    (``optim.lr`` -> ``--lr``; ``spell=str``: the flat option name ``lr``)."""
-    return _FIELD_PATH.sub(lambda match: spell(_OPTIONS[match.group(1)]), message)
+def field_flag(field: str, spell: Callable[[str], str] = flag) -> str:
+    """The option of the config field ``field`` as ``spell`` writes it (``optim.lr`` ->
+    ``--lr``); a name that is not a config field is returned unchanged."""
+    return spell(_OPTIONS[field]) if field in _OPTIONS else field
 
 
 def _recipe_defaults(section: str, name: str) -> str:
     """``"cpu 6, paper 300"``: each recipe's value of the field (empty when no recipe sets it)."""
-    values = [
-        f"{recipe} {RECIPES[recipe][section][name]}"
-        for recipe in sorted(RECIPES)
-        if name in RECIPES[recipe].get(section, {})
-    ]
-    return ", ".join(values)
+    values = {recipe: getattr(getattr(RECIPES[recipe], section), name) for recipe in RECIPES}
+    return ", ".join(f"{r} {v}" for r, v in sorted(values.items()) if v is not None)
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -133,37 +125,20 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         warnings.simplefilter("always", DeprecationWarning)
         config = config_from_options(options)
     for warning in caught:  # deprecated option names, said in the user's words
-        logger.warning("%s", re.sub(r"'(\w+)'", lambda m: flag(m.group(1)), str(warning.message)))
+        if isinstance(warning.message, DeprecatedOptionWarning):
+            old, new = flag(warning.message.old), flag(warning.message.new)
+            logger.warning("%s is deprecated, use %s", old, new)
     return config
 
 
 @contextlib.contextmanager
 def options_in_errors(spell: Callable[[str], str] = flag) -> Iterator[None]:
-    """Within this context, library errors and the log messages of the root logger's handlers
-    name options (as ``spell`` writes them) instead of config fields."""
-    handlers = logging.getLogger().handlers
-    fields_to_flags = _FlagsFilter(spell)
-    for handler in handlers:
-        handler.addFilter(fields_to_flags)
+    """Within this context, a library error's fields (``error.field``, ``error.also``) are
+    respelled as options (as ``spell`` writes them)."""
     try:
         yield
     except ShiftwiseError as error:
-        raise type(error)(flags_for_fields(str(error), spell)) from None
-    finally:
-        for handler in handlers:
-            handler.removeFilter(fields_to_flags)
-
-
-class _FlagsFilter(logging.Filter):
-    """Rewrites config field paths in a record's message to options."""
-
-    def __init__(self, spell: Callable[[str], str]) -> None:
-        super().__init__()
-        self.spell = spell
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = flags_for_fields(record.getMessage(), self.spell), None
-        return True
+        raise error.renamed(lambda field: field_flag(field, spell)) from None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -9,8 +9,9 @@ when allowed) and whether a change on resume rebuilds the learning-rate schedule
 (:func:`validate`) and the command line's options are generated from this metadata; errors
 name the field (``optim.lr: expected a value > 0, got 0.0``).
 
-:func:`resolve` fills a requested config in: from the defaults and the recipe
-(:mod:`shiftwise.training.recipe`, chosen by the model or ``run.recipe``) for a fresh run,
+:func:`resolve` fills a requested config in: from the defaults and the recipe (a partial
+:class:`TrainConfig` of :data:`RECIPES`, chosen by ``run.recipe`` or the model's registry
+entry, merged by :func:`merge`) for a fresh run,
 from the saved config when resuming, and lists what a resume changes as
 :class:`Difference` values.
 """
@@ -18,42 +19,52 @@ from the saved config when resuming, and lists what a resume changes as
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 import os
 import secrets
 import typing
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from shiftwise.data import AugmentConfig
+from shiftwise.devices import check_device, memory_bytes
 from shiftwise.errors import UsageError
-from shiftwise.models import MacroNet, list_models
-from shiftwise.models.registry import check_width_factor
+from shiftwise.models import list_models
+from shiftwise.models.arguments import estimate_training_bytes
+from shiftwise.models.registry import (
+    MODEL_CONFIGS,
+    check_image_size,
+    check_model_arguments,
+    get_config,
+    model_family,
+)
+from shiftwise.options import Option, option
 from shiftwise.sparse import GRANULARITIES, GROWTH_MODES, INIT_MODES
-from shiftwise.training.recipe import RECIPES, default_recipe
 
 __all__ = [
-    "MIN_IMAGE_SIZE",
+    "CPU",
+    "FINETUNE",
+    "PAPER",
+    "RECIPES",
     "SPARSE_INITS",
-    "AugmentSection",
     "DataConfig",
+    "DeprecatedOptionWarning",
     "Difference",
     "ModelConfig",
     "OptimConfig",
-    "Option",
     "RunConfig",
     "SparseConfig",
     "TrainConfig",
-    "check_device",
     "check_output_writable",
     "config_from_dict",
     "config_from_options",
     "config_to_dict",
+    "default_recipe",
     "defaults",
     "iter_options",
     "merge",
@@ -63,101 +74,52 @@ __all__ = [
     "validate",
 ]
 
-# Every registered model reduces its input 32 times (stride-4 stem, three stride-2 stages).
-MIN_IMAGE_SIZE = 32
 # The sparse initialisations a run may ask for ("dense" is the engine's no-op start).
 SPARSE_INITS = tuple(mode for mode in INIT_MODES if mode != "dense")
 # create_model arguments a run sets itself (from the data, model.width_factor, model.drop_path).
 _OWN_MODEL_ARGUMENTS = ("num_classes", "in_chans", "width_factor", "drop_path_rate")
 
 
-@dataclass(frozen=True)
-class Option:
-    """What one config field means and accepts.
+class DeprecatedOptionWarning(DeprecationWarning):
+    """A training option given by its former name ``old`` (now ``new``)."""
 
-    ``name``: the flat option name ("" = the field's name). ``low``/``high``: the closed range
-    (``low_open``/``high_open`` exclude the end); numbers must be finite. ``choices``: the
-    allowed values, or a function returning them. ``default``: the value when neither the user,
-    the recipe nor (when resuming) the saved config gives one. ``defines_run``: compared when
-    resuming. ``reschedules``: a change on resume rebuilds the learning-rate schedule.
-    ``resumed``: not compared, but taken from the saved config when resuming and not given
-    (it shapes what the run logs or writes). ``deprecated``: former option names, still
-    accepted with a :class:`DeprecationWarning`.
-    """
-
-    help: str
-    name: str = ""
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-    choices: Sequence[str] | Callable[[], Sequence[str]] = ()
-    default: Any = None
-    defines_run: bool = True
-    reschedules: bool = False
-    resumed: bool = False
-    deprecated: tuple[str, ...] = ()
-
-    def allowed(self) -> Sequence[str]:
-        """The choices (called when given as a function)."""
-        return self.choices() if callable(self.choices) else self.choices
-
-    def bounds(self) -> str:
-        """``">= 1"``, ``"> 0"``, ``"in [0, 1)"``...: the range in words."""
-        low = 0 if self.low is None else self.low
-        if self.high is None:
-            return f"{'>' if self.low_open else '>='} {low:g}"
-        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
-        high = self.high if isinstance(self.high, int) else format(self.high, "g")
-        return f"in {left}{low:g}, {high}{right}"
-
-    def expected_range(self, integer: bool) -> str:
-        """``"an integer >= 1"``, ``"a value in [0, 1)"``...: what the range accepts."""
-        kind = "an integer" if integer and self.high is None else "a value"
-        return f"{kind} {self.bounds()}"
-
-    def contains(self, value: float) -> bool:
-        low_ok = self.low is None or (value > self.low if self.low_open else value >= self.low)
-        high_ok = self.high is None or (value < self.high if self.high_open else value <= self.high)
-        return math.isfinite(value) and low_ok and high_ok
-
-
-def _option(help: str, **option: Any) -> Any:
-    """A config field (default ``None``: not given) described by ``Option(help, **option)``."""
-    return field(default=None, metadata={"option": Option(help, **option)})
+    def __init__(self, old: str, new: str) -> None:
+        super().__init__(f"the training option {old!r} is deprecated, use {new!r}")
+        self.old, self.new = old, new
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """The network: a registered model and the :func:`create_model` arguments it gets."""
 
-    name: str | None = _option(
-        "registered model name", name="model", choices=list_models, default="sw_atto"
+    name: str | None = option(
+        "registered model name", name="model", choices=list_models, default="sw_atto", fixed=True
     )
-    width_factor: float | None = _option(
-        "multiplies every stage width (default: the model's)", low=0, low_open=True
+    width_factor: float | None = option(
+        "multiplies every stage width (default: the model's)", low=0, low_open=True, fixed=True
     )
-    drop_path: float | None = _option(
+    drop_path: float | None = option(
         "stochastic depth of the last block (paper recipe: 0.2 for sw_* models)",
         low=0,
         high=1,
         high_open=True,
     )
-    kwargs: Mapping[str, Any] | None = _option(
+    kwargs: Mapping[str, Any] | None = option(
         'other create_model arguments as JSON, e.g. {"operator_kwargs": {"n_paths": 1}}',
         name="model_kwargs",
         default={},
+        fixed=True,
     )
-    finetune: str | None = _option(
+    finetune: str | None = option(
         "weights file, checkpoint.pt or run directory to start from (a new classifier when "
         "its class count differs); never reloaded on resume"
     )
-    finetune_weights: str | None = _option(
+    finetune_weights: str | None = option(
         "the fine-tuning file's weights to start from: the model's or its EMA",
         choices=("model", "ema"),
         default="model",
     )
-    head_init_scale: float | None = _option(
+    head_init_scale: float | None = option(
         "factor on a re-initialised classifier's initial weights (fine-tuning; default 1)",
         low=0,
         default=1.0,
@@ -168,21 +130,23 @@ class ModelConfig:
 class DataConfig:
     """The data set and how it is read."""
 
-    name: str | None = _option(
+    name: str | None = option(
         "bundled, fashion-mnist, digits or an ImageFolder root with train/ val/",
         name="data",
         default="bundled",
     )
-    data_dir: str | None = _option("cache directory of the bundled set", defines_run=False)
-    image_size: int | None = _option("input side in pixels (default: the data's)")
-    train_limit: int | None = _option("first N train images", low=1)
-    val_limit: int | None = _option("first N val images", low=1, defines_run=False, resumed=True)
-    workers: int | None = _option(
+    data_dir: str | None = option("cache directory of the bundled set", defines_run=False)
+    image_size: int | None = option(
+        "input side in pixels, at least the model's minimum (default: the data's)", low=1
+    )
+    train_limit: int | None = option("first N train images", low=1)
+    val_limit: int | None = option("first N val images", low=1, defines_run=False, resumed=True)
+    workers: int | None = option(
         "DataLoader workers (default: 0 for the built-in sets, 4 otherwise)",
         low=0,
         defines_run=False,
     )
-    crop_pct: float | None = _option(
+    crop_pct: float | None = option(
         "ImageFolder validation: resize the shorter side to image_size / crop_pct, crop the "
         "centre (default: the model's pretrained_cfg, as shiftwise eval)",
         low=0,
@@ -191,7 +155,7 @@ class DataConfig:
         defines_run=False,
         resumed=True,
     )
-    max_bad_images: float | None = _option(
+    max_bad_images: float | None = option(
         "share of unreadable training images skipped (with a warning) before the run stops",
         low=0,
         high=1,
@@ -210,27 +174,25 @@ class OptimConfig:
     scaled linearly with the actual effective batch (``batch_size * accum_steps * world``).
     """
 
-    epochs: int | None = _option("training epochs", low=1, reschedules=True)
-    batch_size: int | None = _option("images per process and step", low=1, reschedules=True)
-    lr: float | None = _option(
+    epochs: int | None = option("training epochs", low=1, reschedules=True)
+    batch_size: int | None = option("images per process and step", low=1, reschedules=True)
+    lr: float | None = option(
         "peak learning rate at lr_base_batch images per step",
         low=0,
         low_open=True,
         reschedules=True,
     )
-    lr_base_batch: int | None = _option(
+    lr_base_batch: int | None = option(
         "effective batch that lr is given for", low=1, reschedules=True
     )
-    weight_decay: float | None = _option(
+    weight_decay: float | None = option(
         "AdamW weight decay (>= 2-D weights only)", low=0, reschedules=True
     )
-    warmup_epochs: float | None = _option(
+    warmup_epochs: float | None = option(
         "linear warm-up epochs (may be fractional)", low=0, reschedules=True
     )
-    min_lr: float | None = _option(
-        "learning rate at the end of the cosine", low=0, reschedules=True
-    )
-    layer_decay: float | None = _option(
+    min_lr: float | None = option("learning rate at the end of the cosine", low=0, reschedules=True)
+    layer_decay: float | None = option(
         "layer-wise lr decay: each layer's rate is this times the next one's, the head's is lr "
         "(1: off)",
         low=0,
@@ -239,52 +201,36 @@ class OptimConfig:
         default=1.0,
         reschedules=True,
     )
-    accum_steps: int | None = _option(
+    accum_steps: int | None = option(
         "gradient accumulation steps", low=1, default=1, reschedules=True
     )
-    clip_grad: float | None = _option("gradient norm clipping (0: off)", low=0)
-    ema_decay: float | None = _option(
-        "weights EMA decay (0: no EMA)", low=0, high=1, high_open=True
-    )
-    amp: bool | None = _option("bf16 autocast")
-
-
-@dataclass(frozen=True)
-class AugmentSection:
-    """Training augmentation (the fields of :class:`shiftwise.data.AugmentConfig`)."""
-
-    crop_scale: float | None = _option(
-        "RandomResizedCrop's minimum area (1: no crop)", low=0, high=1, low_open=True
-    )
-    hflip: float | None = _option("horizontal flip probability", low=0, high=1)
-    randaug_n: int | None = _option("RandAugment op count (0: off)", low=0)
-    randaug_m: int | None = _option("RandAugment magnitude", low=0, high=30)
-    reprob: float | None = _option("RandomErasing probability", low=0, high=1)
-    mixup: float | None = _option("MixUp probability", low=0)
-    cutmix: float | None = _option("CutMix probability", low=0)
-    smoothing: float | None = _option("label smoothing", low=0, high=1, high_open=True)
+    clip_grad: float | None = option("gradient norm clipping (0: off)", low=0)
+    ema_decay: float | None = option("weights EMA decay (0: no EMA)", low=0, high=1, high_open=True)
+    amp: bool | None = option("bf16 autocast")
 
 
 @dataclass(frozen=True)
 class SparseConfig:
     """Dynamic sparse training (:class:`shiftwise.sparse.Masking`)."""
 
-    enabled: bool | None = _option("dynamic sparse training", name="sparse", default=False)
-    density: float | None = _option(
+    enabled: bool | None = option(
+        "dynamic sparse training", name="sparse", default=False, fixed=True
+    )
+    density: float | None = option(
         "kept share of the sparse weights", low=0, high=1, low_open=True, default=0.6
     )
-    init: str | None = _option(
+    init: str | None = option(
         "initial layer densities", name="sparse_init", choices=SPARSE_INITS, default="erk"
     )
-    growth: str | None = _option(
-        "how pruned weights regrow", choices=GROWTH_MODES, default="random"
-    )
-    update_freq: int | None = _option("optimizer steps between mask updates", low=1, default=100)
-    prune_rate: float | None = _option(
+    growth: str | None = option("how pruned weights regrow", choices=GROWTH_MODES, default="random")
+    update_freq: int | None = option("optimizer steps between mask updates", low=1, default=100)
+    prune_rate: float | None = option(
         "share pruned and regrown at an update", low=0, high=1, default=0.3
     )
-    granularity: str | None = _option(
-        "mask units (default: group for sw_* models, fine otherwise)", choices=GRANULARITIES
+    granularity: str | None = option(
+        "mask units (default: group for sw_* models, fine otherwise)",
+        choices=GRANULARITIES,
+        fixed=True,
     )
 
 
@@ -292,26 +238,26 @@ class SparseConfig:
 class RunConfig:
     """Where and how the run executes, and what defines it besides the other sections."""
 
-    recipe: str | None = _option(
-        "base recipe (default: cpu for *_atto models, paper otherwise)",
-        choices=tuple(sorted(RECIPES)),
+    recipe: str | None = option(
+        "base recipe (default: the model's, cpu for *_atto models, paper otherwise)",
+        choices=lambda: tuple(sorted(RECIPES)),
         defines_run=False,
     )
-    seed: int | None = _option(
+    seed: int | None = option(
         "seed of the data order, initialisation and masks", low=0, high=2**63 - 1, default=0
     )
-    output: str | None = _option("run directory (default runs/...)", defines_run=False)
-    resume: str | None = _option(
+    output: str | None = option("run directory (default runs/...)", defines_run=False)
+    resume: str | None = option(
         "run directory (its newest resume point that verifies) or a checkpoint.pt",
         defines_run=False,
     )
-    allow_config_change: bool | None = _option(
+    allow_config_change: bool | None = option(
         "let resume change what defines the run (listed in a warning)",
         default=False,
         defines_run=False,
     )
-    device: str | None = _option("cpu, cuda, cuda:N (default: best)", defines_run=False)
-    resume_point_every: int | None = _option(
+    device: str | None = option("cpu, cuda, cuda:N (default: best)", defines_run=False)
+    resume_point_every: int | None = option(
         "also save a resume point every N optimizer steps (0: after each epoch only)",
         deprecated=("checkpoint_every",),
         low=0,
@@ -319,21 +265,21 @@ class RunConfig:
         defines_run=False,
         resumed=True,
     )
-    max_skipped_steps: int | None = _option(
+    max_skipped_steps: int | None = option(
         "stop as diverged after N consecutive non-finite steps",
         low=1,
         default=5,
         defines_run=False,
         resumed=True,
     )
-    progress: bool | None = _option("tqdm progress bar", default=True, defines_run=False)
-    compile: bool | None = _option(
+    progress: bool | None = option("tqdm progress bar", default=True, defines_run=False)
+    compile: bool | None = option(
         "torch.compile the training step", default=False, defines_run=False, resumed=True
     )
-    channels_last: bool | None = _option(
+    channels_last: bool | None = option(
         "channels-last weights and batches", default=False, defines_run=False, resumed=True
     )
-    grad_checkpointing: bool | None = _option(
+    grad_checkpointing: bool | None = option(
         "activation checkpointing of every block (less memory, a second forward)",
         default=False,
         defines_run=False,
@@ -348,9 +294,84 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    augment: AugmentSection = field(default_factory=AugmentSection)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     sparse: SparseConfig = field(default_factory=SparseConfig)
     run: RunConfig = field(default_factory=RunConfig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Recipes: named partial configs (``None`` fields: not set by the recipe), merged by merge()
+
+# SLaK / ConvNeXt ImageNet recipe (the papers' training settings): 300 epochs, AdamW lr 4e-3 at an
+# effective batch of 4096, weight decay 0.05, 20 warm-up epochs, mixup 0.8, cutmix 1.0,
+# label smoothing 0.1, RandAugment m9, random erasing 0.25, EMA; drop path 0.1 (0.2 for SW-T:
+# the family's ModelFamily.paper_recipe).
+PAPER = TrainConfig(
+    model=ModelConfig(drop_path=0.1),
+    optim=OptimConfig(
+        epochs=300, batch_size=128, lr=4e-3, lr_base_batch=4096, weight_decay=0.05,
+        warmup_epochs=20, min_lr=1e-6, ema_decay=0.9999, amp=True, clip_grad=0.0,
+    ),
+    augment=AugmentConfig(
+        smoothing=0.1, mixup=0.8, cutmix=1.0, randaug_n=2, randaug_m=9, reprob=0.25,
+        crop_scale=0.08, hflip=0.5,
+    ),
+)  # fmt: skip
+
+# A few epochs on 2 CPU cores: higher learning rate, short warm-up, light regularisation, no
+# EMA (too few steps for it to settle), no mixing. Geometric augmentation is switched off by
+# the data when it would change labels (the bundled set's labels are directions).
+CPU = TrainConfig(
+    model=ModelConfig(drop_path=0.0),
+    optim=OptimConfig(
+        epochs=6, batch_size=64, lr=2e-3, lr_base_batch=64, weight_decay=0.05,
+        warmup_epochs=0.5, min_lr=1e-5, ema_decay=0.0, amp=False, clip_grad=0.0,
+    ),
+    augment=AugmentConfig(
+        smoothing=0.1, mixup=0.0, cutmix=0.0, randaug_n=0, randaug_m=9, reprob=0.0,
+        crop_scale=0.6, hflip=0.5,
+    ),
+)  # fmt: skip
+
+# The official ConvNeXt ImageNet-22k -> 1k fine-tuning settings (facebookresearch/ConvNeXt,
+# TRAINING.md, "Fine-tune from ImageNet-22K pre-training", ConvNeXt-B 224x224), for runs started
+# with model.finetune: 30 epochs, AdamW lr 5e-5 at an effective batch of 512 (2 nodes x 8 GPUs x
+# 32; no lr scaling in their main.py), no warm-up, weight decay 1e-8, layer decay 0.8, head init
+# scale 0.001, mixup and cutmix 0, drop path 0.2 (L 0.3, XL 0.4; the 1k -> 384 fine-tunes use
+# layer decay 0.7 and drop path 0.8 / 0.95); EMA off (their main.py default; only the XL
+# commands add --model_ema true). The rest are their main.py defaults, as in the paper recipe:
+# min lr 1e-6, label smoothing 0.1, RandAugment rand-m9-mstd0.5-inc1, random erasing 0.25,
+# bicubic RandomResizedCrop scale (0.08, 1), flip 0.5, no gradient clipping. The SLaK README
+# gives no ImageNet fine-tuning command (its main.py keeps ConvNeXt's --finetune,
+# --layer_decay and --head_init_scale). amp follows the paper recipe (bf16 autocast; the
+# official default is fp32).
+FINETUNE = TrainConfig(
+    model=ModelConfig(drop_path=0.2, head_init_scale=0.001),
+    optim=OptimConfig(
+        epochs=30, batch_size=32, lr=5e-5, lr_base_batch=512, weight_decay=1e-8,
+        layer_decay=0.8, warmup_epochs=0, min_lr=1e-6, ema_decay=0.0, amp=True, clip_grad=0.0,
+    ),
+    augment=AugmentConfig(
+        smoothing=0.1, mixup=0.0, cutmix=0.0, randaug_n=2, randaug_m=9, reprob=0.25,
+        crop_scale=0.08, hflip=0.5,
+    ),
+)  # fmt: skip
+
+RECIPES: dict[str, TrainConfig] = {"paper": PAPER, "cpu": CPU, "finetune": FINETUNE}
+
+
+def default_recipe(model: str, name: str | None = None) -> TrainConfig:
+    """The recipe ``name`` (``None``: the one the registered ``model`` is made for, its
+    :attr:`~shiftwise.models.registry.Architecture.recipe`), with the model family's overrides
+    of the paper recipe (SW: drop path 0.2, as released for SW-T)."""
+    if name is None:
+        name = get_config(model).recipe if model in MODEL_CONFIGS else "paper"
+    if name not in RECIPES:
+        raise UsageError(f"expected one of {sorted(RECIPES)}, got {name!r}", field="run.recipe")
+    recipe = RECIPES[name]
+    if name == "paper" and model in MODEL_CONFIGS:
+        recipe = merge(recipe, TrainConfig(model=ModelConfig(**model_family(model).paper_recipe)))
+    return recipe
 
 
 @dataclass(frozen=True)
@@ -452,7 +473,7 @@ def config_from_dict(values: Mapping[str, Mapping[str, Any]]) -> TrainConfig:
     for section, section_values in values.items():
         for name in section_values:
             if f"{section}.{name}" not in _BY_PATH:
-                raise UsageError(f"{section}.{name}: not a training config field")
+                raise UsageError("not a training config field", field=f"{section}.{name}")
     return _with_values(TrainConfig(), values)
 
 
@@ -465,16 +486,17 @@ def config_from_options(options: Mapping[str, Any]) -> TrainConfig:
     values: dict[str, dict[str, Any]] = {}
     for name, value in options.items():
         if name in _DEPRECATED:
-            new = _DEPRECATED[name].option_name
-            warnings.warn(
-                f"the training option {name!r} is deprecated, use {new!r}",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            name = new
+            f = _DEPRECATED[name]
+            if f.option_name in options and options[f.option_name] is not None:
+                raise UsageError(
+                    f"given twice, also by its former name {name!r}; give it once",
+                    field=f.path,
+                )
+            warnings.warn(DeprecatedOptionWarning(name, f.option_name), stacklevel=2)
+            name = f.option_name
         if name not in _BY_OPTION:
             raise UsageError(
-                f"{name}: unknown training option, expected one of {sorted(_BY_OPTION)}"
+                f"unknown training option, expected one of {sorted(_BY_OPTION)}", field=name
             )
         f = _BY_OPTION[name]
         values.setdefault(f.section, {})[f.name] = value
@@ -490,37 +512,60 @@ def _check_value(f: _Field, value: Any) -> Any:
     if f.kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, f.kind) or (f.kind is int and isinstance(value, bool)):
-        raise UsageError(f"{f.path}: expected {f.kind.__name__}, got {value!r}")
+        raise UsageError(f"expected {f.kind.__name__}, got {value!r}", field=f.path)
     option = f.option
     if f.kind in (int, float) and (option.low is not None or option.high is not None):
         if not option.contains(value):
             expected = option.expected_range(f.kind is int)
             if not math.isfinite(value):
                 expected = expected.replace("a value", "a finite value", 1)
-            raise UsageError(f"{f.path}: expected {expected}, got {value}")
+            raise UsageError(f"expected {expected}, got {value}", field=f.path)
     elif f.kind is float and not math.isfinite(value):
-        raise UsageError(f"{f.path}: expected a finite value, got {value}")
+        raise UsageError(f"expected a finite value, got {value}", field=f.path)
     choices = option.allowed()
     if choices and value not in choices:
         if f.path == "model.name":
-            raise UsageError(f"{f.path}: unknown model {value!r}, expected one of {list(choices)}")
-        raise UsageError(f"{f.path}: expected one of {list(choices)}, got {value!r}")
+            raise UsageError(
+                f"unknown model {value!r}, expected one of {list(choices)}", field=f.path
+            )
+        raise UsageError(f"expected one of {list(choices)}, got {value!r}", field=f.path)
     return value
 
 
-def _check_model_kwargs(kwargs: Mapping[str, Any]) -> None:
-    """Every key a :class:`~shiftwise.models.MacroNet` argument the run does not set."""
-    accepted = set(inspect.signature(MacroNet).parameters) - set(_OWN_MODEL_ARGUMENTS)
+def _check_model(config: TrainConfig, device: torch.device | None) -> None:
+    """The model's arguments (model.kwargs, model.width_factor, model.drop_path) accepted by
+    :func:`~shiftwise.models.registry.check_model_arguments`, ``data.image_size`` by
+    :func:`~shiftwise.models.registry.check_image_size`, and a training step of
+    ``optim.batch_size`` images that fits the memory of ``device`` (when given); errors name
+    the field."""
+    name = config.model.name or _BY_PATH["model.name"].option.default
+    kwargs = dict(config.model.kwargs or {})
     for key in kwargs:
         if key in _OWN_MODEL_ARGUMENTS:
             raise UsageError(
-                f"model.kwargs: {key!r} is set by the run (data, model.width_factor, "
-                "model.drop_path), not by model.kwargs"
+                f"{key!r} is set by the run (data, model.width_factor, model.drop_path), not "
+                "by model.kwargs",
+                field="model.kwargs",
+                also=["model.width_factor", "model.drop_path"],
             )
-        if key not in accepted:
+    own = {"width_factor": config.model.width_factor, "drop_path_rate": config.model.drop_path}
+    try:
+        arguments = check_model_arguments(name, **kwargs, **own)
+    except UsageError as error:
+        if error.field == "width_factor" and config.model.width_factor is not None:
+            raise UsageError(error.reason, field="model.width_factor") from None
+        raise UsageError(f"{error}", field="model.kwargs") from None
+    size, batch = config.data.image_size, config.optim.batch_size
+    if size is not None:
+        check_image_size(name, size, "data.image_size")
+    if device is not None and size is not None and batch is not None:
+        needed, available = estimate_training_bytes(arguments, size, batch), memory_bytes(device)
+        if needed > available:
             raise UsageError(
-                f"model.kwargs: unknown create_model argument {key!r}, expected one of "
-                f"{sorted(accepted)}"
+                f"a training step of {batch} images of {size} px needs about "
+                f"{needed / 2**30:.3g} GiB, more than the {available / 2**30:.3g} GiB of {device}",
+                field="optim.batch_size",
+                also=["data.image_size"],
             )
 
 
@@ -530,9 +575,10 @@ def validate(config: TrainConfig, devices: bool = True) -> TrainConfig:
 
     Raises :class:`UsageError` naming the field: a wrong type, an out-of-range number (all
     numbers finite), a value not among the choices (unknown model or recipe...), an image size
-    below :data:`MIN_IMAGE_SIZE`, sparse fields without ``sparse.enabled``, fine-tuning fields
-    without ``model.finetune``, an unknown ``model.kwargs`` key, and (``devices``) an unusable
-    device.
+    the model does not take, sparse fields without ``sparse.enabled``, model arguments
+    (``model.kwargs``, width, drop path) out of the model's bounds or beyond the memory, and
+    (``devices``) an unusable device or a training step (``optim.batch_size`` images of
+    ``data.image_size``, when both are given) beyond its memory.
     """
     values: dict[str, dict[str, Any]] = {}
     for f in _FIELDS:
@@ -540,53 +586,17 @@ def validate(config: TrainConfig, devices: bool = True) -> TrainConfig:
         if value is not None:
             values.setdefault(f.section, {})[f.name] = _check_value(f, value)
     config = _with_values(config, values)
-    if config.data.image_size is not None and config.data.image_size < MIN_IMAGE_SIZE:
-        raise UsageError(
-            f"data.image_size: the models reduce their input {MIN_IMAGE_SIZE} times, expected "
-            f"at least {MIN_IMAGE_SIZE}, got {config.data.image_size}"
-        )
     if not config.sparse.enabled:
         given = [f.path for f in _FIELDS if f.section == "sparse" and f.name != "enabled"]
         given = [path for path in given if _get(config, _BY_PATH[path]) is not None]
         if given:
-            raise UsageError(f"{given[0]}: only applies to sparse training; add sparse.enabled")
-    if config.model.finetune is None:
-        for path in ("model.finetune_weights", "model.head_init_scale"):
-            if _get(config, _BY_PATH[path]) is not None:
-                raise UsageError(f"{path}: only applies to fine-tuning; add model.finetune")
-    if config.model.kwargs:
-        _check_model_kwargs(config.model.kwargs)
-    if config.model.width_factor is not None:
-        name = config.model.name or _BY_PATH["model.name"].option.default
-        check_width_factor(name, config.model.width_factor, "model.width_factor")
-    if devices:
-        check_device(config.run.device, "run.device")
-    return config
-
-
-def check_device(name: str | None, option: str) -> torch.device:
-    """The device ``name`` (default: CUDA when available, else CPU), checked to exist; errors
-    name ``option``."""
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise UsageError(
-            f"{option}: {name!r} is not a device, expected cpu, cuda or cuda:N"
-        ) from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError(f"{option}: {name!r} asked for CUDA, but no CUDA device is available")
-        if device.index is not None and device.index >= torch.cuda.device_count():
             raise UsageError(
-                f"{option}: {name!r} does not exist ({torch.cuda.device_count()} CUDA devices)"
+                "only applies to sparse training; add sparse.enabled",
+                field=given[0],
+                also=["sparse.enabled"],
             )
-    elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise UsageError(f"{option}: {name!r} asked for MPS, which is not available")
-    elif device.type not in ("cpu", "cuda", "mps"):
-        raise UsageError(f"{option}: {name!r} is not supported, expected cpu, cuda or cuda:N")
-    return device
+    _check_model(config, check_device(config.run.device, "run.device") if devices else None)
+    return config
 
 
 def check_output_writable(directory: Path, option: str = "run.output") -> None:
@@ -598,7 +608,7 @@ def check_output_writable(directory: Path, option: str = "run.output") -> None:
         probe.unlink(missing_ok=True)  # (another rank may be cleaning the directory)
     except OSError as error:
         reason = error.strerror or type(error).__name__
-        raise UsageError(f"{option}: cannot write to {str(directory)!r} ({reason})") from None
+        raise UsageError(f"cannot write to {str(directory)!r} ({reason})", field=option) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -625,7 +635,9 @@ def resolve(
     given fields. Resume: the fields that define the run come from ``saved`` (a resolved
     config), replaced by the named recipe's when ``run.recipe`` is given, then by the given
     fields; the others from the defaults and the given fields. The differences are the
-    run-defining fields that differ from ``saved`` (empty for a fresh run).
+    run-defining fields that differ from ``saved`` (empty for a fresh run); a change of a
+    fixed field (model, width, model arguments, sparsity) is refused, and any change unless
+    ``run.allow_config_change``, with one :class:`UsageError`.
     """
     base = defaults()
     if saved is not None:
@@ -636,12 +648,13 @@ def resolve(
         base = _with_values(base, saved_run)
     model = requested.model.name or base.model.name
     if saved is None or requested.run.recipe is not None:
-        base = _with_values(base, default_recipe(model, requested.run.recipe))
+        base = merge(base, default_recipe(model, requested.run.recipe))
     resolved = merge(base, requested)
     if resolved.optim.min_lr > resolved.optim.lr:
         raise UsageError(
-            f"optim.min_lr: expected a value <= the learning rate {resolved.optim.lr:g}, "
-            f"got {resolved.optim.min_lr:g}"
+            f"expected a value <= the learning rate {resolved.optim.lr:g}, "
+            f"got {resolved.optim.min_lr:g}",
+            field="optim.min_lr",
         )
     differences = []
     if saved is not None:
@@ -649,7 +662,28 @@ def resolve(
             old, new = _get(saved, f), _get(resolved, f)
             if f.option.defines_run and old != new:
                 differences.append(Difference(f.path, old, new))
+    _check_changes(differences, resolved.run.allow_config_change)
     return resolved, differences
+
+
+def _check_changes(differences: Sequence[Difference], allowed: bool) -> None:
+    """Refuse a resume that changes a fixed field, or any run-defining field unless
+    ``allowed`` (``run.allow_config_change``)."""
+    for difference in differences:
+        if _BY_PATH[difference.field].option.fixed:
+            raise UsageError(
+                f"a resume cannot change it ({difference.saved} -> {difference.requested}): the "
+                "saved weights and masks have the saved run's shapes; start a new run instead",
+                field=difference.field,
+            )
+    if differences and not allowed:
+        changes = "; ".join(str(d) for d in differences)
+        raise UsageError(
+            f"the config changes the saved run ({changes}); drop those fields or set "
+            "run.allow_config_change",
+            field="run.resume",
+            also=[*(d.field for d in differences), "run.allow_config_change"],
+        )
 
 
 def reschedules(differences: Sequence[Difference]) -> bool:

@@ -130,7 +130,8 @@ def resume_point_and_config(
     if differences and not config.run.allow_config_change:
         raise UsageError(
             f"run.resume: the config changes the run saved in {resume['path']!r} "
-            f"({changes}); drop those fields or set run.allow_config_change"
+            f"({changes}); drop those fields or set run.allow_config_change",
+            also=["run.allow_config_change"],
         )
     if differences:
         logger.warning("run.resume with a changed configuration: %s", changes)

@@ -180,10 +180,8 @@ class Trainer:
 
     def _set_up(self, resume: dict[str, Any] | None) -> None:
         config, optim = self.config, self.config.optim
-        if config.model.finetune is None and config.run.recipe == "finetune":
-            raise UsageError(
-                "run.recipe: the finetune recipe starts from trained weights; add model.finetune"
-            )
+        if config.model.finetune is None:
+            _check_no_fine_tuning(config)
         self.device = check_device(config.run.device, "run.device")
         self.bundle = load_data(
             config.data.name,
@@ -196,7 +194,8 @@ class Trainer:
         if resume is not None and resume["num_classes"] != self.bundle.num_classes:
             raise UsageError(
                 f"run.resume: the resume point has {resume['num_classes']} classes, the data "
-                f"{config.data.name!r} has {self.bundle.num_classes}"
+                f"{config.data.name!r} has {self.bundle.num_classes}",
+                also=["data.name"],
             )
         self.augment = config.augment
         if not self.bundle.geometric_aug:  # label-changing augmentation off for this data
@@ -314,8 +313,8 @@ class Trainer:
         if not isinstance(self.bundle.val, ImageFolderDataset):
             if crop_pct is not None:
                 raise UsageError(
-                    f"data.crop_pct: applies to ImageFolder data; {self.bundle.name!r} is "
-                    "resized whole"
+                    f"applies to ImageFolder data; {self.bundle.name!r} is resized whole",
+                    field="data.crop_pct",
                 )
             return
         size = self.bundle.image_size
@@ -405,9 +404,10 @@ class Trainer:
                 change.requested == 1
             ):
                 raise UsageError(
-                    f"optim.layer_decay: a resume cannot switch layer-wise lr decay on or off "
-                    f"(saved {change.saved:g}, requested {change.requested:g}): the optimizer "
-                    "state is kept per parameter group"
+                    f"a resume cannot switch layer-wise lr decay on or off (saved "
+                    f"{change.saved:g}, requested {change.requested:g}): the optimizer state is "
+                    "kept per parameter group",
+                    field="optim.layer_decay",
                 )
         tensors = resume["tensors"]
         self.model.load_state_dict(tensors["model"])
@@ -585,7 +585,8 @@ class Trainer:
             raise DataError(
                 f"data.name: {self.totals.bad_images} training images of "
                 f"{self.sampler.num_samples} could not be read this epoch (more than "
-                f"data.max_bad_images {allowed:g}); see the warnings naming them"
+                f"data.max_bad_images {allowed:g}); see the warnings naming them",
+                also=["data.max_bad_images"],
             )
         if bool(bad.all()) and self.ctx.world > 1:
             raise DataError(
@@ -638,7 +639,8 @@ class Trainer:
                     f"training diverged: {self.consecutive_skips} consecutive steps had a "
                     f"non-finite loss or gradient (epoch {epoch + 1}, step {done + 1}; "
                     f"run.max_skipped_steps {limit}); {safe_on_disk(self.output)}; try a lower "
-                    "optim.lr or optim.clip_grad"
+                    "optim.lr or optim.clip_grad",
+                    also=["run.max_skipped_steps", "optim.lr", "optim.clip_grad"],
                 )
         self.optimizer.zero_grad(set_to_none=True)
         with warnings.catch_warnings():  # a skipped first step: "scheduler before optimizer"
@@ -766,7 +768,8 @@ class Trainer:
         raise DivergedError(
             f"training diverged: {reason}; the final weights are not saved as model.safetensors, "
             f"{kept}; the resume points in {str(self.output)!r} are kept; try a lower optim.lr "
-            "or optim.clip_grad"
+            "or optim.clip_grad",
+            also=["optim.lr", "optim.clip_grad"],
         )
 
     def close(self, failed: bool) -> None:
@@ -813,6 +816,27 @@ class Trainer:
             f", {record['skipped_steps']} steps skipped" if record["skipped_steps"] else "",
             record["time"],
         )
+
+
+def _check_no_fine_tuning(config: TrainConfig) -> None:
+    """Refuse the fine-tuning recipe and options in a run that starts from no weights."""
+    if config.run.recipe == "finetune":
+        raise UsageError(
+            "the finetune recipe starts from trained weights; add model.finetune",
+            field="run.recipe",
+            also=["model.finetune"],
+        )
+    model = config.model
+    for path, value, default in (
+        ("model.head_init_scale", model.head_init_scale, 1.0),
+        ("model.finetune_weights", model.finetune_weights, "model"),
+    ):
+        if value != default:
+            raise UsageError(
+                "only applies to fine-tuning; add model.finetune",
+                field=path,
+                also=["model.finetune"],
+            )
 
 
 def _grad_norm(model: nn.Module, clip: float) -> torch.Tensor:
