@@ -11,6 +11,7 @@ from testing_utils import randomize_batchnorm
 from torch import nn
 
 import shiftwise
+from shiftwise.analysis.complexity import count_macs
 from shiftwise.layers import (
     KernelWeights,
     LargeKernelOperator,
@@ -20,7 +21,6 @@ from shiftwise.layers import (
 )
 from shiftwise.layers.conv_bn import bn_scale_shift
 from shiftwise.sparse import Masking
-from shiftwise.tools.complexity import count_macs
 
 OPERATORS = [ShiftWiseConv2d, SLaKConv2d, RepLKConv2d]
 

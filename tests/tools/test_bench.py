@@ -8,15 +8,15 @@ import statistics
 import pytest
 import torch
 
-from shiftwise.tools.bench import SUITES
-from shiftwise.tools.benchmarking.operators import BASELINE, MODES, OPERATORS, operator_call
-from shiftwise.tools.benchmarking.roofline import shift_add_bytes
-from shiftwise.tools.benchmarking.timing import (
+from shiftwise.analysis.timing import (
     Stats,
     measure_interleaved,
     paired_ratio,
     peak_memory,
 )
+from shiftwise.benchmarking.operators import BASELINE, MODES, OPERATORS, operator_call
+from shiftwise.benchmarking.roofline import shift_add_bytes
+from shiftwise.benchmarking.suites import SUITES
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

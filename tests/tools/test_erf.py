@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from shiftwise.tools.erf import (
+from shiftwise.analysis.erf import (
     accumulate_erf,
     area_ratios,
     erf_of_image,

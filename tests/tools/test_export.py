@@ -14,7 +14,7 @@ from shiftwise.ops.oriented_conv import depthwise_conv2d
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from shiftwise.tools.export import (
+from shiftwise.deploy.export import (
     computed_conv_weights,
     export_onnx,
     input_shape,
@@ -115,7 +115,7 @@ def test_checkpoint_round_trip_and_errors(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_a_failed_check_leaves_the_existing_onnx_byte_identical(tmp_path, capsys, monkeypatch):
-    from shiftwise.tools import export as export_module
+    from shiftwise.deploy import export as export_module
 
     out = tmp_path / "good.onnx"
     out.write_bytes(b"a good model")

@@ -9,16 +9,16 @@ import pytest
 import torch
 
 from shiftwise import cli
+from shiftwise.analysis.complexity import count_params, info_report, model_complexity
 from shiftwise.cli import main
 from shiftwise.layers import ShiftWiseConv2d, SLaKConv2d
 from shiftwise.models import create_model, reparameterize
-from shiftwise.tools.complexity import count_params, info_report, model_complexity
 
 
 @pytest.fixture(autouse=True)
 def one_thread(monkeypatch: pytest.MonkeyPatch):
     # Only this tool's sub-command: the test does not depend on the other tools importing.
-    monkeypatch.setattr(cli, "TOOL_MODULES", ("shiftwise.tools.complexity",))
+    monkeypatch.setattr(cli, "TOOL_MODULES", (cli.complexity,))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

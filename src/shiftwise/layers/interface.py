@@ -2,7 +2,7 @@
 
 The tools see operators only through :class:`LargeKernelOperator`: sparse training
 (:mod:`shiftwise.sparse.targets`) asks which weights to mask, complexity counting
-(:mod:`shiftwise.tools.complexity`) asks for the MACs, re-parameterisation
+(:mod:`shiftwise.analysis.complexity`) asks for the MACs, re-parameterisation
 (:mod:`shiftwise.models.reparam`) and export install
 :meth:`~LargeKernelOperator.inference_module`.
 A new operator subclasses it and needs no edit anywhere else.

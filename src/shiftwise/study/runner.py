@@ -111,9 +111,9 @@ def _run_record(
 ) -> dict[str, Any]:
     """The finished run's record: metrics, times, the trained model's size and, for sparse
     ShiftWiseConv models, the active pieces per stage (SW Table 2)."""
+    from shiftwise.analysis.complexity import model_complexity
     from shiftwise.models.weights import model_from_weights
     from shiftwise.sparse.report import sparsity_report
-    from shiftwise.tools.complexity import model_complexity
 
     log = json.loads((run_dir / "log.json").read_text())
     sparse = bool(entry.options.get("sparse"))

@@ -15,7 +15,7 @@ Sub-suites (each writes ``<suite>.json`` and ``<suite>.png`` into ``--out``):
 * ``all``: the four in turn.
 
 Variants of one comparison are timed interleaved and ratios are medians of per-repeat ratios
-(see :mod:`shiftwise.tools.benchmarking`). ``--quick`` shrinks every shape to run in seconds
+(see :mod:`shiftwise.benchmarking`). ``--quick`` shrinks every shape to run in seconds
 (what the tests run; its figures mean nothing; its models use 7x7 kernels at 32x32).
 """
 
@@ -23,50 +23,21 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from shiftwise.benchmarking.models import RUNTIMES
+from shiftwise.benchmarking.suites import SUITES, run_suite
 from shiftwise.errors import UsageError
 from shiftwise.tools import check_output_directory
-from shiftwise.tools.benchmarking.environment import describe_environment, write_json
-from shiftwise.tools.benchmarking.models import RUNTIMES, run_model_suite
-from shiftwise.tools.benchmarking.operators import run_kernel_sweep, run_operator_suite
-from shiftwise.tools.benchmarking.plots import (
-    plot_models,
-    plot_operators,
-    plot_roofline,
-    plot_sweep,
-)
-from shiftwise.tools.benchmarking.roofline import run_roofline
 
-__all__ = ["SUITES", "register", "run", "run_suite"]
+__all__ = ["register", "resolve_device", "run", "summarise"]
 
 logger = logging.getLogger(__name__)
 
-SUITES = ("ops", "sweep", "roofline", "models")
 DEFAULT_OUT = Path("benchmarks/results")
-
-_QUICK: dict[str, dict[str, Any]] = {
-    "ops": {"stages": ((8, 8, 13),)},
-    "sweep": {"kernel_sizes": (7, 13), "channels": 8, "size": 8, "modes": ("fwd", "fwd_bwd")},
-    "roofline": {"stages": ((8, 8, 13),), "copy_numel": 2**20},
-    "models": {
-        "names": ("sw_atto", "slak_atto", "convnext_atto"),
-        "baseline": "convnext_atto",
-        "image_size": 32,
-        "batch": 2,
-        "model_kwargs": {"kernel_sizes": (7, 7, 7, 7)},
-    },
-}
-_PLOTS: dict[str, Callable[[dict[str, Any], Path], None]] = {
-    "ops": plot_operators,
-    "sweep": plot_sweep,
-    "roofline": plot_roofline,
-    "models": plot_models,
-}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -115,56 +86,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device: {name!r} requested but CUDA is not available here")
     return device
-
-
-def run_suite(
-    suite: str,
-    device: torch.device,
-    out: Path,
-    repeats: int = 5,
-    warmup: int = 1,
-    batch: int | None = None,
-    image_size: int | None = None,
-    quick: bool = False,
-    progress: Callable[[str], None] | None = None,
-    runtimes: tuple[str, ...] = ("torch",),
-) -> dict[str, Any]:
-    """Run one suite, write ``out/<suite>.json`` and ``out/<suite>.png``; returns the payload.
-
-    ``runtimes`` applies to the ``models`` suite only."""
-    if suite not in SUITES:
-        raise UsageError(f"suite: expected one of {SUITES}, got {suite!r}")
-    on_cuda = device.type == "cuda"
-    batch = batch if batch is not None else (32 if on_cuda else 1)
-    kwargs: dict[str, Any] = {
-        "repeats": repeats,
-        "warmup": warmup,
-        "batch": batch,
-        "progress": progress,
-    }
-    if quick:
-        kwargs.update(_QUICK[suite])
-    if suite == "ops":
-        result = run_operator_suite(device, **kwargs)
-    elif suite == "sweep":
-        result = run_kernel_sweep(device, **kwargs)
-    elif suite == "roofline":
-        result = run_roofline(device, **kwargs)
-    else:
-        default_size = kwargs.get("image_size") or (224 if on_cuda else 128)
-        kwargs["image_size"] = image_size or default_size
-        result = run_model_suite(device, runtimes=runtimes, **kwargs)
-    payload = {
-        "suite": suite,
-        "quick": quick,
-        "repeats": repeats,
-        "warmup": warmup,
-        "environment": describe_environment(device),
-        "result": result,
-    }
-    write_json(out / f"{suite}.json", payload)
-    _PLOTS[suite](result, out / f"{suite}.png")
-    return payload
 
 
 def summarise(payload: dict[str, Any]) -> list[str]:

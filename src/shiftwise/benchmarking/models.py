@@ -6,7 +6,7 @@
 * ``deploy``: a ``shiftwise.reparameterize``-d copy in eval mode, channels-last weights and
   input, forward under no grad.
 * ``deploy_onnxruntime`` (runtime ``onnxruntime``): the same deploy form exported by
-  :func:`shiftwise.tools.export.export_onnx` (dynamic batch, fixed size) and run in an
+  :func:`shiftwise.deploy.export.export_onnx` (dynamic batch, fixed size) and run in an
   onnxruntime CPU session with all graph optimisations on (``ORT_ENABLE_ALL``), as many
   intra-op threads as torch uses and sequential execution. Needs the ``export`` extra.
 
@@ -27,14 +27,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from shiftwise.errors import UsageError
-from shiftwise.models import create_model, reparameterize
-from shiftwise.tools.benchmarking.timing import (
+from shiftwise.analysis.timing import (
     Stats,
     measure_interleaved,
     paired_ratio,
     peak_memory,
 )
+from shiftwise.errors import UsageError
+from shiftwise.models import create_model, reparameterize
 
 __all__ = ["MODEL_MODES", "RUNTIMES", "model_call", "onnxruntime_call", "run_model_suite"]
 
@@ -80,7 +80,7 @@ def onnxruntime_call(
     The deploy form is exported to ``folder/<class>.onnx`` first (CPU only); the session has
     ``threads`` intra-op threads (default: torch's).
     """
-    from shiftwise.tools.export import deploy_form, export_onnx, onnxruntime_session
+    from shiftwise.deploy.export import deploy_form, export_onnx, onnxruntime_session
 
     deployed = deploy_form(copy.deepcopy(model).cpu())
     path = export_onnx(deployed, folder / f"{id(model)}.onnx", x.cpu())

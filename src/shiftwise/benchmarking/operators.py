@@ -8,7 +8,7 @@ Three modes per operator, each on one input ``[B, C, H, W]``:
 * ``deploy``: a re-parameterised copy (:func:`shiftwise.reparameterize`) in eval mode, no grad.
 
 All operators of one comparison see the same tensor shapes; the timings are interleaved
-(:func:`~shiftwise.tools.benchmarking.timing.measure_interleaved`) and every ratio is the
+(:func:`~shiftwise.analysis.timing.measure_interleaved`) and every ratio is the
 median of the per-repeat ratios, so a load change on the machine hits both sides alike.
 """
 
@@ -21,11 +21,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from shiftwise.analysis.timing import Stats, measure_interleaved, paired_ratio
 from shiftwise.errors import UsageError
 from shiftwise.models.operators import build_operator
 from shiftwise.models.registry import SLAK_KWARGS, SW_KWARGS
 from shiftwise.models.reparam import reparameterize
-from shiftwise.tools.benchmarking.timing import Stats, measure_interleaved, paired_ratio
 
 __all__ = [
     "BASELINE",
