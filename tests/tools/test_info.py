@@ -190,6 +190,14 @@ def test_info_cli_json_and_sizes(capsys: pytest.CaptureFixture[str]) -> None:
         assert line.split() == [row["part"], *(f"{value:.3f}" for value in shown)]
 
 
+def test_info_counts_a_model_with_another_registered_operator(capsys) -> None:
+    assert main(["info", "convnext_atto", "--operator", "slak", "--json"]) == 0
+    total = json.loads(capsys.readouterr().out)["parts"][-1]
+    model = create_model("convnext_atto", operator="slak")
+    assert total["params"] == sum(p.numel() for p in model.parameters())
+    assert total["params"] != sum(p.numel() for p in create_model("convnext_atto").parameters())
+
+
 BAD_ARGS = [
     (["info", "nope"], "MODEL: unknown model 'nope'"),
     (["info", "sw_atto", "--density", "1.5"], "--density: expected a value in (0, 1]"),

@@ -23,7 +23,7 @@ from torch import nn
 
 from shiftwise.analysis.timing import Stats, measure_interleaved, paired_ratio
 from shiftwise.errors import UsageError
-from shiftwise.models.operators import build_operator
+from shiftwise.models.operators import build_operator, list_operators
 from shiftwise.models.registry import SLAK_KWARGS, SW_KWARGS
 from shiftwise.models.reparam import reparameterize
 
@@ -48,19 +48,20 @@ SW_T_STAGES = ((80, 56, 51), (160, 28, 49), (320, 14, 47), (640, 7, 13))
 
 
 def make_operator(name: str, channels: int, kernel_size: int) -> nn.Module:
-    """The operator ``name`` (one of :data:`OPERATORS`) over ``channels`` with big kernel ``K``.
+    """The operator ``name`` over ``channels`` with big kernel ``K``: one of :data:`OPERATORS`
+    (SW and SLaK with their released settings) or any other registered operator
+    (:func:`~shiftwise.models.operators.register_operator`, built with its defaults).
 
     ``dw7`` ignores ``kernel_size``: it is always the 7x7 depthwise baseline.
     """
-    if name == "shiftwise":
-        return build_operator("shiftwise", channels, kernel_size, **SW_KWARGS)
-    if name == "slak":
-        return build_operator("slak", channels, kernel_size, **SLAK_KWARGS)
-    if name == "dense":
-        return build_operator("dense", channels, kernel_size)
     if name == "dw7":
         return build_operator("conv", channels, 7)
-    raise UsageError(f"operator: expected one of {OPERATORS}, got {name!r}")
+    if name not in list_operators():
+        raise UsageError(
+            f"operator: expected one of {[*OPERATORS, *list_operators()]}, got {name!r}"
+        )
+    defaults = {"shiftwise": SW_KWARGS, "slak": SLAK_KWARGS}.get(name, {})
+    return build_operator(name, channels, kernel_size, **defaults)
 
 
 def operator_call(module: nn.Module, x: torch.Tensor, mode: str) -> Callable[[], object]:

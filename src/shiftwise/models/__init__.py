@@ -9,6 +9,7 @@ from shiftwise.deprecation import deprecated_names
 from shiftwise.io import load_checkpoint
 from shiftwise.models.features import FeatureInfo, FeatureNet
 from shiftwise.models.network import MacroNet
+from shiftwise.models.operators import build_operator, list_operators, register_operator
 from shiftwise.models.registry import MODEL_CONFIGS, ModelConfig, create_model, list_models
 from shiftwise.models.reparam import reparameterize
 from shiftwise.models.timm_entrypoints import register_timm
@@ -20,10 +21,13 @@ __all__ = [
     "FeatureNet",
     "MacroNet",
     "ModelConfig",
+    "build_operator",
     "create_model",
     "list_models",
+    "list_operators",
     "load_checkpoint",
     "model_from_weights",
+    "register_operator",
     "reparameterize",
     "save_checkpoint",
 ]

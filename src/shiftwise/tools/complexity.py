@@ -11,6 +11,7 @@ import json
 
 from shiftwise.analysis.complexity import format_report, info_report
 from shiftwise.errors import UsageError
+from shiftwise.models.operators import list_operators
 from shiftwise.models.registry import check_width_factor
 from shiftwise.tools import check_model_names
 
@@ -32,6 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--density", type=float, default=None, help="also count at this weight density (SLaK)"
+    )
+    parser.add_argument(
+        "--operator",
+        choices=list_operators(),
+        default=None,
+        help="count the model with this registered token mixer instead of its own",
     )
     parser.add_argument("--width-factor", type=float, default=None, help="stage width factor")
     parser.add_argument("--num-classes", type=int, default=1000, help="classifier outputs")
@@ -57,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         args.density,
         width_factor=args.width_factor,
         num_classes=args.num_classes,
+        **({} if args.operator is None else {"operator": args.operator}),
     )
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
