@@ -205,6 +205,9 @@ BAD_ARGS = [
     (["info", "sw_atto", "--img-size", "1", "2", "3"], "--img-size: expected H or H W"),
     (["info", "sw_atto", "--num-classes", "-3"], "--num-classes: expected an integer >= 0"),
     (["info", "sw_atto", "--width-factor", "1e-9"], "--width-factor: sw_atto needs a width"),
+    (["info", "sw_atto", "--width-factor", "200"], "--width-factor: counting sw_atto (width"),
+    (["info", "sw_atto", "--num-classes", str(10**10)], "--num-classes: counting sw_atto (width"),
+    (["info", "sw_atto", "--width-factor", "1e300"], "--width-factor: counting sw_atto"),
 ]
 
 

@@ -10,6 +10,7 @@ import argparse
 import json
 
 from shiftwise.analysis.complexity import format_report, info_report
+from shiftwise.analysis.resources import available_memory, check_fits, model_bytes
 from shiftwise.errors import UsageError
 from shiftwise.models.operators import list_operators
 from shiftwise.models.registry import check_width_factor
@@ -51,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     check_width_factor(args.model, args.width_factor, "--width-factor")
     if args.num_classes < 0:
         raise UsageError(f"--num-classes: expected an integer >= 0, got {args.num_classes}")
+    _check_model_fits(args.model, args.width_factor, args.num_classes)
     if args.density is not None and not 0.0 < args.density <= 1.0:
         raise UsageError(f"--density: expected a value in (0, 1], got {args.density}")
     img_size = None
@@ -68,3 +70,19 @@ def run(args: argparse.Namespace) -> int:
     )
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
+
+
+# The model, its deploy form and a counting clone of each are alive at once.
+_COPIES = 4
+
+
+def _check_model_fits(name: str, width_factor: float | None, num_classes: int) -> None:
+    """Refuse, before building anything, a model whose copies cannot fit in memory; the option
+    blamed is ``--num-classes`` when the model without a classifier would fit."""
+    without_head = _COPIES * model_bytes(name, width_factor, 0)
+    option = "--width-factor" if without_head > available_memory() else "--num-classes"
+    check_fits(
+        _COPIES * model_bytes(name, width_factor, num_classes),
+        option,
+        f"counting {name} (width factor {width_factor or 'default'}, {num_classes} classes)",
+    )
