@@ -54,6 +54,7 @@ __all__ = [
     "area_ratios",
     "compare_erfs",
     "erf_of_image",
+    "image_files",
     "iter_images",
     "normalise_erf",
     "plot_erf",
@@ -176,7 +177,8 @@ def _normalise(images: torch.Tensor, size: int) -> torch.Tensor:
     return (images - mean) / std
 
 
-def _image_files(directory: Path) -> list[Path]:
+def image_files(directory: Path) -> list[Path]:
+    """The pictures under ``directory`` (searched recursively, sorted), each a regular file."""
     if not directory.is_dir():
         raise MissingFileError(f"--images: expected a directory of pictures, got {directory}")
     files = sorted(p for p in directory.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -212,7 +214,7 @@ def iter_images(source: str, count: int, size: int, seed: int = 0) -> Iterator[t
                 image = image.expand(3, -1, -1)
             yield _normalise(image.unsqueeze(0), size)
     else:
-        for path in _image_files(Path(source))[:count]:
+        for path in image_files(Path(source))[:count]:
             rgb = _read_picture(path)
             image = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0)
             yield _normalise(image, size)

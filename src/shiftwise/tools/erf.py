@@ -13,15 +13,21 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from shiftwise.analysis import erf as erf_analysis
-from shiftwise.analysis.erf import THRESHOLDS, compare_erfs, iter_images, plot_erf
+from shiftwise.analysis.erf import THRESHOLDS, compare_erfs, image_files, iter_images, plot_erf
+from shiftwise.analysis.input_size import min_input_size
+from shiftwise.analysis.resources import activation_bytes, available_memory, check_fits
 from shiftwise.benchmarking.environment import describe_environment, write_json
 from shiftwise.errors import UsageError
-from shiftwise.tools import check_model_names, check_output_directory
+from shiftwise.tools import check_model_names, check_output_directory, check_output_not_input
 from shiftwise.tools.bench import resolve_device
 
 __all__ = ["register", "run"]
 
 logger = logging.getLogger(__name__)
+
+MAX_SEED = 2**63 - 1
+MAX_IMAGES = 10_000
+MAX_SIZE = 4096
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -71,12 +77,42 @@ def _parse_checkpoints(items: Sequence[str], models: Sequence[str]) -> dict[str,
     return checkpoints
 
 
+def _check_sizes(args: argparse.Namespace) -> None:
+    """Seed, image count and size in range, and the images and one model's backward pass
+    within the memory available (before any work)."""
+    if not 0 <= args.seed <= MAX_SEED:
+        raise UsageError(f"--seed: expected an integer in [0, 2**63 - 1], got {args.seed}")
+    if not 1 <= args.num_images <= MAX_IMAGES:
+        raise UsageError(
+            f"--num-images: expected an integer in [1, {MAX_IMAGES}] (the papers average 50), "
+            f"got {args.num_images}"
+        )
+    smallest = min_input_size()
+    if not smallest <= args.size <= MAX_SIZE:
+        raise UsageError(
+            f"--size: expected an integer in [{smallest}, {MAX_SIZE}], got {args.size}"
+        )
+    image = 3 * args.size * args.size * 4
+    single = image + max(activation_bytes(name, args.size) for name in args.models)
+    check_fits(
+        single + (args.num_images - 1) * image,
+        "--num-images" if single <= available_memory() else "--size",
+        f"{args.num_images} images of {args.size}x{args.size}",
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     check_model_names(args.models, "--models")
     checkpoints = _parse_checkpoints(args.checkpoint, args.models)
     if args.layer_scale is not None and not math.isfinite(args.layer_scale):
         raise UsageError(f"--layer-scale: expected a finite number, got {args.layer_scale}")
+    _check_sizes(args)
+    inputs = list(checkpoints.values())
+    if args.images not in ("bundled", "noise"):
+        inputs += image_files(Path(args.images))
+    for name in ("erf.png", "erf.json"):
+        check_output_not_input(args.out / name, inputs, "--out")
     check_output_directory(args.out, "--out")  # before the work, not after it
     images = list(iter_images(args.images, args.num_images, args.size, args.seed))
     result = compare_erfs(args.models, images, device, checkpoints, args.layer_scale, args.seed)
