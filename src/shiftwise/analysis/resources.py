@@ -13,10 +13,13 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+import torch
+
 from shiftwise.errors import UsageError
 from shiftwise.models.registry import get_config
 
 __all__ = [
+    "FLOAT_BYTES",
     "activation_bytes",
     "available_memory",
     "check_fits",
@@ -30,9 +33,11 @@ FLOAT_BYTES = 4
 _SAVED_PER_BLOCK = 12
 
 
-def available_memory() -> int:
-    """Bytes of memory available to a new allocation: Linux's ``MemAvailable``, elsewhere the
-    machine's physical memory."""
+def available_memory(device: torch.device | None = None) -> int:
+    """Bytes of memory available to a new allocation on ``device``: on CUDA the free memory
+    of the GPU; on CPU Linux's ``MemAvailable``, elsewhere the machine's physical memory."""
+    if device is not None and device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
     try:
         with open("/proc/meminfo") as meminfo:
             for line in meminfo:
@@ -85,13 +90,14 @@ def activation_bytes(name: str, image_size: int, width_factor: float | None = No
     return FLOAT_BYTES * total
 
 
-def check_fits(nbytes: int, option: str, what: str) -> None:
+def check_fits(nbytes: int, option: str, what: str, device: torch.device | None = None) -> None:
     """Raise a :class:`UsageError` naming ``option`` when ``what`` would need ``nbytes``,
-    more than the memory available on this machine (:func:`available_memory`)."""
-    memory = available_memory()
+    more than the memory available on ``device`` (:func:`available_memory`; default CPU)."""
+    memory = available_memory(device)
     if nbytes > memory:
         shown = f"{nbytes / 2**30:,.1f} GiB" if nbytes < 2**80 else "2**50 GiB"
+        where = "this machine" if device is None or device.type != "cuda" else str(device)
         raise UsageError(
             f"{option}: {what} would need at least {shown} of memory, more than the "
-            f"{memory / 2**30:,.1f} GiB available on this machine"
+            f"{memory / 2**30:,.1f} GiB available on {where}"
         )

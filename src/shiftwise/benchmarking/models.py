@@ -36,11 +36,20 @@ from shiftwise.analysis.timing import (
 from shiftwise.errors import UsageError
 from shiftwise.models import create_model, reparameterize
 
-__all__ = ["MODEL_MODES", "RUNTIMES", "model_call", "onnxruntime_call", "run_model_suite"]
+__all__ = [
+    "MODEL_MODES",
+    "MODEL_NAMES",
+    "RUNTIMES",
+    "model_call",
+    "onnxruntime_call",
+    "run_model_suite",
+]
 
 MODEL_MODES = ("train", "deploy")
 RUNTIMES = ("torch", "onnxruntime")
 ORT_MODE = "deploy_onnxruntime"
+MODEL_NAMES = ("sw_tiny", "slak_tiny", "convnext_tiny")
+"""The models benchmarked by default (ratios against the last, ConvNeXt-T)."""
 
 
 def model_call(model: nn.Module, x: torch.Tensor, mode: str) -> Callable[[], object]:
@@ -91,7 +100,7 @@ def onnxruntime_call(
 
 def run_model_suite(
     device: torch.device,
-    names: Sequence[str] = ("sw_tiny", "slak_tiny", "convnext_tiny"),
+    names: Sequence[str] = MODEL_NAMES,
     baseline: str = "convnext_tiny",
     image_size: int = 224,
     batch: int = 1,

@@ -31,6 +31,9 @@ __all__ = [
     "BASELINE",
     "MODES",
     "OPERATORS",
+    "SWEEP_CHANNELS",
+    "SWEEP_KERNELS",
+    "SWEEP_SIZE",
     "SW_T_STAGES",
     "make_operator",
     "operator_call",
@@ -45,6 +48,8 @@ BASELINE = "dw7"
 MODES = ("fwd", "fwd_bwd", "deploy")
 SW_T_STAGES = ((80, 56, 51), (160, 28, 49), (320, 14, 47), (640, 7, 13))
 """(channels, spatial size, kernel size) of the four SW-T stages at 224x224 input."""
+SWEEP_KERNELS, SWEEP_CHANNELS, SWEEP_SIZE = (13, 25, 51, 75, 101), 80, 56
+"""The kernel-size sweep's default kernels and shape (SW-T stage 1)."""
 
 
 def make_operator(name: str, channels: int, kernel_size: int) -> nn.Module:
@@ -150,9 +155,9 @@ def run_operator_suite(
 
 def run_kernel_sweep(
     device: torch.device,
-    kernel_sizes: Sequence[int] = (13, 25, 51, 75, 101),
-    channels: int = 80,
-    size: int = 56,
+    kernel_sizes: Sequence[int] = SWEEP_KERNELS,
+    channels: int = SWEEP_CHANNELS,
+    size: int = SWEEP_SIZE,
     batch: int = 1,
     modes: Sequence[str] = ("fwd_bwd",),
     operators: Sequence[str] = ("shiftwise", "slak", "dense"),

@@ -23,13 +23,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from shiftwise.analysis.input_size import min_input_size
+from shiftwise.analysis.resources import available_memory, check_fits
 from shiftwise.benchmarking.models import RUNTIMES
-from shiftwise.benchmarking.suites import SUITES, run_suite
+from shiftwise.benchmarking.suites import SUITES, memory_estimate, run_suite
 from shiftwise.errors import UsageError
 from shiftwise.tools import check_output_directory
 
@@ -38,6 +41,8 @@ __all__ = ["register", "resolve_device", "run", "summarise"]
 logger = logging.getLogger(__name__)
 
 DEFAULT_OUT = Path("benchmarks/results")
+# Beyond these a run is a hang, not a measurement.
+MAX_REPEATS, MAX_WARMUP, MAX_IMAGE_SIZE = 1000, 100, 4096
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -135,6 +140,34 @@ def summarise(payload: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _check_sizes(args: argparse.Namespace, device: torch.device) -> None:
+    """Counts in range and every suite's memory estimate within the device's (before work)."""
+    for name, largest in (("repeats", MAX_REPEATS), ("warmup", MAX_WARMUP)):
+        value = getattr(args, name)
+        if value > largest:
+            raise UsageError(f"--{name}: expected an integer <= {largest}, got {value}")
+    if args.threads is not None and args.threads > (os.cpu_count() or 1):
+        raise UsageError(
+            f"--threads: expected at most the {os.cpu_count()} CPUs of this machine, "
+            f"got {args.threads}"
+        )
+    smallest = min_input_size()
+    if args.image_size is not None and not smallest <= args.image_size <= MAX_IMAGE_SIZE:
+        raise UsageError(
+            f"--image-size: expected an integer in [{smallest}, {MAX_IMAGE_SIZE}], "
+            f"got {args.image_size}"
+        )
+    for suite in SUITES if args.suite == "all" else (args.suite,):
+        needed = memory_estimate(suite, device, args.batch, args.image_size, args.quick)
+        single = memory_estimate(suite, device, 1, args.image_size, args.quick)
+        check_fits(
+            needed,
+            "--batch" if single <= available_memory(device) else "--image-size",
+            f"the {suite} suite at batch {args.batch or 'default'}",
+            device,
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     if "onnxruntime" in args.runtime and device.type != "cpu":
@@ -145,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--{name.replace('_', '-')}: expected an integer >= 1, got {value}")
     if args.warmup < 0:
         raise UsageError(f"--warmup: expected an integer >= 0, got {args.warmup}")
+    _check_sizes(args, device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     check_output_directory(args.out, "--out")  # before the work, not after it
