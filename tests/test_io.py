@@ -27,7 +27,6 @@ from shiftwise.models import (
     reparameterize,
     save_checkpoint,
 )
-from shiftwise.training.resume_writer import ResumePointWriter
 
 ATTO = {"num_classes": 10, "in_chans": 1, "width_factor": 0.25}
 
@@ -136,20 +135,6 @@ def test_atomic_write_uses_the_umask_and_leaves_no_temp(tmp_path: Path, umask: i
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "w.safetensors"]
 
 
-def test_clean_run_directory_removes_interrupted_writes_only(tmp_path: Path) -> None:
-    _, path = _atto_weights(tmp_path)
-    (tmp_path / ".checkpoint.pt.123-0123abcd.tmp").write_bytes(b"")
-    (tmp_path / ".weights-e0001-s00000004.safetensors.9-ffffffff.tmp").write_bytes(b"x" * 100)
-    (tmp_path / "weights-e0001-s00000004.safetensors").write_bytes(b"orphan")
-    mine = {".notes.tmp": b"n", "weights-mine.safetensors": b"w", ".a.1-abcd.tmp": b"t"}
-    for name, data in mine.items():  # not named the way shiftwise names its files
-        (tmp_path / name).write_bytes(data)
-    removed = swio.clean_run_directory(tmp_path)
-    assert len(removed) == 3
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, *mine])
-    assert all((tmp_path / name).read_bytes() == data for name, data in mine.items())
-
-
 def _state_file(path: Path, inner: bytes) -> None:
     """A checkpoint.pt whose (valid) digest covers ``inner``."""
     outer = {
@@ -256,32 +241,6 @@ def test_legacy_prefixed_files_still_load(tmp_path: Path) -> None:
     )
 
 
-def test_checkpoint_writer_keeps_latest_and_previous(tmp_path: Path) -> None:
-    writer = ResumePointWriter(tmp_path, None)
-    for step in (1, 2, 3):
-        state = {"epoch": 0, "global_step": step}
-        tensors = {"model": {"w": torch.full((2,), float(step))}}
-        writer.save(tensors, state, model="slak_atto", model_kwargs={}, metadata={})
-    latest = swio.load_training_state(tmp_path / swio.STATE_NAME)
-    previous = swio.load_training_state(tmp_path / swio.PREVIOUS_NAME)
-    assert (latest["global_step"], previous["global_step"]) == (3, 2)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "checkpoint-previous.pt",
-        "checkpoint.pt",
-        "weights-e0000-s00000002.safetensors",
-        "weights-e0000-s00000003.safetensors",
-    ]
-    # a run killed between linking the previous state and writing the new one leaves both
-    # names on one file; resuming from it must not leave the link's temporary file behind
-    os.unlink(tmp_path / swio.PREVIOUS_NAME)
-    os.link(tmp_path / swio.STATE_NAME, tmp_path / swio.PREVIOUS_NAME)
-    writer = ResumePointWriter(tmp_path, swio.find_resumable(tmp_path))
-    state = {"epoch": 0, "global_step": 4}
-    writer.save({"model": {"w": torch.ones(2)}}, state, model="m", model_kwargs={}, metadata={})
-    assert not list(tmp_path.glob(".*.tmp"))
-    assert swio.load_training_state(tmp_path / swio.PREVIOUS_NAME)["global_step"] == 3
-
-
 # ---------------------------------------------------------------------------------------------
 # Issue 18: metadata is covered by the digest and validated; only regular files are read;
 # failed writes are one error and leave nothing
@@ -347,7 +306,8 @@ def test_integer_tensors_do_not_load_into_float_parameters(tmp_path: Path) -> No
         k: v.to(torch.int32) if v.is_floating_point() else v for k, v in model.state_dict().items()
     }
     path = tmp_path / "int.safetensors"
-    path.write_bytes(save_safetensors(tensors))  # no digest, no metadata
+    metadata = {"format": "shiftwise-weights-2"}  # an older format: no digest needed
+    path.write_bytes(save_safetensors(tensors, metadata=metadata))
     with pytest.raises(CheckpointError, match="dtype mismatches"):
         load_checkpoint(create_model("slak_atto", **ATTO), path)
 
@@ -383,9 +343,17 @@ def test_a_failed_write_is_one_error_and_leaves_the_previous_file(
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(swio.os, "fsync", disk_full)
-    with pytest.raises(WriteError, match=r"cannot write '.*a.bin' \(No space left on device\); "):
+    with pytest.raises(WriteError) as error:
         swio.atomic_write(path, b"new")
+    assert str(error.value) == (
+        f"cannot write {str(path)!r} (No space left on device); its previous version is unchanged"
+    )
+    assert error.value.errno == errno.ENOSPC
     assert path.read_bytes() == b"old" and sorted(tmp_path.iterdir()) == [path]
+    with pytest.raises(WriteError) as error:
+        swio.atomic_write(tmp_path / "b.bin", b"new")
+    assert str(error.value).endswith("(No space left on device); no file was left")
+    assert sorted(tmp_path.iterdir()) == [path]
 
 
 def test_digest_of_an_empty_buffer_with_zero_strides(tmp_path):
@@ -396,3 +364,80 @@ def test_digest_of_an_empty_buffer_with_zero_strides(tmp_path):
     strided = torch.empty_strided((0,), (0,), dtype=torch.long)
     assert tensor_digest({"a": strided}) == tensor_digest({"a": empty})
     assert tensor_digest({"a": strided}) != tensor_digest({"a": torch.zeros(1, dtype=torch.long)})
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 26: verification cannot be switched off by the file
+
+
+def _rewrite(path: Path, tensors, metadata) -> Path:
+    path.write_bytes(save_safetensors(tensors, metadata=metadata))
+    return path
+
+
+def _flip_a_weight(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    tensors = dict(tensors)
+    key = next(k for k, v in tensors.items() if v.is_floating_point())
+    tensors[key] = tensors[key].clone()
+    tensors[key].view(-1)[0] += 1.0
+    return tensors
+
+
+@pytest.mark.parametrize("rename", ["sha256", "format"])
+def test_a_file_without_its_digest_or_format_is_refused(tmp_path: Path, rename: str) -> None:
+    """Renaming the ``sha256`` key (or the ``format`` key that says a digest is due) and
+    flipping a weight: refused, not loaded unverified."""
+    _, path = _atto_weights(tmp_path)
+    tensors, metadata = swio.read_weights(path)
+    metadata[rename.upper()] = metadata.pop(rename)
+    _rewrite(path, _flip_a_weight(tensors), metadata)
+    expected = "has no sha256" if rename == "sha256" else "is not a shiftwise weights file"
+    with pytest.raises(CheckpointError, match=expected) as error:
+        swio.read_weights(path)
+    assert "\n" not in str(error.value)
+    argv = ["eval", "--checkpoint", str(path), "--data", "digits", "--limit", "8"]
+    assert main(argv) == 2
+
+
+def test_a_file_without_any_metadata_is_refused(tmp_path: Path) -> None:
+    path = _rewrite(tmp_path / "plain.safetensors", {"w": torch.ones(2)}, None)
+    with pytest.raises(CheckpointError, match=r"\(no format in its metadata, expected one of"):
+        swio.read_weights(path)
+
+
+@pytest.mark.parametrize("fmt", ["shiftwise-weights-2", swio.LEGACY_WEIGHTS_FORMAT])
+def test_older_formats_without_a_digest_load_with_a_warning(
+    tmp_path: Path, fmt: str, caplog
+) -> None:
+    model, path = _atto_weights(tmp_path)
+    tensors, metadata = swio.read_weights(path)
+    del metadata["sha256"]
+    metadata["format"] = fmt
+    if fmt == swio.LEGACY_WEIGHTS_FORMAT:
+        tensors = {f"model.{k}": v for k, v in tensors.items()}
+    _rewrite(path, tensors, metadata)
+    loaded = load_checkpoint(create_model("slak_atto", **ATTO), path)
+    assert torch.equal(loaded.head.fc.weight, model.head.fc.weight)
+    assert "without a digest: it cannot be verified" in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 26: no command writes onto one of its inputs
+
+
+def test_check_output_not_input_compares_files_not_names(tmp_path: Path) -> None:
+    source = tmp_path / "in.pth"
+    source.write_bytes(b"official")
+    (tmp_path / "sub").mkdir()
+    alias = tmp_path / "sub" / ".." / "in.pth"
+    link = tmp_path / "link.pth"
+    link.symlink_to(source)
+    hard = tmp_path / "hard.pth"
+    hard.hardlink_to(source)
+    for output in (source, alias, link, hard):
+        with pytest.raises(UsageError, match=r"^OUT: .* is the input .*would replace the input"):
+            swio.check_output_not_input(output, [tmp_path / "other", source], "OUT")
+    other = tmp_path / "other.pth"
+    other.write_bytes(b"official")  # equal bytes, another file
+    for output in (other, tmp_path / "absent.safetensors"):
+        swio.check_output_not_input(output, [source, tmp_path / "absent.pth"], "OUT")

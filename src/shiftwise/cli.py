@@ -28,13 +28,14 @@ from shiftwise.tools import (
     erf,
     evaluate,
     export,
+    predict,
     study,
     train,
 )
 
 __all__ = ["main"]
 
-TOOL_MODULES = (demo, complexity, convert, train, evaluate, bench, erf, export, study)
+TOOL_MODULES = (demo, complexity, convert, train, evaluate, predict, bench, erf, export, study)
 """The sub-commands, in the order of ``shiftwise --help``."""
 
 EPILOG = (

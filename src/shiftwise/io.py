@@ -15,7 +15,10 @@ prefix). Its metadata records what rebuilds the model from the file alone:
 
 Files of the previous format ``shiftwise-weights-2`` (whose ``sha256`` covers the tensors only)
 still load, with a warning that their metadata is not covered; the metadata of every file is
-validated like user input before it is used (:mod:`shiftwise.models.weights`).
+validated like user input before it is used (:mod:`shiftwise.models.weights`). Verification
+cannot be switched off by the file: a current-format file without its ``sha256`` is refused,
+and so is a file whose ``format`` is none shiftwise wrote; only the older formats may lack
+the digest, and load with a warning that they are unverified.
 
 The EMA weights of ``X.safetensors`` are ``X-ema.safetensors`` (:func:`weights_file`).
 
@@ -30,13 +33,13 @@ complete ``checkpoint.pt``), and only weights files referenced by neither are de
 **Safety.** Files are written to a temporary file in the same directory (created with the
 process umask), flushed, ``fsync``-ed and moved into place with ``os.replace``; a write that
 fails (disk full, ...) raises :class:`~shiftwise.errors.WriteError` naming the file, with
-nothing partial left. :func:`clean_run_directory` removes what an interrupted write left (only
-files named the way shiftwise names them). Only regular files are read
+nothing partial left (a run directory's leftovers of interrupted writes are removed by
+:mod:`shiftwise.training.run_directory`). Only regular files are read
 (:func:`read_regular_file`): a FIFO, device or socket is refused before it is opened. Every
 ``torch.load`` is ``weights_only=True`` with an explicit allow-list of harmless globals
 (:data:`SAFE_GLOBALS`); a pickle that needs anything else is refused with
 :class:`~shiftwise.errors.UnsafeFileError` naming the global. Non-finite weights are never
-written (:class:`~shiftwise.errors.DivergedError`).
+written (:class:`~shiftwise.errors.DivergedError`), nor loaded (:func:`read_weights`).
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ import pickle
 import re
 import secrets
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from io import BytesIO
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -79,9 +82,9 @@ __all__ = [
     "WEIGHTS_FORMAT",
     "atomic_link",
     "atomic_write",
+    "check_output_not_input",
     "check_regular_file",
     "check_state_dict",
-    "clean_run_directory",
     "find_resumable",
     "load_checkpoint",
     "load_training_state",
@@ -106,10 +109,6 @@ STATE_FORMAT = "shiftwise-state-2"
 STATE_NAME = "checkpoint.pt"
 PREVIOUS_NAME = "checkpoint-previous.pt"
 TEMP_SUFFIX = ".tmp"
-# What shiftwise names its temporary files and checkpoint weights (clean_run_directory
-# removes nothing else).
-TEMP_PATTERN = re.compile(r"\..+\.\d+-[0-9a-f]{8}\.tmp")
-CHECKPOINT_WEIGHTS_PATTERN = re.compile(r"weights-e\d{4}-s\d{8}(-ema)?\.safetensors")
 
 
 def _numpy_scalar_globals() -> list[Any]:
@@ -184,6 +183,25 @@ def os_error_reason(error: OSError) -> str:
     return error.strerror or type(error).__name__
 
 
+def check_output_not_input(
+    output: str | os.PathLike, inputs: Iterable[str | os.PathLike], field: str = "output"
+) -> None:
+    """Raise a one-line :class:`UsageError` naming ``field`` when ``output`` is one of
+    ``inputs``: the same file by ``os.path.samefile`` (so also through a symbolic or hard
+    link). Writing the output would replace the input. Inputs or an output that do not exist
+    (yet) are never the same file."""
+    for source in inputs:
+        try:
+            same = os.path.samefile(output, source)
+        except OSError:  # either does not exist (or cannot be examined): nothing to replace
+            continue
+        if same:
+            raise UsageError(
+                f"{field}: {str(output)!r} is the input {str(source)!r}; writing it would "
+                "replace the input (choose another output path)"
+            )
+
+
 # ---------------------------------------------------------------------------------------------
 # Atomic writes
 
@@ -220,9 +238,9 @@ def atomic_write(path: str | os.PathLike, data: bytes | Callable[[BinaryIO], Non
             raise
     except OSError as error:
         before = "its previous version is unchanged" if path.exists() else "no file was left"
-        raise WriteError(
-            f"cannot write {str(path)!r} ({os_error_reason(error)}); {before}", *error.args[:1]
-        ) from None
+        failure = WriteError(f"cannot write {str(path)!r} ({os_error_reason(error)}); {before}")
+        failure.errno = error.errno  # the cause (ENOSPC, EACCES, ...), kept out of the message
+        raise failure from None
     _fsync_directory(path.parent)
     return path
 
@@ -255,30 +273,6 @@ def atomic_link(source: Path, path: Path) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def clean_run_directory(directory: str | os.PathLike) -> list[Path]:
-    """Remove the temporary files interrupted writes left in ``directory`` and the checkpoint
-    weights files (``weights-eNNNN-sNNNNNNNN[-ema].safetensors``) no state file there refers
-    to; files named otherwise are never touched. Returns what was removed."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return []
-    files = [p for p in directory.iterdir() if p.is_file() and not p.is_symlink()]
-    removed = [p for p in files if TEMP_PATTERN.fullmatch(p.name)]
-    keep: set[str] = set()
-    for name in (STATE_NAME, PREVIOUS_NAME):
-        keep |= referenced_weights_files(directory / name)
-    removed += [
-        p for p in files if CHECKPOINT_WEIGHTS_PATTERN.fullmatch(p.name) and p.name not in keep
-    ]
-    for path in removed:
-        path.unlink(missing_ok=True)
-    if removed:
-        logger.info(
-            "removed %d leftover file(s) of interrupted writes from %s", len(removed), directory
-        )
-    return removed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -427,7 +421,8 @@ def read_weights(
     ``path`` is a weights file (its ``-ema`` sibling for ``weights="ema"``), a
     ``checkpoint.pt`` or a run directory (the checkpoint's weights files); files of the
     previous formats (``model.``/``ema.`` prefixes; a digest of the tensors only) still load.
-    The recorded digest is verified. Errors name ``flag`` (``weights_flag`` for a missing
+    The recorded digest is verified and weights holding NaN or infinity are refused. Errors
+    name ``flag`` (``weights_flag`` for a missing
     entry): :class:`MissingFileError`, or :class:`CheckpointError` for a damaged file or a
     missing entry; anything but a regular file or directory is refused unopened.
     """
@@ -444,7 +439,9 @@ def read_weights(
         return state["tensors"][weights], state["weights_metadata"][weights]
     data = read_regular_file(path, flag)
     metadata = _metadata(data, path, flag)
+    _check_format(metadata, path, flag)
     if metadata.get("format") == LEGACY_WEIGHTS_FORMAT:
+        _warn_unverified(path, flag)
         flat = _read_tensors(data, path, flag)
         grouped: dict[str, dict[str, torch.Tensor]] = {}
         for key, tensor in flat.items():
@@ -454,6 +451,7 @@ def read_weights(
             raise CheckpointError(
                 f"{weights_flag}: {str(path)!r} holds {sorted(grouped)} weights, not {weights!r}"
             )
+        _refuse_non_finite(grouped[weights], path, flag)
         return grouped[weights], metadata
     if metadata.get("weights", "model") != weights:
         target = weights_file(path, weights)
@@ -465,20 +463,41 @@ def read_weights(
         path = target
         data = read_regular_file(path, flag)
         metadata = _metadata(data, path, flag)
+        _check_format(metadata, path, flag)
     tensors = _read_tensors(data, path, flag)
     _verify_digest(tensors, metadata, path, flag)
+    _refuse_non_finite(tensors, path, flag)
     return tensors, metadata
+
+
+def _refuse_non_finite(tensors: Mapping[str, torch.Tensor], path: Path, flag: str) -> None:
+    """Weights holding NaN or infinity are refused on load as they are on save: a model
+    built from them evaluates to ``nan`` (shiftwise never writes such a file)."""
+    bad = non_finite(tensors)
+    if bad:
+        raise CheckpointError(
+            f"{flag}: {str(path)!r} holds NaN or infinity in {len(bad)} tensors (e.g. "
+            f"{bad[0]}); refusing weights that cannot compute anything"
+        )
 
 
 def _verify_digest(
     tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str], path: Path, flag: str
 ) -> None:
     """Check the recorded ``sha256`` (over tensors and metadata; tensors only in the previous
-    format, with a warning that its metadata is not covered)."""
+    format, with a warning that its metadata is not covered). A file of the current format
+    without it is refused (removing the key must not switch verification off); one of the
+    previous format loads unverified, with a warning."""
     recorded = metadata.get("sha256")
     if recorded is None:
+        if metadata["format"] == WEIGHTS_FORMAT:
+            raise CheckpointError(
+                f"{flag}: {str(path)!r} has no sha256 in its metadata, which every "
+                f"{WEIGHTS_FORMAT} file carries; refusing an unverifiable file"
+            )
+        _warn_unverified(path, flag)
         return
-    if metadata.get("format") == TENSOR_DIGEST_FORMAT:
+    if metadata["format"] == TENSOR_DIGEST_FORMAT:
         logger.warning(
             "%s: %r was written by an earlier shiftwise: its digest does not cover its "
             "metadata (saving it again upgrades it)",
@@ -493,6 +512,26 @@ def _verify_digest(
             f"{flag}: {str(path)!r} is damaged (its tensors and metadata do not match the "
             "recorded sha256)"
         )
+
+
+def _check_format(metadata: Mapping[str, str], path: Path, flag: str) -> None:
+    """Refuse a file whose ``format`` is none shiftwise writes or wrote."""
+    formats = (WEIGHTS_FORMAT, TENSOR_DIGEST_FORMAT, LEGACY_WEIGHTS_FORMAT)
+    if metadata.get("format") not in formats:
+        found = repr(metadata["format"]) if "format" in metadata else "no format"
+        raise CheckpointError(
+            f"{flag}: {str(path)!r} is not a shiftwise weights file ({found} in its metadata, "
+            f"expected one of {', '.join(formats)})"
+        )
+
+
+def _warn_unverified(path: Path, flag: str) -> None:
+    logger.warning(
+        "%s: %r was written by an earlier shiftwise without a digest: it cannot be verified "
+        "(saving it again adds one)",
+        flag,
+        str(path),
+    )
 
 
 def _metadata(data: bytes, path: Path, flag: str) -> dict[str, str]:

@@ -164,3 +164,16 @@ def test_full_recipe_is_deterministic_under_a_seed_and_stays_in_range() -> None:
     torch.testing.assert_close(targets.sum(1), torch.ones(6))
     with pytest.raises(ValueError, match="in_chans=3"):
         BatchTransform(16, MEAN, STD, 3, 1, PAPER)
+
+
+def test_crops_done_in_workers_are_not_repeated_on_the_device() -> None:
+    """ImageFolder training images arrive cropped and flipped (``crops_in_workers``): with
+    only crop_scale and hflip configured the device leaves the pixels as they are."""
+    images, labels = _batch(channels=3, size=16)
+    augment = AugmentConfig(crop_scale=0.08, hflip=1.0)
+    transform = BatchTransform(16, MEAN, STD, 3, 3, augment, crops_in_workers=True).train()
+    torch.manual_seed(0)
+    x, _ = transform(images, labels)
+    torch.testing.assert_close(x, _plain(images), rtol=0, atol=1e-6)
+    on_device = BatchTransform(16, MEAN, STD, 3, 3, augment).train()
+    assert not torch.allclose(on_device(images, labels)[0], _plain(images))

@@ -34,6 +34,30 @@ def test_image_folder_decodes_resized_uint8(tmp_path: Path) -> None:
     assert image.dtype == torch.uint8 and image.shape == (3, 16, 16) and label == 1
 
 
+def test_image_folder_crops_follow_the_options(tmp_path: Path) -> None:
+    """Validation: shorter side to floor(size / crop_pct), centre crop; training with a
+    crop_scale: random crops in the workers (so the bundle says so)."""
+    root = tmp_path / "data"
+    for split in ("train", "val"):
+        (root / split / "a").mkdir(parents=True)
+    ramp = np.tile(np.arange(0, 256, 8, dtype=np.uint8), (16, 1))  # 16 x 32, left to right
+    for split in ("train", "val"):
+        Image.fromarray(ramp).convert("RGB").save(root / split / "a" / "0.png")
+    whole = load_data(str(root), image_size=8).val[0][0]
+    cropped = load_data(str(root), image_size=8, crop_pct=0.5).val[0][0]
+    # crop_pct 1: the 16 x 16 centre of the 16 x 32 ramp; 0.5: the 8 x 8 centre, a narrower
+    # range of the ramp.
+    spread = [float(img[0, 4, -1]) - float(img[0, 4, 0]) for img in (whole, cropped)]
+    assert spread[0] > 1.8 * spread[1] > 0
+    bundle = load_data(str(root), image_size=8, crop_scale=0.25, hflip=0.5)
+    assert bundle.crops_in_workers and not load_data(str(root), image_size=8).crops_in_workers
+    torch.manual_seed(0)
+    crops = {tuple(bundle.train[0][0][0, 4].tolist()) for _ in range(10)}
+    assert len(crops) > 5
+    with pytest.raises(ValueError, match="crop_pct"):
+        load_data(str(root), crop_pct=1.2)
+
+
 def test_missing_and_empty_directories_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no such directory"):
         load_data(str(tmp_path / "absent"))

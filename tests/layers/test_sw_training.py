@@ -9,7 +9,7 @@ import pytest
 import torch
 from testing_utils import randomize_batchnorm
 
-from shiftwise.layers import ShiftWiseConv2d
+from shiftwise.layers import ShiftWiseConv2d, shiftwise_conv
 from shiftwise.ops.conv_bn_sum import RECOMPUTE_FROM
 
 
@@ -41,14 +41,22 @@ def test_training_steps_leave_the_reference_running_statistics(shape):
             torch.testing.assert_close(buffer, expected_buffer, rtol=1e-12, atol=1e-12, msg=name)
 
 
-def test_bf16_autocast_training_runs_op_by_op_and_returns_bf16():
+def test_bf16_autocast_training_runs_the_fused_op_and_returns_bf16(monkeypatch):
+    """Under autocast the training form still runs ``conv_bn_sum`` (its autocast kernel), so
+    AMP keeps the memory saving of the fused path."""
     torch.manual_seed(1)
     op = ShiftWiseConv2d(8, 9, 3).train()
     expected = copy.deepcopy(op)
     x = torch.randn(2, 8, 7, 7)
+    calls = []
+    fused = shiftwise_conv.conv_bn_sum
+    monkeypatch.setattr(
+        shiftwise_conv, "conv_bn_sum", lambda *a, **k: calls.append(1) or fused(*a, **k)
+    )
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = op(x)
         reference = expected.with_strategy("reference")(x)
+    assert calls == [1]
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), reference.float(), rtol=0.05, atol=0.05)
     assert op.bn_h.num_batches_tracked.item() == 1

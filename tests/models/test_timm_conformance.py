@@ -401,3 +401,238 @@ def test_checkpoint_path_and_pretrained_file(tmp_path) -> None:
         create_model("sw_atto", checkpoint_path=path)
     with pytest.raises(ValueError, match=r"^pretrained_cfg: "):
         create_model("sw_atto", pretrained_cfg="in1k")
+
+
+# --- timm's own scripts: train.py, validate.py, inference.py ------------------------------------
+# Each model-facing call and flag of the scripts at the root of pytorch-image-models, made as the
+# scripts make it. Our convnext_atto is reached through shiftwise (timm's name is timm's model).
+
+REAL_CLIENTS = ["sw_atto", "slak_atto", "convnext_atto"]
+
+
+def script_model(name: str, **kwargs) -> nn.Module:
+    """``name`` as the scripts build it: timm's ``create_model``, which drops ``None`` values
+    (every model flag left at its default) and applies ``set_layer_config``."""
+    torch.manual_seed(0)
+    if name in TIMM_OWN:
+        return create_model(name, **{k: v for k, v in kwargs.items() if v is not None})
+    return timm.create_model(name, **kwargs)
+
+
+@pytest.mark.parametrize("name", REAL_CLIENTS)
+def test_train_py_create_model_flags(name: str) -> None:
+    """train.py: ``create_model(pretrained, in_chans, num_classes, drop_rate, drop_path_rate,
+    drop_block_rate, global_pool, bn_momentum, bn_eps, scriptable, checkpoint_path)``, then
+    ``--head-init-scale`` / ``--head-init-bias`` on ``get_classifier()``,
+    ``--grad-checkpointing`` and ``--num-classes`` read back from the model."""
+    flags = dict(drop_block_rate=None, bn_momentum=None, bn_eps=None, checkpoint_path=None)
+    model = script_model(
+        name, pretrained=False, in_chans=1, num_classes=4, drop_rate=0.2, drop_path_rate=0.1,
+        global_pool="max", **flags,
+    )  # fmt: skip
+    assert (model.num_classes, model.in_chans, model.head.pool_type) == (4, 1, "max")
+    assert model.head.drop.p == 0.2 and model.stages[3].blocks[-1].drop_path.drop_prob > 0
+    with torch.no_grad():  # --head-init-scale 0.5 --head-init-bias -1
+        weight = model.get_classifier().weight.clone()
+        model.get_classifier().weight.mul_(0.5)
+        model.get_classifier().bias.mul_(0.5)
+        nn.init.constant_(model.get_classifier().bias, -1.0)
+    torch.testing.assert_close(model.head.fc.weight, weight * 0.5, rtol=0, atol=0)
+    model.set_grad_checkpointing(enable=True)
+    out = model.train()(torch.randn(2, 1, SIZE, SIZE))
+    out.sum().backward()
+    assert out.shape == (2, 4) and model.stem[0].weight.grad is not None
+    if name not in TIMM_OWN:
+        with timm.layers.set_layer_config(scriptable=True, exportable=True, no_jit=True):
+            assert timm.create_model(name, num_classes=2, scriptable=True).num_classes == 2
+
+
+@pytest.mark.parametrize("flag", ["drop_block_rate", "bn_momentum", "bn_eps"])
+def test_unsupported_model_flags_fail_as_timm_convnext(flag: str) -> None:
+    """Flags for layers the networks do not have (DropBlock; BN momentum / eps, which the
+    ConvNeXt family does not take either) raise ``TypeError`` when given, as timm's ConvNeXt."""
+    for name in ("convnext_atto", "sw_atto", "slak_atto"):  # timm's ConvNeXt, then ours
+        with pytest.raises(TypeError, match=flag):
+            timm.create_model(name, **{flag: 0.1})
+
+
+@pytest.mark.parametrize("name", REAL_CLIENTS)
+def test_input_channels_resolve_through_timm_input_config(name: str) -> None:
+    """inference.py / validate.py: ``resolve_model_input_args`` then
+    ``resolve_input_data_config`` with ``--in-chans`` / ``--input-size``: timm reads the
+    channels from the model's ``in_chans`` (the cfg's describe the weights)."""
+    resolve_args = timm.models.resolve_model_input_args
+    for request in ({"in_chans": 1}, {"input_size": (1, 96, 96)}, {}):
+        if name in TIMM_OWN:
+            model = script_model(name, num_classes=4, in_chans=request.get("in_chans", 1))
+        else:
+            model = timm.create_model(**resolve_args(name, request, num_classes=4))
+        config = timm.data.resolve_input_data_config(model, request)
+        channels = request.get("in_chans") or request.get("input_size", (model.in_chans,))[0]
+        assert config["input_size"][0] == channels == model.in_chans
+        assert config["crop_pct"] == model.pretrained_cfg["crop_pct"]
+        with torch.no_grad():
+            assert model.eval()(torch.randn(1, *config["input_size"])).shape == (1, 4)
+
+
+def _split_batchnorms(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@pytest.mark.parametrize("name", REAL_CLIENTS)
+def test_train_py_layout_norm_conversions_and_ema(name: str, tmp_path) -> None:
+    """train.py: ``--channels-last``, ``--split-bn`` (``convert_splitbn_model``), ``--sync-bn``
+    (``convert_sync_batchnorm``), ``--model-ema`` (``ModelEmaV3``) and ``--resume`` of its
+    EMA (``load_checkpoint(..., use_ema=True)``) on a checkpoint timm's saver layout."""
+    model = randomize_norms(script_model(name, num_classes=5)).eval()
+    x = inputs(4)
+    with torch.no_grad():
+        expected = model(x)
+        last = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        got = last(x.contiguous(memory_format=torch.channels_last))
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+        split = timm.layers.convert_splitbn_model(copy.deepcopy(model), 2)
+        splits = [m for m in split.modules() if isinstance(m, timm.layers.SplitBatchNorm2d)]
+        assert len(splits) == len(_split_batchnorms(model))
+        torch.testing.assert_close(split.eval()(x), expected, rtol=0, atol=0)
+        # training: the first half is normalised by the main BNs with its own statistics
+        reference = copy.deepcopy(model).train()
+        torch.manual_seed(0)
+        first = split.train()(x)[:2]
+        torch.manual_seed(0)
+        torch.testing.assert_close(first, reference(x[:2]), rtol=1e-5, atol=1e-5)
+
+        synced = nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(model)).eval()
+        torch.testing.assert_close(synced(x), expected, rtol=0, atol=0)
+
+    ema = timm.utils.ModelEmaV3(model, decay=0.5)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    ema.update(model)
+    saved = tmp_path / "last.pth.tar"
+    torch.save(
+        {"epoch": 1, "version": 2, "arch": name, "state_dict": model.state_dict(),
+         "state_dict_ema": ema.module.state_dict()},
+        saved,
+    )  # fmt: skip
+    restored = script_model(name, num_classes=5)
+    timm.models.load_checkpoint(restored, str(saved), use_ema=True)
+    restored_state = restored.state_dict()
+    for key, value in ema.module.state_dict().items():
+        assert torch.equal(restored_state[key], value), key
+    resumed = script_model(name, num_classes=5)
+    assert timm.models.resume_checkpoint(resumed, str(saved)) == 2  # next epoch
+    assert torch.equal(resumed.stem[0].weight, model.stem[0].weight)
+
+
+@pytest.mark.parametrize("name", REAL_CLIENTS)
+def test_validate_py_reparam_and_test_time_pool(name: str) -> None:
+    """validate.py: ``--reparam`` (timm's ``reparameterize_model``) gives our deployed form;
+    ``--test-pool`` at a larger input wraps the model in ``TestTimePoolHead``."""
+    model = randomize_norms(script_model(name, num_classes=5)).eval()
+    x = inputs()
+    with torch.no_grad():
+        ours = reparameterize(copy.deepcopy(model))
+        theirs = timm.utils.reparameterize_model(model)
+        assert set(theirs.state_dict()) == set(ours.state_dict())
+        torch.testing.assert_close(theirs(x), ours(x), rtol=0, atol=0)
+        torch.testing.assert_close(theirs(x), model(x), rtol=1e-5, atol=1e-5)
+
+        config = timm.data.resolve_data_config({"input_size": (3, 96, 96)}, model=model)
+        pooled, applied = timm.layers.apply_test_time_pool(model, config)
+        assert applied and pooled(inputs(size=96)).shape == (2, 5)
+
+
+@pytest.mark.parametrize("name", REAL_CLIENTS)
+def test_inference_py_topk_labels_and_dtypes(name: str, tmp_path) -> None:
+    """inference.py: ``--checkpoint`` (timm's loader), ``--model-dtype bfloat16``, softmax
+    ``--topk`` with ``--include-index``, labels from ``infer_imagenet_subset``; without
+    ``--checkpoint`` it asks for ``pretrained=True``, which names the missing weights file."""
+    source = randomize_norms(script_model(name, num_classes=1000))
+    path = tmp_path / "weights.safetensors"
+    shiftwise.models.save_checkpoint(source, path)
+    model = script_model(name, num_classes=None, pretrained=False, checkpoint_path=str(path))
+    assert model.num_classes == 1000
+    pretrained_cfg = dict(model.pretrained_cfg)
+    subset = timm.data.infer_imagenet_subset({"num_classes": model.num_classes})
+    assert subset == "imagenet-1k" and "label_names" not in pretrained_cfg
+    labels = timm.data.ImageNetInfo(subset)
+    model = model.to(dtype=torch.bfloat16).eval()
+    with torch.inference_mode():
+        output = model(inputs().to(torch.bfloat16)).softmax(-1)
+        probs, indices = output.topk(min(5, model.num_classes))
+    assert output.dtype == torch.bfloat16 and indices.shape == (2, 5)
+    assert (probs[:, :-1] >= probs[:, 1:]).all()
+    assert all(labels.index_to_label_name(int(i)) for i in indices.flatten())
+    if name not in TIMM_OWN:
+        with pytest.raises(ValueError, match=r"^pretrained: no weights are shipped"):
+            timm.create_model(name, pretrained=True)
+
+
+@pytest.mark.parametrize("name", REAL_CLIENTS)
+def test_torchscript_flag(name: str) -> None:
+    """``--torchscript`` (``torch.jit.script``): the ConvNeXt network (plain depthwise convs)
+    scripts and computes what it computes eagerly. The SW and SLaK operators do not script
+    (their forward calls Python helpers and generators TorchScript does not compile);
+    ``torch.compile`` (``--torchcompile``) is their compiled path (tests/models/test_compile.py)."""
+    model = randomize_norms(script_model(name, num_classes=5)).eval()
+    if model.operator != "conv":
+        pytest.xfail("the SW and SLaK operators are not TorchScript-compatible")
+    scripted = torch.jit.script(model)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(inputs()), model(inputs()), rtol=0, atol=0)
+        reparameterize(model)
+        torch.testing.assert_close(torch.jit.script(model)(inputs()), model(inputs()))
+
+
+def test_initial_checkpoint_with_other_classes_or_features_only(tmp_path) -> None:
+    """train.py ``--initial-checkpoint`` (timm's ``load_checkpoint``, strict, as for timm's own
+    models): a file for another class count or the classifier's keys against a
+    ``features_only`` backbone are refused naming the head; ``--pretrained`` with the file as
+    the cfg's ``file`` loads the classifier's weights before the backbone is cut from it."""
+    source = randomize_norms(build("sw_atto", num_classes=1000))
+    path = tmp_path / "weights.safetensors"
+    shiftwise.models.save_checkpoint(source, path)
+    with pytest.raises(RuntimeError, match=r"head\.fc\.weight"):
+        timm.create_model("sw_atto", num_classes=10, checkpoint_path=str(path))
+    with pytest.raises(RuntimeError, match=r"head\.fc\.weight"):
+        timm.create_model("sw_atto", features_only=True, checkpoint_path=str(path))
+    backbone = timm.create_model(
+        "sw_atto", features_only=True, pretrained=True, pretrained_cfg_overlay={"file": str(path)}
+    )
+    assert torch.equal(backbone.state_dict()["stem.0.weight"], source.state_dict()["stem.0.weight"])
+
+
+@pytest.mark.slow
+def test_grad_checkpointing_under_torch_compile() -> None:
+    """train.py ``--grad-checkpointing --torchcompile``: the compiled, checkpointed training
+    step gives the eager outputs and gradients, and updates the BN statistics once (the
+    compiled recomputation does not update them again)."""
+    torch.manual_seed(0)
+    plain = create_model("slak_atto", num_classes=5, layer_scale_init=0.5).train()
+    checkpointed = copy.deepcopy(plain)
+    checkpointed.set_grad_checkpointing(enable=True)
+    compiled = torch.compile(checkpointed, backend="aot_eager")
+    x = inputs(4)
+    outputs = []
+    for model in (plain, compiled):
+        out = model(x)
+        out.square().mean().backward()
+        outputs.append(out)
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-5, atol=1e-6)
+    for (key, a), b in zip(plain.named_parameters(), checkpointed.parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-5, atol=1e-6, msg=key)
+    for (key, a), b in zip(plain.named_buffers(), checkpointed.buffers(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=key)
+
+
+@pytest.mark.parametrize("name", REAL_CLIENTS)
+def test_aot_autograd_flag(name: str) -> None:
+    """validate.py / inference.py ``--aot-autograd``: functorch's ``memory_efficient_fusion``
+    of the evaluation model computes what the model computes."""
+    fusion = pytest.importorskip("functorch.compile").memory_efficient_fusion
+    model = randomize_norms(script_model(name, num_classes=5)).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fusion(model)(inputs()), model(inputs()), rtol=0, atol=0)

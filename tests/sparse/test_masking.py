@@ -84,6 +84,35 @@ def test_regrown_weights_and_optimizer_state_start_at_zero(tiny_net, batch, trai
     assert target.params[0][grown].ne(0).any()
 
 
+def test_a_unit_pruned_and_regrown_in_one_update_restarts_from_zero(tiny_net, batch, train_steps):
+    """The smallest active unit, with the largest gradient, is pruned and regrown by the same
+    update: its mask stays set, yet its weight and its Adam moments must restart at zero."""
+    optimizer = torch.optim.AdamW(tiny_net.parameters(), lr=1e-2)
+    masking = Masking(
+        tiny_net, optimizer, density=0.5, init="uniform", growth="gradient", update_freq=None,
+        total_steps=100, granularity="fine", targets="all", prune_rate=1e-6, min_prune_rate=1e-6,
+    )  # fmt: skip
+    train_steps(tiny_net, optimizer, masking, batch, 3)
+    target = masking.targets[0]
+    mask = masking.masks[target.name]
+    unit = torch.zeros_like(mask).flatten()
+    unit[mask.flatten().nonzero()[0]] = True
+    unit = unit.reshape(mask.shape)
+    with torch.no_grad():
+        for param in target.params:
+            param.masked_fill_(unit, 1e-8)  # the smallest magnitude: pruned first
+            param.grad.masked_fill_(unit, 1e3)  # the largest gradient: regrown first
+            state = optimizer.state[param]
+            assert all(state[key][unit.expand_as(param)].ne(0).all() for key in ("exp_avg",))
+    assert masking.prune_and_regrow()[target.name] == 1
+    assert masking.masks[target.name][unit].all()
+    for param in target.params:
+        selected = unit.expand_as(param)
+        assert param[selected].eq(0).all()
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert optimizer.state[param][key][selected].eq(0).all(), key
+
+
 def test_sgd_momentum_buffer_is_masked(tiny_net, batch, train_steps):
     optimizer = torch.optim.SGD(tiny_net.parameters(), lr=0.1, momentum=0.9)
     masking = Masking(

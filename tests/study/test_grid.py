@@ -124,9 +124,9 @@ def test_directory_left_with_only_the_lock_is_taken(tmp_path: Path) -> None:
     stale.mkdir()
     (stale / _LOCK_NAME).touch()  # a study killed before it wrote study.json
     with (
-        _study_directory(stale, grid),
+        _study_directory(stale, stale / "runs", grid),
         pytest.raises(UsageError, match="another shiftwise study is running"),
-        _study_directory(stale, grid),
+        _study_directory(stale, stale / "runs", grid),
     ):
         pass
     assert (stale / STUDY_NAME).is_file()

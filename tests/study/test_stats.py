@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shiftwise.study import summarize, summary_rows, t_quantile_975
+from shiftwise.study import seeds_to_separate, summarize, summary_rows, t_quantile_975
 from shiftwise.study.grid import parse_grid
+from shiftwise.study.stats import t_test_power
 
 # t(0.975, df) to 6 digits (standard tables).
 KNOWN_T = {1: 12.706205, 2: 4.302653, 5: 2.570582, 10: 2.228139, 30: 2.042272, 31: 2.039513,
@@ -74,3 +75,30 @@ def test_summary_rows_group_runs_per_entry_in_grid_order() -> None:
     assert b["training_seconds_mean"] == pytest.approx(3.0)
     assert b["images_per_second_mean"] == pytest.approx(np.mean([500, 250, 1000 / 3]))
     assert b["seeds"] == [0, 1, 2] and rows[1]["n"] == 1
+
+
+# Seeds per group of a two-sample t test (two-sided 5%, power 80%) from the standard
+# tables (Cohen 1988, Table 2.4.1; exact noncentral-t values): effect size d -> n.
+KNOWN_N = {2.0: 6, 1.5: 9, 1.0: 17, 0.8: 26, 0.5: 64, 0.2: 394}
+
+
+@pytest.mark.parametrize(("effect", "expected"), KNOWN_N.items())
+def test_seeds_to_separate_matches_power_tables(effect: float, expected: int) -> None:
+    assert seeds_to_separate(effect * 3.0, 3.0, 3.0) == expected
+
+
+def test_power_is_the_level_without_difference_and_grows_with_it() -> None:
+    assert t_test_power(0.0, 4) == pytest.approx(0.05, abs=1e-4)
+    # large df: the normal approximation 1 - Phi(1.96 - 2.8) + Phi(-1.96 - 2.8) = 0.7995
+    assert t_test_power(2.8, 2000) == pytest.approx(0.7995, abs=2e-3)
+    assert t_test_power(1.0, 4) < t_test_power(2.0, 4) < t_test_power(2.0, 40)
+
+
+def test_seeds_to_separate_uses_both_spreads_and_bounds() -> None:
+    # the variance of the difference is what matters: (3, 4) is one pooled std of 5/sqrt(2)
+    assert seeds_to_separate(5.0, 3.0, 4.0) == seeds_to_separate(5.0, 5 / 2**0.5, 5 / 2**0.5)
+    assert seeds_to_separate(0.0, 1.0, 1.0) is None
+    assert seeds_to_separate(0.01, 10.0, 10.0, max_seeds=100) is None
+    assert seeds_to_separate(1.0, 0.0, 0.0) == 2
+    with pytest.raises(ValueError, match="finite"):
+        seeds_to_separate(1.0, math.nan, 1.0)

@@ -5,24 +5,34 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from pathlib import Path
 
 import pytest
 
 import shiftwise.training
 from shiftwise.cli import main
-from shiftwise.study import Progress, load_grid, run_study
-from shiftwise.study.runner import RESULT_NAME
+from shiftwise.study import Progress, check_grid, estimate_grid, load_grid, run_study
+from shiftwise.study.runner import RESULT_NAME, resolve_run
 
 pytestmark = pytest.mark.slow
 
 
 def test_quick_grid_end_to_end(tmp_path: Path, capsys) -> None:
     output = tmp_path / "quick"
-    assert main(["study", "quick", "--output", str(output), "--no-progress"]) == 0
     grid = load_grid("quick")
+    # the estimate, measured now (probe runs), against the grid's real wall time just after
+    estimate = estimate_grid(grid, check_grid(grid), output / "runs")
+    assert all(e.runs_left == 2 and e.source == "probe" for e in estimate.entries.values())
+    started = time.perf_counter()
+    assert main(["study", "quick", "--output", str(output), "--no-progress"]) == 0
+    wall = time.perf_counter() - started
+    assert estimate.total_seconds / 2 <= wall <= 2 * estimate.total_seconds
+    summary = json.loads((output / "summary.json").read_text())
+    epochs = {r["run_id"]: r["epochs"] for r in summary["runs"]}
     for entry, seed in grid.runs():
-        record = json.loads((output / "runs" / entry.run_id(seed) / RESULT_NAME).read_text())
+        name = resolve_run(entry, seed, epochs[entry.run_id(seed)])[3]
+        record = json.loads((output / "runs" / name / RESULT_NAME).read_text())
         assert record["seed"] == seed and len(record["val_top1"]) == record["epochs"]
     summary = json.loads((output / "summary.json").read_text())
     rows = {row["entry"]: row for row in summary["configurations"]}
@@ -53,8 +63,12 @@ def test_quick_grid_end_to_end(tmp_path: Path, capsys) -> None:
     for name in ("accuracy_vs_time.png", "curves.png", "ablations.png"):
         assert (output / name).read_bytes()[:4] == b"\x89PNG"
     assert "summary:" in capsys.readouterr().out
-    # a second invocation finds everything finished and trains nothing
+    # a second invocation finds everything finished and trains nothing; the estimate then
+    # has nothing left and measures each shape by the finished runs
     assert main(["study", "quick", "--output", str(output), "--no-progress"]) == 0
+    again = estimate_grid(grid, check_grid(grid), output / "runs")
+    assert again.total_seconds == 0
+    assert all("finished runs" in e.source for e in again.entries.values())
 
 
 GRID = """seeds = [0, 1]
@@ -77,24 +91,25 @@ def test_killed_study_resumes_without_repeating_finished_runs(tmp_path: Path, mo
     (tmp_path / "tiny.toml").write_text(GRID)
     grid = load_grid(str(tmp_path / "tiny.toml"))
     output = tmp_path / "study"
-    real_checkpoint, written = trainer.save_resume_point, []
+    real_checkpoint, written = trainer.Trainer.save_resume_point, []
 
     def killed_after_third_checkpoint(run, epoch, step):
         written.append(real_checkpoint(run, epoch, step))
         if len(written) == 3:  # seed 0 finished (2 epochs), seed 1 after its first epoch
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(trainer, "save_resume_point", killed_after_third_checkpoint)
+    monkeypatch.setattr(trainer.Trainer, "save_resume_point", killed_after_third_checkpoint)
     with pytest.raises(KeyboardInterrupt):
         run_study(grid, output)
-    finished = output / "runs" / "tiny-seed0" / RESULT_NAME
-    killed = output / "runs" / "tiny-seed1"
+    (entry,) = grid.entries
+    finished = output / "runs" / resolve_run(entry, 0, 2)[3] / RESULT_NAME
+    killed = output / "runs" / resolve_run(entry, 1, 2)[3]
     assert finished.is_file() and not (killed / RESULT_NAME).exists()
     before = finished.stat().st_mtime_ns, finished.read_bytes()
     first_epoch = json.loads((killed / "log.json").read_text())
     assert [r["epoch"] for r in first_epoch] == [1]
 
-    monkeypatch.setattr(trainer, "save_resume_point", real_checkpoint)
+    monkeypatch.setattr(trainer.Trainer, "save_resume_point", real_checkpoint)
     real_train, configs = shiftwise.training.train, []
 
     def recorded_train(config):
@@ -120,3 +135,27 @@ def test_dry_run_lists_runs_and_estimate_without_training(tmp_path: Path, capsys
     for entry in load_grid("quick").entries:
         assert entry.name in out
     assert "estimated total" in out and "load average" in out
+
+
+def test_a_run_two_entries_or_two_grids_define_alike_trains_once(
+    tmp_path: Path, monkeypatch
+) -> None:
+    real_train, trained = shiftwise.training.train, []
+
+    def recorded_train(config):
+        trained.append((config.optim.epochs, config.run.seed))
+        return real_train(config)
+
+    monkeypatch.setattr(shiftwise.training, "train", recorded_train)
+    store = tmp_path / "runs"
+    first = GRID.replace("seeds = [0, 1]", "seeds = [0]").replace("epochs = 2", "epochs = 1")
+    first += '[[runs]]\nname = "same"\nmodel = "convnext_atto"\n'  # = "tiny", another name
+    (tmp_path / "a.toml").write_text(first)
+    second = first.replace('name = "same"', 'name = "longer"\nepochs = 2')
+    (tmp_path / "b.toml").write_text(second)
+    a = run_study(load_grid(str(tmp_path / "a.toml")), tmp_path / "a", store=store)
+    assert trained == [(1, 0)] and a[0]["top1"] == a[1]["top1"]
+    b = run_study(load_grid(str(tmp_path / "b.toml")), tmp_path / "b", store=store)
+    assert trained == [(1, 0), (2, 0)]  # "tiny" came from grid a's run
+    assert b[0]["key"] == a[0]["key"] and b[1]["epochs"] == 2
+    assert len(list(store.glob(f"*/{RESULT_NAME}"))) == 2

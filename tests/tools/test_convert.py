@@ -148,7 +148,8 @@ def test_errors_name_the_problem(tmp_path: Path) -> None:
         load_checkpoint(create_model("sw_atto"), tmp_path / "none.safetensors")
 
 
-def test_cli_convert(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def _official_atto(tmp_path: Path) -> tuple[torch.nn.Module, Path]:
+    """An sw_atto and its weights under the official names, as ``atto.pth``."""
     model = create_model("sw_atto", num_classes=10)
     official = {}
     for key, value in model.state_dict().items():  # our atto under official names
@@ -156,6 +157,11 @@ def test_cli_convert(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
             official[_to_official(key)] = value
     checkpoint = tmp_path / "atto.pth"
     torch.save({"state_dict": official}, checkpoint)
+    return model, checkpoint
+
+
+def test_cli_convert(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model, checkpoint = _official_atto(tmp_path)
     out = tmp_path / "atto.safetensors"
     argv = ["convert", "--from", "sw", str(checkpoint), str(out), "--model", "sw_atto"]
     assert cli.main(argv) == 0
@@ -194,3 +200,25 @@ def test_small_base_listings_convert(name: str) -> None:
     found, ours = convert_state_dict(official_state_dict(name), name.split("_")[0])
     assert found == name
     create_model(name).load_state_dict(ours, strict=True)
+
+
+@pytest.mark.parametrize("link", ["same", "symlink", "hardlink"])
+def test_convert_refuses_to_write_onto_its_input(
+    link: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``convert a.pth a.pth`` (or an output linked to the input) would replace the official
+    checkpoint: one line, exit 2, the input unchanged."""
+    _, checkpoint = _official_atto(tmp_path)
+    before = checkpoint.read_bytes()
+    out = tmp_path / "out.safetensors"
+    if link == "same":
+        out = tmp_path / "." / checkpoint.name
+    elif link == "symlink":
+        out.symlink_to(checkpoint)
+    else:
+        out.hardlink_to(checkpoint)
+    argv = ["convert", "--from", "sw", str(checkpoint), str(out), "--model", "sw_atto"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "OUT: " in err and "would replace the input" in err and err.count("\n") == 1
+    assert checkpoint.read_bytes() == before

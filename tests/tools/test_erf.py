@@ -211,5 +211,5 @@ def test_an_output_that_is_an_input_picture_is_refused(tmp_path, capsys):
     argv = ["erf", "--models", "convnext_atto", "--images", str(pictures), "--size", "32"]
     assert main([*argv, "--out", str(pictures)]) == 2
     err = capsys.readouterr().err
-    assert f"--out: {str(pictures / 'erf.png')!r} is also an input" in err
+    assert f"--out: {str(pictures / 'erf.png')!r} is the input" in err
     assert err.count("\n") == 1 and (pictures / "erf.png").read_bytes() == before

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from shiftwise.cli import main
 from shiftwise.io import save_weights
@@ -80,3 +81,56 @@ def test_a_flipped_bit_in_the_metadata_is_one_line(tmp_path: Path, capsys) -> No
     assert main(["eval", "--checkpoint", str(path), "--data", "digits"]) == 2
     err = capsys.readouterr().err
     assert f"--checkpoint: '{path}' is damaged" in err and err.count("\n") == 1
+
+
+def _folder_weights(tmp_path: Path) -> Path:
+    """RGB sw_atto weights for 2 classes (recorded image size 32) and an ImageFolder of
+    photos wider than tall under ``tmp_path / "data"``."""
+    torch.manual_seed(0)
+    kwargs = {"num_classes": 2, "in_chans": 3, "width_factor": 0.25}
+    model = create_model("sw_atto", **kwargs)
+    with torch.no_grad():
+        model(torch.randn(8, 3, 32, 32))
+    path = tmp_path / "rgb.safetensors"
+    save_weights(
+        model.state_dict(), path, model="sw_atto", model_kwargs=kwargs, metadata={"image_size": 32}
+    )
+    generator = torch.Generator().manual_seed(1)
+    for split in ("train", "val"):
+        for name in ("a", "b"):
+            folder = tmp_path / "data" / split / name
+            folder.mkdir(parents=True)
+            for i in range(3):
+                pixels = torch.randint(0, 256, (30, 45, 3), generator=generator, dtype=torch.uint8)
+                Image.fromarray(pixels.numpy()).save(folder / f"{i}.png")
+    return path
+
+
+def test_eval_crops_folder_images_with_the_models_crop_pct(tmp_path: Path, capsys) -> None:
+    """ImageFolder validation images get the evaluation crop of the model (sw_atto:
+    crop_pct 1.0 at the recorded 32 px) or of --crop-pct, which changes the scores."""
+    path = _folder_weights(tmp_path)
+    argv = ["eval", "--checkpoint", str(path), "--data", str(tmp_path / "data"), "--json"]
+    results = []
+    for extra in ([], ["--crop-pct", "0.5"]):
+        assert main([*argv, *extra]) == 0
+        results.append(json.loads(capsys.readouterr().out))
+    default, cropped = results
+    assert default["crop_pct"] == 1.0 and cropped["crop_pct"] == 0.5
+    assert default["image_size"] == cropped["image_size"] == 32
+    assert default["count"] == cropped["count"] == 6
+    assert default["loss"] != cropped["loss"]
+
+
+def test_crop_pct_errors_are_one_line(tmp_path: Path, capsys) -> None:
+    path = _folder_weights(tmp_path)
+    folder = str(tmp_path / "data")
+    for data, value, message in (
+        (folder, "0", "--crop-pct: expected a number in (0, 1]"),
+        (folder, "1.2", "--crop-pct: expected a number in (0, 1]"),
+        ("digits", "0.875", "--crop-pct: applies to ImageFolder data"),
+    ):
+        argv = ["eval", "--checkpoint", str(path), "--data", data, "--crop-pct", value]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err

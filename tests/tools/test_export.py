@@ -196,5 +196,5 @@ def test_an_output_that_is_the_checkpoint_is_refused(tmp_path, capsys):
         argv = ["export", "convnext_atto", "--checkpoint", str(weights), "-o", str(out)]
         assert main([*argv, "--img-size", "32", "--repeats", "1"]) == 2
         err = capsys.readouterr().err
-        assert f"--output: {str(out)!r} is also an input" in err and err.count("\n") == 1
+        assert f"--output: {str(out)!r} is the input" in err and err.count("\n") == 1
     assert weights.read_bytes() == before

@@ -24,9 +24,8 @@ from shiftwise.data import BatchTransform
 from shiftwise.errors import DivergedError
 from shiftwise.io import read_weights
 from shiftwise.training import TrainConfig, config_from_options
-from shiftwise.training import build as build_module
 from shiftwise.training import trainer as trainer_module
-from shiftwise.training.run_directory import LOCK_NAME, claim_run_directory
+from shiftwise.training.run_directory import LOCK_NAME, MANIFEST_NAME, claim_run_directory
 
 TINY = [
     "--model", "slak_atto", "--width-factor", "0.25", "--data", "digits",
@@ -60,7 +59,7 @@ def no_data(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError("data was read before the arguments were checked")
 
-    monkeypatch.setattr(build_module, "load_data", refuse)
+    monkeypatch.setattr(trainer_module, "load_data", refuse)
 
 
 BAD_TRAIN_ARGS = [
@@ -188,7 +187,7 @@ class _Poisoned(BatchTransform):
 def test_poisoned_batch_is_skipped_and_counted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(build_module, "BatchTransform", _Poisoned)
+    monkeypatch.setattr(trainer_module, "BatchTransform", _Poisoned)
     monkeypatch.setattr(_Poisoned, "calls", {2})
     monkeypatch.setattr(_Poisoned, "count", 0)
     result = shiftwise.train(_config(tmp_path, ema_decay=0.5))
@@ -203,7 +202,7 @@ def test_poisoned_batch_is_skipped_and_counted(
 def test_poison_every_batch_diverges_without_writing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(build_module, "BatchTransform", _Poisoned)
+    monkeypatch.setattr(trainer_module, "BatchTransform", _Poisoned)
     monkeypatch.setattr(_Poisoned, "calls", set(range(1, 100)))
     monkeypatch.setattr(_Poisoned, "count", 0)
     with pytest.raises(DivergedError, match="3 consecutive steps"):
@@ -279,6 +278,7 @@ def test_unreadable_images_are_skipped_named_and_limited(tmp_path: Path, caplog,
     err = capsys.readouterr().err
     assert "could not be read this epoch (more than --max-bad-images 0)" in err
     assert err.count("\n") == 1
+    assert not (tmp_path / "strict").exists()  # nothing was written: the claim is undone
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,15 +327,15 @@ def test_a_usage_error_after_the_claim_leaves_no_directory(tmp_path: Path, capsy
 def test_resume_keeps_every_option_that_shapes_logs_and_writes(tmp_path: Path) -> None:
     options = dict(val_limit=24, resume_point_every=3, max_skipped_steps=7, max_bad_images=0.2)
     shiftwise.train(_config(tmp_path, **options))
-    run = build_module.build_run(config_from_options({"resume": str(tmp_path), "progress": False}))
+    run = trainer_module.Trainer(config_from_options({"resume": str(tmp_path), "progress": False}))
     try:
         config = run.config
         resumed = (config.data.val_limit, config.run.resume_point_every)
         resumed += (config.run.max_skipped_steps, config.data.max_bad_images)
         assert resumed == (24, 3, 7, 0.2)
-        assert trainer_module._val_count(run) == 24
+        assert run.val_count == 24
     finally:
-        run.directory.release()
+        run.files.release()
 
 
 @pytest.mark.slow
@@ -361,14 +361,14 @@ def test_disk_full_while_checkpointing_is_one_line_and_keeps_the_last_checkpoint
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     """The writer's OSError (ENOSPC, simulated at fsync) during the second epoch's checkpoint."""
-    append = build_module.TrainLog.append
+    append = trainer_module.TrainLog.append
 
     def append_then_fill_the_disk(log, record):
         append(log, record)
         if record["epoch"] == 2:
             monkeypatch.setattr(swio.os, "fsync", _enospc)
 
-    monkeypatch.setattr(build_module.TrainLog, "append", append_then_fill_the_disk)
+    monkeypatch.setattr(trainer_module.TrainLog, "append", append_then_fill_the_disk)
     first = None
 
     def remember_first_checkpoint(run, epoch, step):
@@ -377,8 +377,8 @@ def test_disk_full_while_checkpointing_is_one_line_and_keeps_the_last_checkpoint
         first = first or _files(tmp_path)
         return path
 
-    checkpoint = trainer_module.save_resume_point
-    monkeypatch.setattr(trainer_module, "save_resume_point", remember_first_checkpoint)
+    checkpoint = trainer_module.Trainer.save_resume_point
+    monkeypatch.setattr(trainer_module.Trainer, "save_resume_point", remember_first_checkpoint)
     assert main(["train", *TINY, "--epochs", "2", "--output", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "No space left on device" in err
@@ -467,3 +467,107 @@ def test_an_empty_class_folder_is_refused(tmp_path: Path, capsys) -> None:
     assert main([*argv, "--output", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert f"class folder '{data / 'train' / 'empty'}' holds no images" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 26: links, directories shiftwise did not write, and claims that fail
+
+
+def test_a_symlinked_lock_file_is_refused_and_its_target_kept(
+    tmp_path: Path, no_data, capsys
+) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / LOCK_NAME).symlink_to("../victim.txt")
+    assert main(["train", *TINY, "--output", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "is a symbolic link; shiftwise never follows a link" in err and err.count("\n") == 1
+    assert victim.read_bytes() == b"precious"
+    assert [p.name for p in run.iterdir()] == [LOCK_NAME]
+
+
+def _user_folder_with_a_resume_point(trained: Path, folder: Path, **user: bytes) -> Path:
+    """``folder``: the user's files plus a copy of ``trained``'s resume point."""
+    folder.mkdir()
+    state = swio.load_training_state(trained / swio.STATE_NAME)
+    for name in [swio.STATE_NAME, *(entry["file"] for entry in state["weights"].values())]:
+        (folder / name).write_bytes((trained / name).read_bytes())
+    for name, data in user.items():
+        (folder / name).write_bytes(data)
+    return folder
+
+
+def test_resume_refuses_a_folder_shiftwise_did_not_write(
+    trained: Path, tmp_path: Path, no_data, capsys
+) -> None:
+    user = {"log.csv": b"mine\n", "model.safetensors": b"mine"}
+    cases = {
+        "user files": ({**user, ".x.123-deadbeef.tmp": b"t"}, "not a shiftwise run directory"),
+        "shiftwise names only": (user, "a name shiftwise uses that shiftwise did not write"),
+    }
+    for case, (files, message) in cases.items():
+        folder = _user_folder_with_a_resume_point(trained, tmp_path / case, **files)
+        before = _files(folder)
+        assert main(["train", "--resume", str(folder), "--no-progress"]) == 2, case
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+        assert _files(folder) == before
+
+
+@pytest.mark.slow
+def test_resume_adopts_a_run_directory_of_an_earlier_shiftwise(
+    trained: Path, tmp_path: Path
+) -> None:
+    old = tmp_path / "old"
+    shutil.copytree(trained, old)
+    for name in (MANIFEST_NAME, LOCK_NAME):
+        (old / name).unlink()
+    assert main(["train", "--resume", str(old), "--no-progress"]) == 0  # finished: evaluated
+    manifest = json.loads((old / MANIFEST_NAME).read_text())
+    assert {"checkpoint.pt", "log.json", "model.safetensors"} <= set(manifest["files"])
+
+
+def test_a_forged_manifest_does_not_let_train_overwrite_a_users_files(
+    tmp_path: Path, no_data, capsys
+) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for name, data in USER_FILES.items():
+        (mine / name).write_bytes(data)
+    (mine / MANIFEST_NAME).write_text('{"format": "shiftwise-run-1"}')
+    before = _files(mine)
+    assert main(["train", *TINY, "--output", str(mine)]) == 2
+    err = capsys.readouterr().err
+    assert "'log.csv'" in err and err.count("\n") == 1
+    assert _files(mine) == before
+
+
+def test_a_finished_run_without_its_checkpoint_is_not_overwritten(
+    trained: Path, tmp_path: Path, no_data, capsys
+) -> None:
+    run = tmp_path / "finished"
+    shutil.copytree(trained, run)
+    for name in (swio.STATE_NAME, swio.PREVIOUS_NAME):
+        (run / name).unlink()
+    before = _files(run)
+    assert main(["train", *TINY, "--output", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a resume point or the weights of a run ('model.safetensors')" in err
+    assert _files(run) == before
+
+
+def test_errors_after_the_claim_leave_a_users_empty_directory_empty(tmp_path: Path, capsys) -> None:
+    empty_data = tmp_path / "empty-data"
+    empty_data.mkdir()
+    for error, message in [
+        (["--batch-size", "4096"], "cannot fill one step"),  # a usage error
+        (["--data", str(empty_data)], "must hold train/<class>"),  # a data error
+    ]:
+        output = tmp_path / "mine"
+        output.mkdir()
+        assert main(["train", *TINY, "--output", str(output), *error]) == 2
+        assert message in capsys.readouterr().err
+        assert list(output.iterdir()) == []
+        output.rmdir()

@@ -22,7 +22,7 @@ from shiftwise.training.config import (
     resolve,
 )
 from shiftwise.training.recipe import RECIPES
-from shiftwise.training.resume_points import saved_config
+from shiftwise.training.run_directory import saved_config
 
 
 def test_every_field_is_one_uniquely_named_option() -> None:

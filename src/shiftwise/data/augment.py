@@ -53,6 +53,9 @@ class BatchTransform(nn.Module):
     In eval mode only resizing and normalisation happen and labels pass through. In train
     mode labels become soft targets [B, num_classes] (label smoothing, MixUp/CutMix mixing).
     Grayscale data is repeated to ``in_chans`` channels when the model expects 3.
+    ``crops_in_workers``: the images were already randomly cropped and flipped per image
+    (ImageFolder data, :class:`~shiftwise.data.transforms.TrainCrop`), so ``crop_scale`` and
+    ``hflip`` add nothing here.
     """
 
     def __init__(
@@ -63,6 +66,7 @@ class BatchTransform(nn.Module):
         num_classes: int,
         in_chans: int,
         augment: AugmentConfig = AugmentConfig(),
+        crops_in_workers: bool = False,
     ) -> None:
         super().__init__()
         self.image_size = image_size
@@ -75,9 +79,9 @@ class BatchTransform(nn.Module):
         self.register_buffer("std", _per_channel(std, in_chans), persistent=False)
         size = (image_size, image_size)
         geometric: list[nn.Module] = []
-        if augment.crop_scale < 1.0:
+        if augment.crop_scale < 1.0 and not crops_in_workers:
             geometric.append(K.RandomResizedCrop(size, scale=(augment.crop_scale, 1.0)))
-        if augment.hflip > 0:
+        if augment.hflip > 0 and not crops_in_workers:
             geometric.append(K.RandomHorizontalFlip(p=augment.hflip))
         if augment.randaug_n > 0:
             geometric.append(RandAugment(n=augment.randaug_n, m=augment.randaug_m))

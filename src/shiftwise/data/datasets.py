@@ -1,16 +1,19 @@
 """Data sources (``data.name``): the bundled set, Fashion-MNIST, digits and ImageFolder trees.
 
-Every source becomes a :class:`DataBundle` whose datasets yield ``(uint8 [C, H, W], label)``;
-decoding happens in DataLoader workers, while resizing, augmentation and normalisation run
-batched on the training device (:mod:`shiftwise.data.augment`).
+Every source becomes a :class:`DataBundle` whose datasets yield ``(uint8 [C, H, W], label)``.
+ImageFolder images are decoded and cropped per image in DataLoader workers, as timm's
+``create_transform`` does (:mod:`shiftwise.data.transforms`: random resized crop and flip for
+training, resize and centre crop by ``crop_pct`` for evaluation); the in-memory sets are resized
+on the device. Colour augmentation, erasing, mixing and normalisation run batched on the
+training device (:mod:`shiftwise.data.augment`).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from dataclasses import dataclass
-from io import BytesIO
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,7 @@ from torch.utils.data import Dataset
 from shiftwise.data.bundled import CLASSES as BUNDLED_CLASSES
 from shiftwise.data.bundled import BundledConfig, load_bundled
 from shiftwise.data.real import FASHION_MNIST_CLASSES, load_digits, load_fashion_mnist
+from shiftwise.data.transforms import EvalCrop, TrainCrop, decode
 from shiftwise.errors import MissingFileError, UsageError
 from shiftwise.io import read_regular_file
 
@@ -62,14 +66,26 @@ class ArrayDataset(Dataset):
 class ImageFolderDataset(Dataset):
     """``root/<class>/<image>`` files decoded with pillow into uint8 [C, size, size].
 
-    Each image is resized so its shorter side is ``size`` and centre-cropped (random crops
-    and flips are applied later, batched on the device). ``classes`` fixes the class order
-    (sorted folder names by default). A class folder without images, or an image name that
-    is not a regular file (a FIFO, device, socket: opening it could block), is refused with
-    one line naming it; ``allow_empty`` accepts empty class folders (validation sets). A file
-    that cannot be decoded (truncated, not an image, replaced after listing) gives a zero
-    image with label ``-1`` and a warning naming it; the trainer and the evaluation skip and
-    count such samples.
+    Without ``crop_scale`` (evaluation) each image's shorter side is resized to
+    ``floor(size / crop_pct)`` and the centre ``size`` square is kept (timm's evaluation
+    transform, :class:`~shiftwise.data.transforms.EvalCrop`). With ``crop_scale`` (training)
+    each read draws a random resized crop over the whole image (area fraction in
+    ``(crop_scale, 1)``, aspect ratio in ``crop_ratio``; ``crop_scale=1``: the centred square
+    of the shorter side) and flips it with probability ``hflip``
+    (:class:`~shiftwise.data.transforms.TrainCrop`). Resizing is ``interpolation``
+    (bicubic, as in the papers). Colour augmentation, erasing and mixing run batched on the
+    device (:mod:`shiftwise.data.augment`).
+
+    With a ``seed`` the random draws of sample ``i`` come from a generator seeded by
+    ``(seed, epoch, i)`` (:meth:`set_epoch`): the same crops whatever the number of workers,
+    the read order or a resume; without one they come from torch's global generator.
+
+    ``classes`` fixes the class order (sorted folder names by default). A class folder
+    without images, or an image name that is not a regular file (a FIFO, device, socket:
+    opening it could block), is refused with one line naming it; ``allow_empty`` accepts
+    empty class folders (validation sets). A file that cannot be decoded (truncated, not an
+    image, replaced after listing) gives a zero image with label ``-1`` and a warning naming
+    it; the trainer and the evaluation skip and count such samples.
     """
 
     def __init__(
@@ -79,7 +95,19 @@ class ImageFolderDataset(Dataset):
         channels: int = 3,
         classes: list[str] | None = None,
         allow_empty: bool = False,
+        *,
+        crop_pct: float = 1.0,
+        crop_scale: float | None = None,
+        crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        hflip: float = 0.0,
+        interpolation: str = "bicubic",
+        seed: int | None = None,
     ) -> None:
+        self.seed, self.epoch = seed, 0
+        if crop_scale is None:
+            self.crop: EvalCrop | TrainCrop = EvalCrop(size, crop_pct, interpolation)
+        else:
+            self.crop = TrainCrop(size, crop_scale, crop_ratio, hflip, interpolation)
         if not root.is_dir():
             raise MissingFileError(f"data directory {str(root)!r} does not exist")
         found = sorted(p.name for p in root.iterdir() if p.is_dir())
@@ -106,29 +134,40 @@ class ImageFolderDataset(Dataset):
         self.size = size
         self.mode = "RGB" if channels == 3 else "L"
 
+    def with_eval_crop(
+        self, size: int, crop_pct: float, interpolation: str = "bicubic"
+    ) -> ImageFolderDataset:
+        """The same files (not listed again) with the evaluation crop of ``size`` and
+        ``crop_pct``."""
+        other = copy.copy(self)
+        other.crop, other.size = EvalCrop(size, crop_pct, interpolation), size
+        return other
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose random crops the images get (with a ``seed``); call it
+        before the epoch's DataLoader iterator is created (workers copy the dataset then)."""
+        self.epoch = epoch
+
     def __len__(self) -> int:
         return len(self.samples)
+
+    def _generator(self, index: int) -> torch.Generator | None:
+        """The generator of sample ``index``'s random crop in this epoch (``None``: torch's
+        global one, when no ``seed`` was given)."""
+        if self.seed is None or not isinstance(self.crop, TrainCrop):
+            return None
+        mixed = ((self.seed * 1_000_003 + self.epoch) * 2_000_029 + index) % (1 << 63)
+        return torch.Generator().manual_seed(mixed)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
         try:
-            return self._decode(path), label
+            data = read_regular_file(path, "image")
+            return decode(data, self.mode, self.crop, self._generator(index)), label
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
             logger.warning("skipping unreadable image %s (%s)", path, error)
             channels = 3 if self.mode == "RGB" else 1
             return torch.zeros(channels, self.size, self.size, dtype=torch.uint8), -1
-
-    def _decode(self, path: Path) -> torch.Tensor:
-        """The image at ``path`` as uint8 [C, size, size] (shorter side resized, centre crop)."""
-        with Image.open(BytesIO(read_regular_file(path, "image"))) as image:
-            image = image.convert(self.mode)
-            scale = self.size / min(image.size)
-            width, height = (max(self.size, round(s * scale)) for s in image.size)
-            image = image.resize((width, height), Image.BILINEAR)
-            left, top = (width - self.size) // 2, (height - self.size) // 2
-            image = image.crop((left, top, left + self.size, top + self.size))
-            pixels = np.asarray(image, dtype=np.uint8).reshape(self.size, self.size, -1)
-        return torch.from_numpy(pixels.transpose(2, 0, 1).copy())
 
 
 def _image_entries(folder: Path) -> list[Path]:
@@ -156,7 +195,10 @@ class DataBundle:
 
     ``image_size`` is the side the batches are resized to on the device; ``geometric_aug``
     says whether crops and flips keep labels valid (False for the bundled set, whose labels
-    are directions); ``mean``/``std`` normalise [0, 1] pixels per channel.
+    are directions); ``mean``/``std`` normalise [0, 1] pixels per channel;
+    ``crops_in_workers`` says the training images arrive randomly cropped and flipped
+    (ImageFolder data loaded with a ``crop_scale``): the device must not crop or flip again
+    (:class:`~shiftwise.data.augment.BatchTransform`'s ``crops_in_workers``).
     """
 
     name: str
@@ -168,6 +210,13 @@ class DataBundle:
     geometric_aug: bool
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    crops_in_workers: bool = False
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch of the training images' seeded random crops (ImageFolder data
+        loaded with a ``seed``; the other sources have none)."""
+        if isinstance(self.train, ImageFolderDataset):
+            self.train.set_epoch(epoch)
 
     @property
     def num_classes(self) -> int:
@@ -200,6 +249,12 @@ def load_data(
     image_size: int | None = None,
     data_dir: str | os.PathLike | None = None,
     bundled: BundledConfig | None = None,
+    crop_pct: float = 1.0,
+    crop_scale: float | None = None,
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    hflip: float = 0.0,
+    interpolation: str = "bicubic",
+    seed: int | None = None,
 ) -> DataBundle:
     """The :class:`DataBundle` of ``source``: ``"bundled"``, ``"fashion-mnist"``, ``"digits"``
     or an ImageFolder root holding ``train/<class>/*`` and ``val/<class>/*``.
@@ -207,6 +262,16 @@ def load_data(
     ``image_size`` overrides the side batches are resized to (defaults: bundled 64,
     Fashion-MNIST and digits 32, ImageFolder 224); ``data_dir`` is the bundled set's cache
     directory; ``bundled`` its generator configuration.
+
+    ImageFolder only (the in-memory sets are resized and augmented on the device): the
+    validation images are resized to ``floor(image_size / crop_pct)`` and centre-cropped
+    (timm's evaluation transform; a model's ``pretrained_cfg["crop_pct"]``, 0.875 for the
+    papers' 224 px models). With ``crop_scale`` the training images get timm's random resized
+    crop over the whole image (area in ``(crop_scale, 1)``, aspect ratio in ``crop_ratio``)
+    and a flip with probability ``hflip`` in the DataLoader workers, and the bundle's
+    ``crops_in_workers`` is set; without it they are centre-cropped like ``crop_pct=1``
+    validation images; ``seed`` makes each training crop a function of ``(seed, epoch,
+    index)`` (:meth:`DataBundle.set_epoch`). See :class:`ImageFolderDataset`.
     """
     if source == "bundled":
         cfg = bundled or BundledConfig()
@@ -231,8 +296,23 @@ def load_data(
             "val/<class>/* folders"
         )
     size = image_size or 224
-    train = ImageFolderDataset(root / "train", size)
-    val = ImageFolderDataset(root / "val", size, classes=train.classes, allow_empty=True)
+    train = ImageFolderDataset(
+        root / "train",
+        size,
+        crop_scale=crop_scale,
+        crop_ratio=crop_ratio,
+        hflip=hflip,
+        interpolation=interpolation,
+        seed=seed,
+    )
+    val = ImageFolderDataset(
+        root / "val",
+        size,
+        classes=train.classes,
+        allow_empty=True,
+        crop_pct=crop_pct,
+        interpolation=interpolation,
+    )
     return DataBundle(
         name=str(root),
         train=train,
@@ -243,4 +323,5 @@ def load_data(
         geometric_aug=True,
         mean=(0.485, 0.456, 0.406),
         std=(0.229, 0.224, 0.225),
+        crops_in_workers=crop_scale is not None,
     )

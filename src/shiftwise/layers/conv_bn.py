@@ -13,7 +13,6 @@ __all__ = [
     "bn_scale_shift",
     "center_pad_kernel",
     "count_batch",
-    "is_autocast",
 ]
 
 
@@ -24,11 +23,6 @@ def bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     bias = bn.bias if bn.affine else torch.zeros_like(std)
     scale = weight / std
     return scale, bias - bn.running_mean * scale
-
-
-def is_autocast(device_type: str) -> bool:
-    """Whether autocast is enabled for ``device_type`` (e.g. ``"cpu"``)."""
-    return torch.is_autocast_enabled(device_type)
 
 
 def count_batch(norms: Sequence[nn.BatchNorm2d]) -> float:

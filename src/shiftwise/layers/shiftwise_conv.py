@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shiftwise.layers.conv_bn import bn_scale_shift, count_batch, is_autocast
+from shiftwise.layers.conv_bn import bn_scale_shift, count_batch
 from shiftwise.layers.inference import (
     DenseDepthwiseConv2d,
     ShiftAddPieces,
@@ -276,8 +276,9 @@ class ShiftWiseConv2d(LargeKernelOperator):
 
         The wide horizontal strip runs as a tall conv on transposed data when autograd will
         differentiate it on CPU (:func:`~shiftwise.ops.oriented_conv.transpose_pays`). With
-        training-mode BNs (outside autocast; BNs in eval mode, e.g. ``norm_eval``, run as
-        modules) the branches, BNs and residual run as
+        training-mode BNs (outside autocast; BNs in eval mode, e.g. ``norm_eval``, and BN
+        subclasses such as ``SyncBatchNorm`` or timm's ``SplitBatchNorm2d`` run as modules, with
+        their own statistics) the branches, BNs and residual run as
         :func:`~shiftwise.ops.conv_bn_sum.conv_bn_sum`, which on large maps keeps only
         ``x_rep`` for the backward instead of the three branch outputs.
         """
@@ -289,10 +290,9 @@ class ShiftWiseConv2d(LargeKernelOperator):
         paddings = (pad_h, pad_v, (self.small_kernel // 2,) * 4)
         transposed = (transpose_pays(x_rep, kernels[0], grad_needed(x_rep, pieces)), False, False)
         norms = (self.bn_h, self.bn_v, self.bn_identity)
-        if (
-            self.bn_h is not None
-            and all(n.training for n in norms)
-            and not is_autocast(self.device.type)
+        if self.bn_h is not None and all(
+            n.training and type(n) is nn.BatchNorm2d  # not Sync/Split BN
+            for n in norms
         ):
             return conv_bn_sum(
                 x_rep,

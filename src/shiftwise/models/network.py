@@ -46,7 +46,9 @@ class Stage(nn.Module):
     With ``grad_checkpointing`` set (:meth:`MacroNet.set_grad_checkpointing`) and
     gradients enabled, each block is run under non-reentrant activation checkpointing: only its
     input is kept, the block is recomputed in the backward pass (same RNG state, and BatchNorm
-    running statistics left alone during the recomputation, so training is unchanged).
+    running statistics left alone during the recomputation, so training is unchanged; under
+    ``torch.compile`` the compiled backward's recomputation has no such side effect, and
+    ``torch.compile`` takes no ``context_fn`` but its own dispatch modes).
     """
 
     def __init__(self, downsample: nn.Module, blocks: Sequence[nn.Module]) -> None:
@@ -57,10 +59,15 @@ class Stage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)
+        if torch.jit.is_scripting():  # TorchScript skips the branch below (not scriptable)
+            return self.blocks(x)
         if self.grad_checkpointing and torch.is_grad_enabled() and not is_fx_symbolic_tracing():
             for block in self.blocks:
-                contexts = partial(_checkpoint_contexts, block)
-                x = checkpoint(block, x, use_reentrant=False, context_fn=contexts)
+                if torch.compiler.is_compiling():  # its recomputation updates no BN statistics
+                    x = checkpoint(block, x, use_reentrant=False)
+                else:
+                    contexts = partial(_checkpoint_contexts, block)
+                    x = checkpoint(block, x, use_reentrant=False, context_fn=contexts)
             return x
         return self.blocks(x)
 
@@ -253,7 +260,7 @@ class MacroNet(nn.Module):
 
         self.depths, self.dims, self.kernel_sizes = depths, dims, kernel_sizes
         self.block, self.operator = block, operator
-        self.num_classes = num_classes
+        self.num_classes, self.in_chans = num_classes, in_chans  # timm reads both (model traits)
         self.num_features = self.head_hidden_size = dims[-1]
         self.feature_info = [
             {"num_chs": dims[i], "reduction": 4 * 2**i, "module": f"stages.{i}"} for i in range(4)
@@ -349,7 +356,8 @@ class MacroNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, in_chans, H, W] -> [B, C3, H/32, W/32]`` (before pooling and head)."""
-        _check_input(x, self.stem[0].in_channels)
+        if not torch.jit.is_scripting():  # TorchScript types x as a tensor already
+            _check_input(x, self.stem[0].in_channels)
         return self.stages(self.stem(x))
 
     def forward_intermediates(

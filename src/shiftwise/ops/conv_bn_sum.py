@@ -14,6 +14,14 @@ Forward and backward call the same ATen kernels autograd would (``F.conv2d``,
 values, so outputs and gradients are those of the op-by-op computation
 (:func:`~shiftwise.ops.oriented_conv.depthwise_conv2d` then ``nn.BatchNorm2d``), which the
 operator's other strategies run.
+
+Dtypes: the convolutions run in ``x``'s dtype (the kernels must share it), the BatchNorms
+normalise in it with their affine parameters and batch statistics in those parameters'
+dtype; the output has ``x``'s dtype. Under ``torch.autocast``
+(:mod:`shiftwise.ops.autocast`) ``x`` and the kernels are cast to the autocast dtype (the
+convolutions, as autocast runs a conv) and the BatchNorm parameters to float32 (the batch
+statistics, as autocast keeps a norm's): bfloat16 in and out, float32 statistics, in the op
+and op by op alike. The backward keeps the same dtypes.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import register_flop_formula
 
+from shiftwise.ops.autocast import register_autocast, to_dtype, without_autocast
 from shiftwise.ops.oriented_conv import conv_kernel, depthwise_conv2d, oriented_input
 
 __all__ = ["RECOMPUTE_FROM", "conv_bn_sum"]
@@ -68,7 +77,7 @@ def conv_bn_sum(
                 y, running_means[i], running_vars[i], weights[i], biases[i], True, momentum, eps
             )
             out = y if out is None else out + y
-        return out + x
+        return out + x.to(out.dtype)
     size = (x.shape[-2], x.shape[-1])
     plans = [
         conv_kernel(kernel, padding, size, flip)
@@ -147,7 +156,24 @@ def conv_bn_sum_op(
 def _conv_bn_sum_fake(
     x, kernels, paddings, transposed, weights, biases, eps
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.empty_like(x), x.new_empty(2 * len(kernels), x.shape[1])
+    dtype = torch.promote_types(x.dtype, weights[0].dtype)
+    return torch.empty_like(x), x.new_empty(2 * len(kernels), x.shape[1], dtype=dtype)
+
+
+def _autocast_inputs(dtype, x, kernels, paddings, transposed, weights, biases, eps) -> tuple:
+    """The convolutions' operands in the autocast dtype, the BatchNorms' in float32."""
+    return (
+        to_dtype(x, dtype),
+        to_dtype(kernels, dtype),
+        paddings,
+        transposed,
+        to_dtype(weights, torch.float32),
+        to_dtype(biases, torch.float32),
+        eps,
+    )
+
+
+register_autocast("shiftwise::conv_bn_sum", _autocast_inputs)
 
 
 def _setup_context(ctx, inputs, output) -> None:
@@ -157,11 +183,13 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.paddings, ctx.transposed, ctx.eps = paddings, transposed, inputs[6]
 
 
+@without_autocast
 def _backward(ctx, grad: torch.Tensor, grad_statistics: torch.Tensor | None):
     """Per branch: recompute the conv output, then BatchNorm's and the conv's backward."""
     n = len(ctx.transposed)
     x, *rest = ctx.saved_tensors
     kernels, weights, statistics = rest[:n], rest[n : 2 * n], rest[2 * n]
+    grad = grad.to(x.dtype)
     grad_x = grad.clone()
     grad_kernels, grad_weights, grad_biases = [], [], []
     for i in range(n):

@@ -17,12 +17,19 @@ other      the torch kernel
 The backward of ``shift_add`` is ``shift_add_adjoint`` (a scatter of the output gradient
 onto the pieces) and the backward of the adjoint is ``shift_add`` again, so double backward
 works. ``index`` and ``offsets`` are integer tables and get no gradient.
+
+Dtypes: both ops run in their input's dtype and return it (the Triton kernels accumulate in
+float32, float64 for float64 input). Under ``torch.autocast`` (:mod:`shiftwise.ops.autocast`)
+they keep it too, as autocast leaves gathers and sums alone: fed by a convolution, the
+pieces arrive in the autocast dtype and the output is in it; the kernels run with autocast
+off, so no op inside changes the dtype.
 """
 
 from __future__ import annotations
 
 import torch
 
+from shiftwise.ops.autocast import register_autocast, without_autocast
 from shiftwise.ops.shift_add_torch import shift_add_adjoint_torch, shift_add_torch
 from shiftwise.ops.shift_add_triton import (
     shift_add_adjoint_triton,
@@ -104,6 +111,7 @@ def _setup_forward(ctx, inputs, output) -> None:
     ctx.y_size = (y.shape[1], y.shape[2], y.shape[3])
 
 
+@without_autocast
 def _backward_forward(ctx, grad: torch.Tensor):
     index, offsets = ctx.saved_tensors
     grad_y = shift_add_adjoint_op(grad.contiguous(), index, offsets, *ctx.y_size)
@@ -116,11 +124,19 @@ def _setup_adjoint(ctx, inputs, output) -> None:
     ctx.out_size = (grad.shape[2], grad.shape[3])
 
 
+@without_autocast
 def _backward_adjoint(ctx, grad_y: torch.Tensor):
     index, offsets = ctx.saved_tensors
     grad = shift_add_op(grad_y.contiguous(), index, offsets, *ctx.out_size)
     return grad, None, None, None, None, None
 
 
+def _keep_dtypes(dtype: torch.dtype, *args) -> tuple:
+    """The shift-add's arguments unchanged: it runs in its input's dtype under autocast too."""
+    return args
+
+
 shift_add_op.register_autograd(_backward_forward, setup_context=_setup_forward)
 shift_add_adjoint_op.register_autograd(_backward_adjoint, setup_context=_setup_adjoint)
+register_autocast("shiftwise::shift_add", _keep_dtypes)
+register_autocast("shiftwise::shift_add_adjoint", _keep_dtypes)

@@ -90,11 +90,13 @@ def shift_wise_conv2d(x: torch.Tensor, pieces: KernelPieces) -> torch.Tensor:
 
     Computes one grouped ``k x k`` convolution producing all ``C * P`` pieces on a padded
     input, then shift-adds them: the result equals ``F.conv2d(x, pieces.to_kernel(),
-    padding="same", groups=C)``, shape ``[B, C, H, W]``.
+    padding="same", groups=C)``, shape ``[B, C, H, W]``, in ``x``'s dtype (the pieces' must
+    match), or under ``torch.autocast`` in the autocast dtype (the small convolution casts
+    both, the shift-add keeps its input's dtype).
     """
     channels, n_pieces, k, _ = pieces.weight.shape
     check_depthwise_input(x, channels)
-    if pieces.weight.dtype != x.dtype:
+    if pieces.weight.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
         raise TypeError(
             f"pieces: weight dtype {pieces.weight.dtype} does not match x dtype {x.dtype}"
         )

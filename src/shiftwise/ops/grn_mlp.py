@@ -13,6 +13,13 @@ the custom op ``shiftwise::gelu_grn_linear`` with a hand-written backward:
 
 Shapes: ``hidden [B, H, W, D]`` (channels last), ``gamma, beta [1, 1, 1, D]``, ``weight
 [C, D]``; output ``[B, H, W, C]``.
+
+Dtypes: GELU runs in ``hidden``'s dtype; the GRN (its norms, their mean and the response) in
+the wider of ``hidden``'s and ``gamma``'s; the projection in ``weight``'s, which is the
+output's. Under ``torch.autocast`` (:mod:`shiftwise.ops.autocast`) ``hidden`` and ``weight``
+are cast to the autocast dtype (the matrix product, as autocast runs a linear) and ``gamma``
+and ``beta`` to float32 (the norm, as autocast runs a norm): bfloat16 in and out, float32
+statistics. The backward keeps the same dtypes.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import register_flop_formula
+
+from shiftwise.ops.autocast import register_autocast, to_dtype, without_autocast
 
 __all__ = ["GRN_EPS", "gelu_grn_linear", "gelu_grn_linear_reference"]
 
@@ -56,11 +65,21 @@ def gelu_grn_linear_op(
     hidden: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, weight: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(fc2(GRN(GELU(hidden))) [B, H, W, C], GRN norms [B, 1, 1, D])``; the norms are kept
-    for the backward."""
+    for the backward. Dtypes: see the module docstring."""
     x = F.gelu(hidden)
-    gx = x.square().sum(dim=(1, 2), keepdim=True).sqrt()
+    gx = _norms(x, gamma)
     _, factor = _response_factor(gx, gamma)
-    return F.linear(torch.addcmul(beta, x, factor), weight), gx
+    return F.linear(torch.addcmul(beta, x, factor).to(weight.dtype), weight), gx
+
+
+def _grn_dtype(hidden: torch.Tensor, gamma: torch.Tensor) -> torch.dtype:
+    """The dtype the GRN runs in: the wider of the activation's and its parameters'."""
+    return torch.promote_types(hidden.dtype, gamma.dtype)
+
+
+def _norms(x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    """``||x||_HW [B, 1, 1, D]`` of ``x = GELU(hidden)``, in the GRN's dtype."""
+    return x.to(_grn_dtype(x, gamma)).square().sum(dim=(1, 2), keepdim=True).sqrt()
 
 
 @gelu_grn_linear_op.register_fake
@@ -68,8 +87,27 @@ def _gelu_grn_linear_fake(
     hidden: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, weight: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     batch, channels = hidden.shape[0], hidden.shape[-1]
-    out = hidden.new_empty(*hidden.shape[:-1], weight.shape[0])
-    return out, hidden.new_empty(batch, 1, 1, channels)
+    out = weight.new_empty(*hidden.shape[:-1], weight.shape[0])
+    return out, hidden.new_empty(batch, 1, 1, channels, dtype=_grn_dtype(hidden, gamma))
+
+
+def _autocast_inputs(
+    dtype: torch.dtype,
+    hidden: torch.Tensor,
+    gamma: torch.Tensor,
+    beta: torch.Tensor,
+    weight: torch.Tensor,
+) -> tuple[torch.Tensor, ...]:
+    """The projection's operands in the autocast dtype, the GRN's parameters in float32."""
+    return (
+        to_dtype(hidden, dtype),
+        to_dtype(gamma, torch.float32),
+        to_dtype(beta, torch.float32),
+        to_dtype(weight, dtype),
+    )
+
+
+register_autocast("shiftwise::gelu_grn_linear", _autocast_inputs)
 
 
 def _setup_context(ctx, inputs, output) -> None:
@@ -77,19 +115,22 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.mark_non_differentiable(output[1])
 
 
+@without_autocast
 def _backward(ctx, grad: torch.Tensor, grad_norms: torch.Tensor | None):
     """Gradients of ``(hidden, gamma, beta, weight)``; the norms output gets none.
 
     With ``x = GELU(hidden)``, ``f = gamma * Nx + 1`` and ``y = f * x + beta`` (recomputed
-    from the saved norms): the projection's gradients, GRN's backward through ``f`` and the
-    norms, then GELU's.
+    from the saved norms): the projection's gradients (in ``weight``'s dtype), GRN's backward
+    through ``f`` and the norms (in the GRN's dtype), then GELU's (in ``hidden``'s). Each
+    gradient has its input's dtype.
     """
     hidden, gamma, beta, weight, gx = ctx.saved_tensors
+    grad = grad.to(weight.dtype)
     x = F.gelu(hidden)
     denominator, factor = _response_factor(gx, gamma)
-    grn = torch.addcmul(beta, x, factor)
+    grn = torch.addcmul(beta, x, factor).to(weight.dtype)
     grad_weight = grad.flatten(0, -2).t().mm(grn.flatten(0, -2))
-    grad_grn = grad.matmul(weight)
+    grad_grn = grad.matmul(weight).to(gx.dtype)
     grad_beta = grad_grn.sum(dim=(0, 1, 2), keepdim=True)
     # d(loss)/d(Nx) per sample and channel: gamma * sum_HW grad_grn * x
     grad_x_dot = (grad_grn * x).sum(dim=(1, 2), keepdim=True)
@@ -101,8 +142,8 @@ def _backward(ctx, grad: torch.Tensor, grad_norms: torch.Tensor | None):
     # d||x|| / dx = x / ||x||, and 0 for an all-zero channel (as vector_norm's backward)
     norm_factor = torch.where(gx > 0, grad_gx / gx, torch.zeros_like(gx))
     grad_x = torch.addcmul(grad_grn * factor, x, norm_factor)
-    grad_hidden = torch.ops.aten.gelu_backward(grad_x, hidden)
-    return grad_hidden, grad_gamma, grad_beta, grad_weight
+    grad_hidden = torch.ops.aten.gelu_backward(grad_x.to(hidden.dtype), hidden)
+    return grad_hidden, grad_gamma.to(gamma.dtype), grad_beta.to(beta.dtype), grad_weight
 
 
 gelu_grn_linear_op.register_autograd(_backward, setup_context=_setup_context)

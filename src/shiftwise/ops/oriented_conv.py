@@ -54,7 +54,9 @@ def depthwise_conv2d(
             pixels), which changes nothing but the cost.
 
     Returns ``[B, C, H + top + bottom - kh + 1, W + left + right - kw + 1]``, channels-last on
-    CPU (a transposed view of channels-last data when ``transposed``).
+    CPU (a transposed view of channels-last data when ``transposed``), in ``x``'s dtype; under
+    ``torch.autocast`` in the autocast dtype (``F.conv2d``'s rule: it casts ``x``, ``weight``
+    and ``bias``).
     """
     weight, padding_pair = conv_kernel(
         weight, padding, (x.shape[-2], x.shape[-1]), transposed, crop

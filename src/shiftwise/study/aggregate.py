@@ -1,14 +1,22 @@
-"""Per-configuration summaries of a study's runs: top-1 over seeds, size, cost, speed."""
+"""Per-configuration summaries of a study's runs (top-1 over seeds, size, cost, speed), and
+what they compare: accuracy-against-training-time curves with the time each model needs to
+reach an accuracy (:func:`budget_verdicts`), and ablation settings against their axis's
+default with the seeds a separation needs (:func:`separations`)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 from shiftwise.study.grid import Grid
-from shiftwise.study.stats import summarize
+from shiftwise.study.stats import seeds_to_separate, summarize
 
-__all__ = ["summary_rows"]
+__all__ = ["budget_curves", "budget_verdicts", "separations", "summary_rows", "time_to_reach"]
+
+# Options that set a run's budget: entries differing only in these lie on one curve.
+_BUDGET_OPTIONS = ("epochs", "train_limit")
+LARGE_KERNEL_PREFIXES = ("sw_", "slak_")
 
 
 def _stage_fractions(runs: Sequence[dict[str, Any]]) -> dict[str, float]:
@@ -58,7 +66,117 @@ def summary_rows(grid: Grid, results: Sequence[dict[str, Any]]) -> list[dict[str
                 "training_seconds_mean": seconds.mean,
                 "training_seconds_std": seconds.std,
                 "images_per_second_mean": speed.mean,
+                "images_trained": runs[0]["images_per_second"] * runs[0]["training_seconds"],
                 "active_pieces": _stage_fractions(runs),
+                "variant": json.dumps(
+                    {k: v for k, v in entry.options.items() if k not in _BUDGET_OPTIONS},
+                    sort_keys=True,
+                    default=str,
+                ),
             }
         )
     return rows
+
+
+def budget_curves(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Per data set, the curves of configurations that differ only in budget (epochs,
+    ``train_limit``): ``{"label", "model", "points"}``, points (rows) in order of budget
+    (training images seen); only curves of two points or more."""
+    curves: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        curves.setdefault((row["data"], row["variant"]), []).append(row)
+    by_data: dict[str, list[dict[str, Any]]] = {}
+    for (data, _), points in curves.items():
+        if len(points) < 2:
+            continue
+        models = [c["model"] for c in by_data.get(data, [])]
+        label = points[0]["model"] if points[0]["model"] not in models else points[0]["entry"]
+        by_data.setdefault(data, []).append(
+            {
+                "label": label,
+                "model": points[0]["model"],
+                "points": sorted(points, key=lambda r: r["images_trained"]),
+            }
+        )
+    return by_data
+
+
+def time_to_reach(points: Sequence[dict[str, Any]], target: float) -> tuple[float, bool] | None:
+    """``(seconds, at_first)``: the training time at which the curve of mean top-1 over mean
+    training time (``points`` in order of budget) first reaches ``target``, linear between
+    budgets; ``at_first`` when its cheapest budget already does (then the time is an upper
+    bound). ``None`` when no budget reaches it."""
+    previous = None
+    for point in points:
+        seconds, top1 = point["training_seconds_mean"], point["top1_mean"]
+        if top1 >= target:
+            if previous is None:
+                return seconds, True
+            (s0, a0) = previous
+            return s0 + (target - a0) / (top1 - a0) * (seconds - s0), False
+        previous = (seconds, top1)
+    return None
+
+
+def budget_verdicts(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per data set with two budget curves or more: the target top-1 (the highest mean
+    accuracy every curve reaches: the lowest of their best means), each curve's time to
+    reach it, the fastest, and whether each large-kernel model (``sw_*``, ``slak_*``)
+    reaches it before every ``convnext_*`` curve (``pays``; ``None`` without a ConvNeXt
+    curve)."""
+    verdicts = []
+    for data, curves in budget_curves(rows).items():
+        if len(curves) < 2:  # nothing to compare with
+            continue
+        target = min(max(p["top1_mean"] for p in c["points"]) for c in curves)
+        times = {}
+        for curve in curves:
+            reached = time_to_reach(curve["points"], target)
+            assert reached is not None  # every curve reaches the lowest best mean
+            times[curve["label"]] = {"seconds": reached[0], "upper_bound": reached[1]}
+        convnext = [times[c["label"]]["seconds"] for c in curves if c["model"].startswith("conv")]
+        pays = {
+            c["label"]: (times[c["label"]]["seconds"] < min(convnext) if convnext else None)
+            for c in curves
+            if c["model"].startswith(LARGE_KERNEL_PREFIXES)
+        }
+        fastest = min(times, key=lambda label: times[label]["seconds"])
+        verdicts.append(
+            {"data": data, "target_top1": target, "times": times, "fastest": fastest, "pays": pays}
+        )
+    return verdicts
+
+
+def separations(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per ablation axis, each setting against the axis's first row (its default): the
+    difference of mean top-1, whether the two 95% intervals overlap, and when they do the
+    seeds per setting a two-sided t test at 5% would need to separate them with 80% power
+    at the measured difference and standard deviations (:func:`seeds_to_separate`)."""
+    axes: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        for group in row["groups"]:
+            axes.setdefault(group, []).append(row)
+    found = []
+    for axis, members in axes.items():
+        reference = members[0]
+        for row in members[1:]:
+            difference = row["top1_mean"] - reference["top1_mean"]
+            overlap = not (
+                row["top1_ci95_low"] > reference["top1_ci95_high"]
+                or reference["top1_ci95_low"] > row["top1_ci95_high"]
+            )
+            spreads = (row["top1_std"], reference["top1_std"])
+            known = all(s == s for s in spreads)  # NaN with one seed
+            found.append(
+                {
+                    "axis": axis,
+                    "setting": row["setting"],
+                    "reference": reference["setting"],
+                    "difference": difference,
+                    "intervals_overlap": overlap,
+                    "seeds_needed": (
+                        seeds_to_separate(difference, *spreads) if overlap and known else None
+                    ),
+                }
+            )
+    return found

@@ -1,18 +1,31 @@
-"""The built-in grids ``papers``, ``ablations`` and ``quick`` (the same format as a TOML grid).
+"""The built-in grids ``papers``, ``budgets``, ``ablations`` and ``quick`` (the same format
+as a TOML grid).
 
-* ``papers``: sw_atto, slak_atto and convnext_atto at equal epochs (the papers' comparison)
-  and convnext_atto again at equal training cost (``match_time``: the epochs whose measured
-  time matches sw_atto's), on full Fashion-MNIST (60,000 images at 32 px, 1 epoch) and on
-  the bundled long-range set (its first 4,000 training images at 64 px, 2 epochs), 3 seeds,
-  width factor 0.5.
-* ``ablations``: on the bundled set (where the operator's design matters; its first 8,000
-  training images, 2 epochs), 3 seeds: SW 1 vs 2
-  paths, 1 vs 4 shuffles, ghost ratio 0 vs 0.23, dense vs group-sparse at density 0.6 (SW
-  Tables 1-3), SLaK dense vs sparse at 0.6. Sparse runs prune and regrow every 20 steps so
-  that a 2-epoch run (250 steps) sees 12 rounds.
+All but ``quick`` train at width factor 0.5 with 3 seeds on the bundled long-range set (all
+12,000 training images at 64 px, all 2,000 validation images: the budget ``make demo`` learns
+it at) and on Fashion-MNIST (60,000 images at 32 px). Their runs overlap on purpose: run them
+with one ``--store`` and a run two grids define alike trains once (``papers`` is then free
+after ``budgets``, and ``ablations`` reuses its SW and SLaK defaults).
+
+* ``papers``: sw_atto, slak_atto and convnext_atto at equal epochs (the papers' comparison:
+  1 epoch of Fashion-MNIST, 2 of the bundled set) and convnext_atto again at equal training
+  time (``match_time``: the epochs whose measured time matches sw_atto's).
+* ``budgets``: accuracy against training time: each model at three budgets per data set
+  (Fashion-MNIST: its first 30,000 images for 1 epoch, then 1 and 2 epochs of all 60,000;
+  bundled set: 1, 2 and 4 epochs), and convnext_atto, whose epoch is the cheapest, once more
+  (4 and 8 epochs) to cover the time range of the others.
+* ``ablations``: on the bundled set at 4 epochs (748 steps; the large-kernel models learn
+  the task there), SW 1 vs 2 paths, 1 vs 4 shuffles, ghost ratio 0 vs 0.23, dense vs
+  group-sparse at density 0.6 (SW Tables 1-3), SLaK dense vs sparse at 0.6 (prune and regrow
+  every 20 steps: 37 rounds).
 * ``quick``: seconds on 64 scikit-learn digits, every feature of a study once (an axis, a
   ``match_time`` entry, a group-sparse SW entry with ``model_kwargs``, an ablation axis);
   for tests.
+
+Measured cost alone on 2 cores (per epoch at width 0.5, from the grids' earlier runs): bundled
+sw_atto 35 s, slak_atto 28 s, convnext_atto 17 s; Fashion-MNIST 79, 49 and 43 s. ``budgets``
+about 73 min, ``ablations`` about 33 min beyond it, ``papers`` nothing beyond ``budgets``
+(its matched epochs, 4 and 2, are ``budgets`` runs), plus about 6 s per run of set-up.
 """
 
 from __future__ import annotations
@@ -22,16 +35,15 @@ from typing import Any
 __all__ = ["GRIDS"]
 
 _MODELS = ["sw_atto", "slak_atto", "convnext_atto"]
-# The first 4,000 of the bundled set's 12,000 training images (all 2,000 validation images):
-# the two built-in grids together fit in about half an hour on 2 idle cores.
-_BUNDLED = {"data": "bundled", "train_limit": 4000}
-# One epoch of all 60,000 Fashion-MNIST images (937 steps at batch 64).
-_FMNIST = {"data": "fashion-mnist", "epochs": 1}
+_BUNDLED = {"data": "bundled"}  # all 12,000 training images
+_FMNIST = {"data": "fashion-mnist"}
+_SEEDS = [0, 1, 2]
+_DEFAULTS = {"width_factor": 0.5}
 
 
-def _papers_runs(name: str, data: dict[str, Any]) -> list[dict[str, Any]]:
+def _papers_runs(name: str, data: dict[str, Any], epochs: int) -> list[dict[str, Any]]:
     return [
-        {"name": name, "model": _MODELS, **data},
+        {"name": name, "model": _MODELS, **data, "epochs": epochs},
         {
             "name": f"{name}-convnext_atto-matched",
             "model": "convnext_atto",
@@ -44,11 +56,25 @@ def _papers_runs(name: str, data: dict[str, Any]) -> list[dict[str, Any]]:
 PAPERS: dict[str, Any] = {
     "name": "papers",
     "description": "SW vs SLaK vs ConvNeXt at equal epochs and at equal training time",
-    "seeds": [0, 1, 2],
-    "defaults": {"epochs": 2, "width_factor": 0.5},
+    "seeds": _SEEDS,
+    "defaults": _DEFAULTS,
+    "runs": [*_papers_runs("fmnist", _FMNIST, 1), *_papers_runs("bundled", _BUNDLED, 2)],
+}
+
+BUDGETS: dict[str, Any] = {
+    "name": "budgets",
+    "description": "accuracy against training time: each model at several budgets",
+    "seeds": _SEEDS,
+    "defaults": _DEFAULTS,
     "runs": [
-        *_papers_runs("fmnist", _FMNIST),
-        *_papers_runs("bundled", _BUNDLED),
+        {"name": "fmnist-half", "model": _MODELS, **_FMNIST, "train_limit": 30000, "epochs": 1},
+        {"name": "fmnist-e1", "model": _MODELS, **_FMNIST, "epochs": 1},
+        {"name": "fmnist-e2", "model": _MODELS, **_FMNIST, "epochs": 2},
+        {"name": "fmnist-e4-convnext_atto", "model": "convnext_atto", **_FMNIST, "epochs": 4},
+        {"name": "bundled-e1", "model": _MODELS, **_BUNDLED, "epochs": 1},
+        {"name": "bundled-e2", "model": _MODELS, **_BUNDLED, "epochs": 2},
+        {"name": "bundled-e4", "model": _MODELS, **_BUNDLED, "epochs": 4},
+        {"name": "bundled-e8-convnext_atto", "model": "convnext_atto", **_BUNDLED, "epochs": 8},
     ],
 }
 
@@ -56,8 +82,8 @@ _SPARSE = {"sparse": True, "density": 0.6, "update_freq": 20}
 ABLATIONS: dict[str, Any] = {
     "name": "ablations",
     "description": "the operator's design choices (SW Tables 1-3) and SLaK's sparsity",
-    "seeds": [0, 1, 2],
-    "defaults": {"epochs": 2, "width_factor": 0.5, **_BUNDLED, "train_limit": 8000},
+    "seeds": _SEEDS,
+    "defaults": {**_DEFAULTS, **_BUNDLED, "epochs": 4},
     "runs": [
         {
             "name": "sw",
@@ -137,4 +163,9 @@ QUICK: dict[str, Any] = {
     ],
 }
 
-GRIDS: dict[str, dict[str, Any]] = {"papers": PAPERS, "ablations": ABLATIONS, "quick": QUICK}
+GRIDS: dict[str, dict[str, Any]] = {
+    "papers": PAPERS,
+    "budgets": BUDGETS,
+    "ablations": ABLATIONS,
+    "quick": QUICK,
+}

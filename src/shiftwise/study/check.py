@@ -1,25 +1,29 @@
-"""Check every entry of a grid before anything trains, and estimate what the grid costs.
+"""Check every entry of a grid before anything trains.
 
 :func:`check_grid` turns each entry's options into a :class:`~shiftwise.training.TrainConfig`,
-validates it, loads its data and builds its model, so that an unknown model, a bad option or
-missing data fails at once with one line naming the entry. :func:`estimate_seconds` times a
-few training steps of each entry's model on random data to predict the grid's wall time.
+validates it (device included), loads its data and builds its model, so that an unknown
+model, a bad option, an unusable device or missing data fails at once with one line naming
+the entry.
 """
 
 from __future__ import annotations
 
 import math
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from shiftwise.errors import UsageError
-from shiftwise.study.grid import Entry, Grid, matched_epochs
+from shiftwise.study.grid import Entry, Grid
 
-__all__ = ["EntryPlan", "check_grid", "estimate_seconds", "measure_step_seconds"]
+__all__ = ["MAX_MODULES", "EntryPlan", "check_grid"]
+
+# Layers (modules) a grid's model may have: the largest registered models have under 700,
+# so this refuses runaway architecture arguments (depths, paths) while they are built.
+MAX_MODULES = 10_000
 
 
 @dataclass
@@ -39,16 +43,49 @@ class EntryPlan:
     image_size: int
     in_chans: int
     batch_size: int
+    step_images: int
     train_images: int
     val_images: int
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps per epoch."""
+        return self.train_images // self.step_images
+
+    @property
+    def val_batches(self) -> int:
+        """Validation batches per epoch."""
+        return math.ceil(self.val_images / self.batch_size)
+
+
+@contextmanager
+def _module_limit(limit: int) -> Iterator[None]:
+    """Refuse, while a model is built, its ``limit + 1``-th registered submodule."""
+    count = 0
+
+    def hook(module: nn.Module, name: str, submodule: nn.Module | None) -> None:
+        nonlocal count
+        count += 1
+        if count > limit:
+            raise UsageError(
+                f"model_kwargs: the model would have more than {limit} layers "
+                "(the largest registered models have under 700)"
+            )
+
+    handle = torch.nn.modules.module.register_module_module_registration_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def _check_entry(grid: Grid, entry: Entry, data_cache: dict) -> EntryPlan:
     from shiftwise.data import load_data
     from shiftwise.models import create_model
-    from shiftwise.training.config import config_from_options, resolve
+    from shiftwise.training.config import check_device, config_from_options, resolve
 
     config, _ = resolve(config_from_options(entry.options))
+    check_device(config.run.device, "device")
     data = config.data
     key = (data.name, data.image_size, data.data_dir)
     if key not in data_cache:
@@ -59,9 +96,10 @@ def _check_entry(grid: Grid, entry: Entry, data_cache: dict) -> EntryPlan:
     kwargs = dict(config.model.kwargs)
     if config.model.width_factor is not None:
         kwargs["width_factor"] = config.model.width_factor
-    model = create_model(
-        config.model.name, num_classes=bundle.num_classes, in_chans=in_chans, **kwargs
-    )
+    with _module_limit(MAX_MODULES):
+        model = create_model(
+            config.model.name, num_classes=bundle.num_classes, in_chans=in_chans, **kwargs
+        )
     batch = config.optim.batch_size * config.optim.accum_steps
     limit = data.train_limit
     train = len(bundle.train) if limit is None else min(limit, len(bundle.train))
@@ -79,6 +117,7 @@ def _check_entry(grid: Grid, entry: Entry, data_cache: dict) -> EntryPlan:
         image_size=bundle.image_size,
         in_chans=in_chans,
         batch_size=config.optim.batch_size,
+        step_images=batch,
         train_images=train // batch * batch,
         val_images=val,
     )
@@ -96,41 +135,3 @@ def check_grid(grid: Grid) -> dict[str, EntryPlan]:
             message = " ".join(str(error).split())
             raise UsageError(f"grid {grid.name!r} entry {entry.name!r}: {message}") from None
     return plans
-
-
-def measure_step_seconds(plan: EntryPlan, steps: int = 3) -> float:
-    """The fastest of ``steps`` training steps (forward, backward, AdamW) of ``plan``'s model
-    on a random batch ``[batch_size, in_chans, image_size, image_size]``, after one warm-up
-    step (the minimum: other processes on the machine only ever add time)."""
-    model = plan.model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    images = torch.randn(plan.batch_size, plan.in_chans, plan.image_size, plan.image_size)
-    labels = torch.zeros(plan.batch_size, dtype=torch.long)
-    times = []
-    for _ in range(steps + 1):
-        started = time.perf_counter()
-        F.cross_entropy(model(images), labels).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - started)
-    return min(times[1:])
-
-
-def estimate_seconds(grid: Grid, plans: dict[str, EntryPlan]) -> dict[str, tuple[int, float]]:
-    """``{entry: (epochs, seconds per run)}`` predicted from a timed step per entry:
-    an epoch is its training steps plus validation (a forward pass taken as a third of a
-    step); ``match_time`` entries get the epochs :func:`matched_epochs` gives on these
-    predictions. A rough guide: setup and data loading are not counted."""
-    epoch_seconds = {}
-    for name, plan in plans.items():
-        step = measure_step_seconds(plan)
-        val_steps = math.ceil(plan.val_images / plan.batch_size)
-        epoch_seconds[name] = (plan.train_images / plan.batch_size + val_steps / 3) * step
-    estimates: dict[str, tuple[int, float]] = {}
-    for entry in grid.entries:
-        epochs = plans[entry.name].epochs
-        if entry.match_time is not None:
-            target = estimates[entry.match_time.of][1]
-            epochs = matched_epochs([target], [epoch_seconds[entry.match_time.per_epoch]])
-        estimates[entry.name] = (epochs, epochs * epoch_seconds[entry.name])
-    return estimates

@@ -36,6 +36,7 @@ entries it names have finished (see :func:`matched_epochs`).
 from __future__ import annotations
 
 import itertools
+import math
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -59,6 +60,9 @@ STUDY_OPTIONS = ("seed", "output", "resume", "progress")  # set by the study, ne
 _GRID_KEYS = {"name", "description", "seeds", "defaults", "runs"}
 _ENTRY_KEYS = {"name", "groups", "setting", "seeds", "match_time"}
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+MAX_SEED = 2**63 - 1  # the trainer's bound (``shiftwise train --seed``)
+MAX_GRID_BYTES = 1 << 20
+MAX_RUNS = 10_000  # runs of one grid (entries x seeds)
 
 
 @dataclass(frozen=True)
@@ -125,10 +129,12 @@ def _seeds(value: object, grid: str, entry: str | None) -> tuple[int, ...]:
     if (
         not isinstance(value, list)
         or not value
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value)
+        or not all(
+            isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in value
+        )
         or len(set(value)) != len(value)
     ):
-        raise _error(grid, entry, f"seeds: expected distinct integers >= 0, got {value!r}")
+        raise _error(grid, entry, f"seeds: expected distinct integers 0 to 2**63-1, got {value!r}")
     return tuple(value)
 
 
@@ -137,9 +143,14 @@ def _label(value: object) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", text)
 
 
-def _expand(name: str, options: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+def _expand(grid: str, name: str, options: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """One ``(name, options)`` per combination of the list-valued options (the axes)."""
     axes = [key for key, value in options.items() if isinstance(value, list)]
+    for key in axes:
+        if not options[key]:
+            raise _error(grid, name, f"{key}: an empty list (an axis without values)")
+    if math.prod(len(options[key]) for key in axes) > MAX_RUNS:
+        raise _error(grid, name, f"its axes give more than {MAX_RUNS} entries")
     if not axes:
         return [(name, options)]
     expanded = []
@@ -186,7 +197,7 @@ def _parse_entries(
         raise _error(grid, name, f"groups: expected a list of strings, got {groups!r}")
     return [
         Entry(full, options, seeds, tuple(groups), setting, match)
-        for full, options in _expand(name, options)
+        for full, options in _expand(grid, name, options)
     ]
 
 
@@ -220,6 +231,8 @@ def parse_grid(data: Mapping[str, Any], default_name: str = "grid") -> Grid:
                             name, entry.name, f"match_time: {ref!r} is not an earlier entry"
                         )
             entries.append(entry)
+            if sum(len(e.seeds) for e in entries) > MAX_RUNS:
+                raise _error(name, None, f"more than {MAX_RUNS} runs")
     return Grid(name, tuple(entries), str(data.get("description", "")))
 
 
@@ -235,8 +248,16 @@ def load_grid(source: str) -> Grid:
         raise MissingFileError(
             f"GRID: {source!r} is neither a built-in grid ({', '.join(GRIDS)}) nor a file"
         )
+    from shiftwise.io import read_regular_file
+
+    text = read_regular_file(path, "GRID")
+    if len(text) > MAX_GRID_BYTES:
+        raise UsageError(f"GRID: {source!r} is larger than {MAX_GRID_BYTES} bytes")
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(text.decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise UsageError(f"GRID: {source!r} is not valid TOML ({error})") from None
+        reason = " ".join(str(error).split())
+        raise UsageError(f"GRID: {source!r} is not valid TOML ({reason})") from None
+    except RecursionError:
+        raise UsageError(f"GRID: {source!r} is nested too deeply") from None
     return parse_grid(data, _label(path.stem))

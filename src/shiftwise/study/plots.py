@@ -3,7 +3,9 @@
 * accuracy against training time: each seed a point, each configuration's mean a cross
   with its 95% interval, one panel per data set;
 * validation top-1 per epoch: mean over seeds with a band of +- one standard deviation;
-* ablations: top-1 per setting with 95% intervals, one panel per ablation axis.
+* ablations: top-1 per setting with 95% intervals, one panel per ablation axis;
+* budget curves: per model, mean top-1 against mean training time over its budgets, with
+  each budget's 95% interval as a band, one panel per data set.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 
 from shiftwise.io import atomic_write
 
-__all__ = ["DPI", "plot_ablations", "plot_accuracy_vs_time", "plot_curves"]
+__all__ = ["DPI", "plot_ablations", "plot_accuracy_vs_time", "plot_budget_curves", "plot_curves"]
 
 DPI = 100
 PANEL = (5.0, 4.0)  # inches per panel
@@ -145,4 +147,31 @@ def plot_ablations(
         )
         ax.set_xlim(-0.5, len(group_rows) - 0.5)
         ax.set(ylabel="top-1 (%), mean and 95% interval", title=group)
+    return _save(fig, path)
+
+
+def plot_budget_curves(
+    curves: dict[str, list[dict[str, Any]]], path: Path
+) -> tuple[Path, tuple[int, int]] | None:
+    """One line per model through its budgets' (mean training seconds, mean top-1), error
+    bars and a band of the 95% intervals, one panel per data set
+    (:func:`~shiftwise.study.aggregate.budget_curves`); ``None`` (nothing written) without
+    curves."""
+    if not curves:
+        return None
+    fig, axes = _figure(len(curves))
+    for ax, (data, data_curves) in zip(axes, curves.items(), strict=True):
+        for index, curve in enumerate(data_curves):
+            points, color = curve["points"], f"C{index % 10}"
+            seconds = [p["training_seconds_mean"] for p in points]
+            means = [p["top1_mean"] for p in points]
+            halves = [_half_ci(p) for p in points]
+            ax.errorbar(seconds, means, yerr=halves, fmt="o-", color=color, capsize=4,
+                        label=curve["label"])  # fmt: skip
+            low = [m - h for m, h in zip(means, halves, strict=True)]
+            high = [m + h for m, h in zip(means, halves, strict=True)]
+            ax.fill_between(seconds, low, high, color=color, alpha=0.15)
+        ax.set(title=data, xlabel="training time (s), mean over seeds",
+               ylabel="top-1 (%), mean and 95% interval")  # fmt: skip
+        ax.legend(fontsize="small")
     return _save(fig, path)

@@ -11,9 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from shiftwise.io import atomic_write
-from shiftwise.study.aggregate import summary_rows
+from shiftwise.study.aggregate import budget_curves, budget_verdicts, separations, summary_rows
 from shiftwise.study.grid import Grid
-from shiftwise.study.plots import plot_ablations, plot_accuracy_vs_time, plot_curves
+from shiftwise.study.plots import (
+    plot_ablations,
+    plot_accuracy_vs_time,
+    plot_budget_curves,
+    plot_curves,
+)
 from shiftwise.study.stats import __doc__ as STATS_DOC
 
 __all__ = ["format_markdown", "write_report"]
@@ -48,9 +53,59 @@ def _number(value: float, digits: int = 2) -> str:
     return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
 
 
+def _verdict_lines(verdicts: Sequence[dict[str, Any]]) -> list[str]:
+    lines = [
+        "",
+        "Training time to reach a top-1 (the highest mean every model reaches on that data "
+        "set), on each model's curve of mean top-1 over its budgets, linear between budgets "
+        "(≤: its cheapest budget already reaches it):",
+        "",
+        "| data | target top-1 % | model | training s to reach it | large kernel pays |",
+        "|---|---|---|---|---|",
+    ]
+    for verdict in verdicts:
+        for label, reached in verdict["times"].items():
+            pays = verdict["pays"].get(label)
+            answer = "" if pays is None else ("yes" if pays else "no")
+            bound = "≤ " if reached["upper_bound"] else ""
+            lines.append(
+                f"| {verdict['data']} | {verdict['target_top1']:.2f} | {label} | "
+                f"{bound}{reached['seconds']:.1f} | {answer} |"
+            )
+    lines.append(
+        '\n"Large kernel pays": the model reaches the target in less training time than '
+        "every ConvNeXt curve on that data set."
+    )
+    return lines
+
+
+def _separation_lines(found: Sequence[dict[str, Any]]) -> list[str]:
+    lines = [
+        "",
+        "Ablation settings against their axis's default: difference of mean top-1, and where "
+        "the 95% intervals overlap, the seeds per setting a two-sided t test at 5% needs to "
+        "separate them with 80% power at the measured difference and standard deviations:",
+        "",
+        "| axis | setting | against | difference (points) | intervals | seeds needed |",
+        "|---|---|---|---|---|---|",
+    ]
+    for item in found:
+        if not item["intervals_overlap"]:
+            intervals, needed = "apart", ""
+        else:
+            intervals = "overlap"
+            needed = "> 1000 or n/a" if item["seeds_needed"] is None else item["seeds_needed"]
+        lines.append(
+            f"| {item['axis']} | {item['setting']} | {item['reference']} | "
+            f"{item['difference']:+.2f} | {intervals} | {needed} |"
+        )
+    return lines
+
+
 def format_markdown(grid: Grid, rows: Sequence[dict[str, Any]], figures: Sequence[Path]) -> str:
     """A markdown report: the table, how matched epochs were chosen, the active SW pieces
-    per stage of sparse runs, and the figures."""
+    per stage of sparse runs, the time each model needs to reach an accuracy (grids with
+    budgets), the ablation settings' separations, and the figures."""
     lines = [
         f"# Study `{grid.name}`",
         "",
@@ -95,6 +150,12 @@ def format_markdown(grid: Grid, rows: Sequence[dict[str, Any]], figures: Sequenc
         for row in sparse:
             shares = [f"{row['active_pieces'].get(s, math.nan):.1%}" for s in stages]
             lines.append(f"| {row['entry']} | " + " | ".join(shares) + " |")
+    verdicts = budget_verdicts(rows)
+    if verdicts:
+        lines += _verdict_lines(verdicts)
+    found = separations(rows)
+    if found:
+        lines += _separation_lines(found)
     lines += [""] + [f"![{path.stem}]({path.name})" for path in figures]
     return "\n".join(lines) + "\n"
 
@@ -116,11 +177,20 @@ def write_report(output: Path, grid: Grid, results: Sequence[dict[str, Any]]) ->
         plot_accuracy_vs_time(rows, results, output / "accuracy_vs_time.png")[0],
         plot_curves(rows, results, output / "curves.png")[0],
     ]
-    ablations = plot_ablations(rows, output / "ablations.png")
-    if ablations is not None:
-        figures.append(ablations[0])
+    for extra in (
+        plot_ablations(rows, output / "ablations.png"),
+        plot_budget_curves(budget_curves(rows), output / "budget_curves.png"),
+    ):
+        if extra is not None:
+            figures.append(extra[0])
     paths.update({path.stem: path for path in figures})
-    summary = {"grid": grid.name, "configurations": rows, "runs": list(results)}
+    summary = {
+        "grid": grid.name,
+        "configurations": rows,
+        "budget_verdicts": budget_verdicts(rows),
+        "separations": separations(rows),
+        "runs": list(results),
+    }
     atomic_write(paths["json"], json.dumps(_no_nan(summary), indent=1).encode())
     atomic_write(paths["markdown"], format_markdown(grid, rows, figures).encode())
     return paths

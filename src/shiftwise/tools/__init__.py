@@ -5,13 +5,12 @@ benchmarks, ERF, conversion, export, studies), each parsing its options, calling
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 from shiftwise.errors import UsageError
 
-__all__ = ["check_model_names", "check_output_directory", "check_output_not_input"]
+__all__ = ["check_model_names", "check_output_directory"]
 
 
 def check_model_names(names: str | Iterable[str], option: str) -> None:
@@ -33,17 +32,3 @@ def check_output_directory(path: Path, option: str) -> None:
         raise UsageError(
             f"{option}: cannot create the directory {str(path)!r} ({reason})"
         ) from None
-
-
-# TODO(merge): helper "harden" adds shiftwise.io.check_output_not_input; import it here instead
-# of this local version and delete this one.
-def check_output_not_input(output: Path, inputs: Iterable[Path], option: str) -> None:
-    """Raise :class:`UsageError` naming ``option`` when ``output`` is one of ``inputs``
-    (the same file, by ``os.path.samefile``: a link or another spelling of it included)."""
-    if not output.exists():
-        return
-    for path in inputs:
-        if path.exists() and os.path.samefile(output, path):
-            raise UsageError(
-                f"{option}: {str(output)!r} is also an input ({str(path)!r}); expected another file"
-            )

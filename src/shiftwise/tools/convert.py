@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from shiftwise.errors import MissingFileError, UsageError
-from shiftwise.io import check_state_dict, safe_torch_load, save_weights
+from shiftwise.io import check_output_not_input, check_state_dict, safe_torch_load, save_weights
 from shiftwise.layers import LargeKernelOperator
 from shiftwise.models import MODEL_CONFIGS, create_model
 from shiftwise.models.registry import FAMILIES
@@ -177,7 +177,12 @@ def convert_checkpoint(
     model_name: str | None = None,
     use_ema: bool = False,
 ) -> str:
-    """Convert an official checkpoint file to our safetensors; returns the model name."""
+    """Convert an official checkpoint file to our safetensors; returns the model name.
+
+    ``out_path`` must not be ``in_path`` (the same file, also through a link): refused before
+    anything is read.
+    """
+    check_output_not_input(out_path, [in_path], "OUT")
     official = read_official_checkpoint(in_path, use_ema)
     name, ours = convert_state_dict(official, source, model_name)
     save_weights(

@@ -18,7 +18,8 @@ from shiftwise.analysis.input_size import min_input_size
 from shiftwise.analysis.resources import activation_bytes, available_memory, check_fits
 from shiftwise.benchmarking.environment import describe_environment, write_json
 from shiftwise.errors import UsageError
-from shiftwise.tools import check_model_names, check_output_directory, check_output_not_input
+from shiftwise.io import check_output_not_input
+from shiftwise.tools import check_model_names, check_output_directory
 from shiftwise.tools.bench import resolve_device
 
 __all__ = ["register", "run"]

@@ -5,13 +5,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 
 import torch
 
 from shiftwise.data import BatchTransform, load_data
+from shiftwise.data.datasets import ImageFolderDataset
 from shiftwise.errors import UsageError
+from shiftwise.inference import eval_settings
 from shiftwise.models.weights import model_from_weights, recorded_int
 from shiftwise.training.config import MIN_IMAGE_SIZE, check_device
 from shiftwise.training.evaluation import evaluate_model, val_loader
@@ -36,7 +39,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="bundled (default), fashion-mnist, digits or an ImageFolder root (uses val/)",
     )
     parser.add_argument("--data-dir", default=None, help="cache directory of the bundled set")
-    parser.add_argument("--image-size", type=int, default=None, help="input side (pixels)")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="input side in pixels (default: the one the weights record)",
+    )
+    parser.add_argument(
+        "--crop-pct",
+        type=float,
+        default=None,
+        help="ImageFolder data: resize the shorter side to image-size / crop-pct, then crop "
+        "the centre (default: the model's pretrained_cfg, 0.875 for the 224 px models)",
+    )
     parser.add_argument("--weights", choices=("model", "ema"), default="model")
     parser.add_argument("--reparam", action="store_true", help="re-parameterise first")
     parser.add_argument("--batch-size", type=int, default=128)
@@ -50,7 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
     """Rebuild the model of ``args.checkpoint`` and evaluate it on ``args.data``; returns
-    ``{"model", "top1", "top5", "loss", "count"}``."""
+    ``{"model", "top1", "top5", "loss", "count"}`` (and ``"image_size"``, ``"crop_pct"`` for
+    ImageFolder data, whose validation images get the model's evaluation crop)."""
     from shiftwise.models import reparameterize
 
     for name in ("batch_size", "limit"):
@@ -62,8 +78,13 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
             f"--image-size: the models reduce their input {MIN_IMAGE_SIZE} times, expected at "
             f"least {MIN_IMAGE_SIZE}, got {args.image_size}"
         )
+    if args.crop_pct is not None and not 0 < args.crop_pct <= 1:
+        raise UsageError(f"--crop-pct: expected a number in (0, 1], got {args.crop_pct}")
     device = check_device(args.device, "--device")
     bundle = load_data(args.data, image_size=args.image_size, data_dir=args.data_dir)
+    folder = isinstance(bundle.val, ImageFolderDataset)
+    if args.crop_pct is not None and not folder:
+        raise UsageError(f"--crop-pct: applies to ImageFolder data; {args.data!r} is resized whole")
     model, metadata = model_from_weights(
         args.checkpoint,
         args.model,
@@ -79,6 +100,15 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
             f"--data: {args.data!r} has {bundle.num_classes} classes, the checkpoint {classes}"
         )
     in_chans = recorded_int(metadata, "in_chans", bundle.in_chans, args.checkpoint, "--checkpoint")
+    size = args.image_size or recorded_int(
+        metadata, "image_size", bundle.image_size, args.checkpoint, "--checkpoint"
+    )
+    crop_pct = None
+    if folder:  # decode at the final size with the model's crop (timm's eval transform)
+        crop_pct = eval_settings(model, metadata, size, args.crop_pct).crop_pct
+        bundle = dataclasses.replace(
+            bundle, val=bundle.val.with_eval_crop(size, crop_pct), image_size=size
+        )
     model.eval()
     if args.reparam:
         reparameterize(model)
@@ -86,7 +116,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
     # reorder of every dense conv weight per call.
     model.to(device=device, memory_format=torch.channels_last)
     transform = BatchTransform(
-        recorded_int(metadata, "image_size", bundle.image_size, args.checkpoint, "--checkpoint"),
+        size,
         bundle.mean,
         bundle.std,
         bundle.num_classes,
@@ -94,7 +124,8 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
     ).to(device)
     loader = val_loader(bundle, args.batch_size, args.workers, args.limit)
     result = evaluate_model(model, loader, transform, device, args.amp)
-    return {"model": metadata.get("model", args.model), **result}
+    extra = {} if crop_pct is None else {"image_size": size, "crop_pct": crop_pct}
+    return {"model": metadata.get("model", args.model), **extra, **result}
 
 
 def run(args: argparse.Namespace) -> int:

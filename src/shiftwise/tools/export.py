@@ -32,9 +32,10 @@ from shiftwise.deploy.export import (
     export_checked,
 )
 from shiftwise.errors import UsageError
+from shiftwise.io import check_output_not_input
 from shiftwise.models import create_model
 from shiftwise.models.weights import model_from_weights, recorded_int
-from shiftwise.tools import check_model_names, check_output_not_input
+from shiftwise.tools import check_model_names
 
 __all__ = ["export_and_check", "register", "run"]
 

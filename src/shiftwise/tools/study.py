@@ -1,19 +1,19 @@
-"""``shiftwise study GRID --output DIR``: run a grid of training runs and summarise them
-(see :mod:`shiftwise.study`); ``--dry-run`` checks the grid and prints what it would run with
-a time estimate."""
+"""``shiftwise study GRID --output DIR [--store RUNS]``: run a grid of training runs and
+summarise them (see :mod:`shiftwise.study`); ``--dry-run`` checks the grid and prints what it
+would run with a time estimate measured on this machine."""
 
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from tqdm import tqdm
 
 from shiftwise.study import (
+    Estimate,
     Progress,
     check_grid,
-    estimate_seconds,
+    estimate_grid,
     load_grid,
     run_study,
     write_report,
@@ -30,25 +30,28 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
-def format_plan(grid, estimates: dict[str, tuple[int, float]]) -> str:
-    """The dry run's table: entries, model, epochs, seeds and the estimated time."""
+def format_plan(grid, estimate: Estimate) -> str:
+    """The dry run's table: entries, model, epochs, seeds, runs left, the estimated time
+    left and where each entry's cost was measured."""
     lines = [f"grid {grid.name}: {len(grid.runs())} runs", ""]
-    lines.append(f"{'entry':<32} {'model':<14} {'epochs':>6} {'seeds':>5} {'est. time':>10}")
-    total = 0.0
+    lines.append(
+        f"{'entry':<32} {'model':<14} {'epochs':>6} {'seeds':>5} {'left':>4} "
+        f"{'est. time':>10}  measured by"
+    )
     for entry in grid.entries:
-        epochs, seconds = estimates[entry.name]
-        total += seconds * len(entry.seeds)
+        item = estimate.entries[entry.name]
         matched = "*" if entry.match_time is not None else ""
         lines.append(
             f"{entry.name:<32} {entry.options.get('model', 'sw_atto'):<14} "
-            f"{f'{epochs}{matched}':>6} {len(entry.seeds):>5} "
-            f"{_duration(seconds * len(entry.seeds)):>10}"
+            f"{f'{item.epochs}{matched}':>6} {len(entry.seeds):>5} {item.runs_left:>4} "
+            f"{_duration(item.seconds_per_run * item.runs_left):>10}  {item.source}"
         )
-    load = os.getloadavg()[0]
     lines.append(
-        f"\nestimated total {_duration(total)}: fastest of 3 timed steps on random data per "
-        f"entry, now (load average {load:.1f} on {os.cpu_count()} CPUs); setup and data loading "
-        "not counted; * epochs matched to measured times when run"
+        f"\nestimated total {_duration(estimate.total_seconds)} for the runs left, at the "
+        f"load measured now (1-minute load average {estimate.load_average:.1f} on "
+        f"{estimate.cpus} CPUs; more load, more time): per run, set-up and epochs timed "
+        "by the store's finished runs of the same shape, else by two short probe runs; "
+        "* epochs matched to measured times when run"
     )
     return "\n".join(lines)
 
@@ -68,6 +71,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--output", required=False, default=None, help="study directory")
     parser.add_argument(
+        "--store",
+        default=None,
+        help="run store shared by grids: a run two grids define alike trains once "
+        "(default: OUTPUT/runs)",
+    )
+    parser.add_argument(
         "--dry-run", action="store_true", help="check the grid and print runs and time estimate"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -85,8 +94,9 @@ def _run(args: argparse.Namespace) -> int:
     from shiftwise.errors import UsageError
 
     grid = load_grid(args.grid)
+    store = args.store or (None if args.output is None else str(Path(args.output) / "runs"))
     if args.dry_run:
-        print(format_plan(grid, estimate_seconds(grid, check_grid(grid))))
+        print(format_plan(grid, estimate_grid(grid, check_grid(grid), store)))
         return 0
     if args.output is None:
         raise UsageError("--output: required (the study directory) unless --dry-run")
@@ -103,7 +113,7 @@ def _run(args: argparse.Namespace) -> int:
         bar.set_description(progress.run_id or "done")
 
     try:
-        results = run_study(grid, output, show)
+        results = run_study(grid, output, show, store=store)
     finally:
         for bar in bars:
             bar.close()

@@ -6,9 +6,10 @@ import csv
 import json
 from io import BytesIO, StringIO
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from shiftwise.io import atomic_write
+if TYPE_CHECKING:
+    from shiftwise.training.run_directory import RunDirectory
 
 __all__ = ["TrainLog"]
 
@@ -16,19 +17,18 @@ __all__ = ["TrainLog"]
 class TrainLog:
     """Epoch records (dicts of numbers) kept in ``log.csv``, ``log.json`` and ``curve.png``.
 
-    Files are rewritten in full after every epoch (:func:`shiftwise.io.atomic_write`), so a run
-    killed at any point leaves complete files; :meth:`truncate` drops the records of epochs a
-    resumed run is about to repeat.
+    Files are rewritten in full after every epoch (atomically, through the run directory
+    ``files``), so a run killed at any point leaves complete files; :meth:`truncate` drops the
+    records of epochs a resumed run is about to repeat.
     """
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.csv_path = directory / "log.csv"
-        self.json_path = directory / "log.json"
-        self.png_path = directory / "curve.png"
-        self.records: list[dict[str, Any]] = []
-        if self.json_path.is_file():
-            self.records = json.loads(self.json_path.read_text())
+    def __init__(self, files: RunDirectory) -> None:
+        self.files = files
+        self.csv_path = files.path / "log.csv"
+        self.json_path = files.path / "log.json"
+        self.png_path = files.path / "curve.png"
+        saved = files.read(self.json_path.name)
+        self.records: list[dict[str, Any]] = json.loads(saved) if saved is not None else []
 
     def truncate(self, epochs_done: int) -> None:
         """Keep only the records of the first ``epochs_done`` epochs."""
@@ -37,13 +37,13 @@ class TrainLog:
     def append(self, record: dict[str, Any]) -> None:
         """Add one epoch's record and rewrite the CSV, JSON and PNG files."""
         self.records.append(record)
-        atomic_write(self.json_path, json.dumps(self.records, indent=1).encode())
+        self.files.write(self.json_path.name, json.dumps(self.records, indent=1).encode())
         fields = list(dict.fromkeys(key for r in self.records for key in r))
         text = StringIO(newline="")
         writer = csv.DictWriter(text, fieldnames=fields)
         writer.writeheader()
         writer.writerows(self.records)
-        atomic_write(self.csv_path, text.getvalue().encode())
+        self.files.write(self.csv_path.name, text.getvalue().encode())
         self.plot()
 
     def plot(self) -> Path:
@@ -71,5 +71,5 @@ class TrainLog:
         image = BytesIO()
         fig.savefig(image, format="png", dpi=100)
         plt.close(fig)
-        atomic_write(self.png_path, image.getvalue())
+        self.files.write(self.png_path.name, image.getvalue())
         return self.png_path
