@@ -33,9 +33,9 @@ import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
+from shiftwise.analysis.timing import measure_interleaved, paired_ratio
+from shiftwise.benchmarking.environment import describe_environment, write_json
 from shiftwise.models import create_model, reparameterize
-from shiftwise.tools.benchmarking.environment import describe_environment, write_json
-from shiftwise.tools.benchmarking.timing import measure_interleaved, paired_ratio
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -36,8 +36,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
+from shiftwise.benchmarking.environment import describe_environment, write_json
 from shiftwise.models import create_model
-from shiftwise.tools.benchmarking.environment import describe_environment, write_json
 
 RESULTS = Path(__file__).parent / "results"
 MODEL = "sw_tiny"

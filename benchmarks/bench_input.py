@@ -52,9 +52,9 @@ import torch
 from machine_load import load_average, load_warnings, recording_other_cpu, start_warnings
 from PIL import Image
 
+from shiftwise.benchmarking.environment import describe_environment, write_json
 from shiftwise.data.datasets import ImageFolderDataset
 from shiftwise.models.registry import pretrained_cfg
-from shiftwise.tools.benchmarking.environment import describe_environment, write_json
 
 logger = logging.getLogger("bench_input")
 

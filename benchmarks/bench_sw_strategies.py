@@ -42,11 +42,11 @@ import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
+from shiftwise.analysis.timing import measure_interleaved
+from shiftwise.benchmarking.environment import describe_environment, write_json
 from shiftwise.layers import ShiftWiseConv2d, SLaKConv2d
 from shiftwise.ops.oriented_conv import depthwise_conv2d
 from shiftwise.ops.sw_geometry import strip_padding
-from shiftwise.tools.benchmarking.environment import describe_environment, write_json
-from shiftwise.tools.benchmarking.timing import measure_interleaved
 
 RESULTS = Path(__file__).parent / "results"
 SW_T_STAGES = ((80, 56, 51), (160, 28, 49), (320, 14, 47), (640, 7, 13))

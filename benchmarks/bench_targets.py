@@ -1,7 +1,7 @@
 """Small-kernel cost targets: SW-T and sw_atto against ConvNeXt, side by side in one process.
 
 Each row times its variants (``runtime:model``) interleaved in rounds
-(:func:`shiftwise.tools.benchmarking.timing.measure_interleaved`), after two untimed calls
+(:func:`shiftwise.analysis.timing.measure_interleaved`), after two untimed calls
 each (the first compiles or exports). Ratios are the medians [quartiles] of the per-round
 paired ratios (``targets_report.pairwise_ratios``); > 1 means the first model is faster.
 Models: SW-T (``sw_tiny``), SLaK-T (``slak_tiny``) and, as references, timm's own
@@ -15,7 +15,7 @@ Rows (``--rows``, default all but ``train_224_compile``):
   is ``shiftwise.reparameterize``-d once, in eval mode, channels-last weights and input, no
   grad, and timed in three runtimes: ``eager`` PyTorch, ``compile`` (``torch.compile`` of
   that module, default mode, one compilation per batch size) and ``onnxruntime`` (the module
-  exported by ``shiftwise.tools.export.export_onnx``, one file per model with a dynamic batch,
+  exported by ``shiftwise.deploy.export.export_onnx``, one file per model with a dynamic batch,
   ``ORT_ENABLE_ALL``, ``--threads`` intra-op threads, sequential).
 * ``train_128``, ``train_224``: one training step at batch 8 (forward, cross-entropy,
   backward, AdamW step, gradients set to ``None``), channels-last, train mode, no activation
@@ -80,8 +80,8 @@ from targets_report import pairwise_ratios, plot, render_table, variant
 from torch import nn
 
 import shiftwise
-from shiftwise.tools.benchmarking.environment import describe_environment, write_json
-from shiftwise.tools.benchmarking.timing import measure_interleaved, peak_memory
+from shiftwise.analysis.timing import measure_interleaved, peak_memory
+from shiftwise.benchmarking.environment import describe_environment, write_json
 
 logger = logging.getLogger("bench_targets")
 
@@ -323,7 +323,7 @@ class DeployForms:
     def _session(self, key: str) -> Any:
         """An onnxruntime session of model ``key``'s ONNX export (dynamic batch)."""
         if key not in self.sessions:
-            from shiftwise.tools.export import export_onnx, onnxruntime_session
+            from shiftwise.deploy.export import export_onnx, onnxruntime_session
 
             plain = copy.deepcopy(self.modules[key]).to(memory_format=torch.contiguous_format)
             example = torch.randn(1, 3, DEPLOY_SIZE, DEPLOY_SIZE)

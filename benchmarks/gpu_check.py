@@ -39,10 +39,10 @@ PRECISIONS = ("fp32", "bf16")
 
 def time_strategies(device: torch.device, batch: int, repeats: int) -> list[dict[str, Any]]:
     """Median/quartile times of each strategy at each SW-T stage shape and mode."""
+    from shiftwise.analysis.timing import measure_interleaved
+    from shiftwise.benchmarking.operators import SW_T_STAGES, operator_call
     from shiftwise.models.operators import build_operator
     from shiftwise.models.registry import SW_KWARGS
-    from shiftwise.tools.benchmarking.operators import SW_T_STAGES, operator_call
-    from shiftwise.tools.benchmarking.timing import measure_interleaved
 
     rows = []
     for channels, size, kernel in SW_T_STAGES:
@@ -94,8 +94,8 @@ def model_throughput(
 ) -> dict[str, Any]:
     """img/s and peak memory of every ``*_tiny`` model, train and deploy, fp32 and bf16."""
     import shiftwise
-    from shiftwise.tools.benchmarking.models import model_call
-    from shiftwise.tools.benchmarking.timing import measure_interleaved, peak_memory
+    from shiftwise.analysis.timing import measure_interleaved, peak_memory
+    from shiftwise.benchmarking.models import model_call
 
     names = shiftwise.list_models("*_tiny")
     x = torch.randn(batch, 3, image_size, image_size, device=device)
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print(NO_GPU)
         return 0
-    from shiftwise.tools.benchmarking.environment import describe_environment, write_json
+    from shiftwise.benchmarking.environment import describe_environment, write_json
 
     device = torch.device("cuda")
     torch.backends.cudnn.benchmark = True

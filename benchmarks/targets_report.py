@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shiftwise.tools.benchmarking.timing import Stats, paired_ratio
+from shiftwise.analysis.timing import Stats, paired_ratio
 
 MODEL_LABELS = {
     "sw": "SW-T",

@@ -1,5 +1,6 @@
 """The ``shiftwise`` command line: argument parsing only, the work is done in ``tools``.
 
+Layer: the top of the package (nothing imports it); see ``tests/package/test_import_graph.py``.
 Each tool module exposes ``register(subparsers)``, which adds its sub-command and sets the
 function to run as ``func`` on the parsed arguments. The library's own errors
 (:class:`shiftwise.errors.ShiftwiseError`) become one line on stderr and their exit code
@@ -12,7 +13,6 @@ keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import signal
 import sys
@@ -20,21 +20,23 @@ import threading
 from collections.abc import Sequence
 
 from shiftwise.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, ShiftwiseError
+from shiftwise.tools import (
+    bench,
+    complexity,
+    convert,
+    demo,
+    erf,
+    evaluate,
+    export,
+    predict,
+    study,
+    train,
+)
 
 __all__ = ["main"]
 
-TOOL_MODULES = (
-    "shiftwise.tools.demo",
-    "shiftwise.tools.complexity",
-    "shiftwise.tools.convert",
-    "shiftwise.tools.train",
-    "shiftwise.tools.evaluate",
-    "shiftwise.tools.predict",
-    "shiftwise.tools.bench",
-    "shiftwise.tools.erf",
-    "shiftwise.tools.export",
-    "shiftwise.tools.study",
-)
+TOOL_MODULES = (demo, complexity, convert, train, evaluate, predict, bench, erf, export, study)
+"""The sub-commands, in the order of ``shiftwise --help``."""
 
 EPILOG = (
     "exit codes: 0 success, 2 usage or input error or a failed write, 3 training diverged, "
@@ -59,8 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in TOOL_MODULES:
-        importlib.import_module(name).register(subparsers)
+    for tool in TOOL_MODULES:
+        tool.register(subparsers)
     return parser
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "DivergedError",
     "MissingFileError",
     "ShiftwiseError",
+    "UnknownArgumentError",
     "UnsafeFileError",
     "UsageError",
     "WriteError",
@@ -90,6 +91,11 @@ class ShiftwiseError(Exception):
 
 class UsageError(ShiftwiseError, ValueError):
     """A bad option or input value; the message starts with the option the user passed."""
+
+
+class UnknownArgumentError(UsageError, TypeError):
+    """An argument the function or model does not take: also a ``TypeError``, as Python's
+    own unexpected-keyword error (timm's ``create_model`` clients expect it)."""
 
 
 class MissingFileError(UsageError, FileNotFoundError):

@@ -11,6 +11,7 @@ from testing_utils import randomize_batchnorm
 from torch import nn
 
 import shiftwise
+from shiftwise.analysis.complexity import count_macs
 from shiftwise.layers import (
     KernelWeights,
     LargeKernelOperator,
@@ -19,8 +20,8 @@ from shiftwise.layers import (
     SLaKConv2d,
 )
 from shiftwise.layers.conv_bn import bn_scale_shift
+from shiftwise.models.operators import build_operator, list_operators
 from shiftwise.sparse import Masking
-from shiftwise.tools.complexity import count_macs
 
 OPERATORS = [ShiftWiseConv2d, SLaKConv2d, RepLKConv2d]
 
@@ -36,6 +37,24 @@ def test_default_operator_equals_its_equivalent_kernel_as_a_plain_conv(operator)
     weight, bias = op.equivalent_kernel()
     dense = F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=16)
     torch.testing.assert_close(op(x), dense, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("name", list_operators())
+def test_every_registered_operator_equals_its_equivalent_kernel(name):
+    """Whatever the registry builds by name: a depthwise "same" operator, and for one of the
+    interface, its eval-mode output is the one conv of its equivalent kernel."""
+    torch.manual_seed(0)
+    op = build_operator(name, 16, 13).double()
+    randomize_batchnorm(op)
+    op.eval()
+    x = torch.randn(2, 16, 12, 15, dtype=torch.float64)
+    with torch.no_grad():
+        out = op(x)
+    assert out.shape == x.shape
+    if isinstance(op, LargeKernelOperator):
+        weight, bias = op.equivalent_kernel()
+        dense = F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=16)
+        torch.testing.assert_close(out, dense, atol=1e-10, rtol=0)
 
 
 @pytest.mark.parametrize("operator", OPERATORS)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 import shiftwise
+from shiftwise.analysis.complexity import count_params
 from shiftwise.layers.sparse_scope import sparse_scope
 from shiftwise.models.blocks import GRN
 from shiftwise.sparse.targets import select_targets
-from shiftwise.tools.complexity import count_params
 
 
 @pytest.mark.parametrize("name", shiftwise.list_models())

@@ -8,15 +8,15 @@ import statistics
 import pytest
 import torch
 
-from shiftwise.tools.bench import SUITES
-from shiftwise.tools.benchmarking.operators import BASELINE, MODES, OPERATORS, operator_call
-from shiftwise.tools.benchmarking.roofline import shift_add_bytes
-from shiftwise.tools.benchmarking.timing import (
+from shiftwise.analysis.timing import (
     Stats,
     measure_interleaved,
     paired_ratio,
     peak_memory,
 )
+from shiftwise.benchmarking.operators import BASELINE, MODES, OPERATORS, operator_call
+from shiftwise.benchmarking.roofline import shift_add_bytes
+from shiftwise.benchmarking.suites import SUITES
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -497,3 +497,40 @@ def test_time_row_leaves_out_a_failing_variant_and_records_the_load(targets):
     # nothing left to time: an empty row, not a crash
     empty = targets.script.time_row({"compile:sw": broken}, targets.script.Shape(4, 8), 3)
     assert empty["step"] == {} and empty["ratios"] == {} and set(empty["errors"]) == {"compile:sw"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["models", "--batch", str(10**6)], "--batch: the models suite at batch 1000000 would"),
+        (["ops", "--batch", str(10**9)], "--batch: the ops suite at batch 1000000000 would"),
+        (["sweep", "--batch", str(10**9)], "--batch: the sweep suite at batch 1000000000 would"),
+        (["models", "--image-size", "100000"], "--image-size: expected an integer in [32, 4096]"),
+        (["ops", "--repeats", str(10**9)], "--repeats: expected an integer <= 1000"),
+        (["ops", "--warmup", str(10**9)], "--warmup: expected an integer <= 100"),
+        (["ops", "--threads", str(10**6)], "--threads: expected at most the"),
+    ],
+)
+def test_huge_sizes_are_refused_before_the_work(argv, message, tmp_path, capsys, monkeypatch):
+    from shiftwise.cli import main
+    from shiftwise.tools import bench as bench_tool
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("a suite started before the sizes were checked")
+
+    monkeypatch.setattr(bench_tool, "run_suite", no_work)
+    assert main(["bench", *argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_memory_estimate_grows_with_batch_and_size():
+    from shiftwise.benchmarking.suites import memory_estimate
+
+    cpu = torch.device("cpu")
+    for suite in SUITES:
+        assert memory_estimate(suite, cpu, 2) > memory_estimate(suite, cpu, 1) > 0
+    assert memory_estimate("models", cpu, 1, 256) > memory_estimate("models", cpu, 1, 128)
+    # the quick shapes are what the tests run: tiny
+    assert max(memory_estimate(s, cpu, 2, None, quick=True) for s in SUITES) < 2**28

@@ -47,7 +47,7 @@ SLAK_PAIRS = [
 
 @pytest.fixture(autouse=True)
 def one_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(cli, "TOOL_MODULES", ("shiftwise.tools.convert",))
+    monkeypatch.setattr(cli, "TOOL_MODULES", (cli.convert,))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

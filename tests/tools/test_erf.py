@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from shiftwise.tools.erf import (
+from shiftwise.analysis.erf import (
     accumulate_erf,
     area_ratios,
     erf_of_image,
@@ -173,3 +173,43 @@ def test_an_out_under_a_file_is_refused_before_the_work(tmp_path, capsys, monkey
     assert main([*argv, "--out", str(tmp_path / "file" / "out")]) == 2
     err = capsys.readouterr().err
     assert "--out: cannot create the directory" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--num-images", "100000000"], "--num-images: expected an integer in [1, 10000]"),
+        (["--num-images", "0"], "--num-images: expected an integer in [1, 10000]"),
+        (["--seed", str(10**23)], "--seed: expected an integer in [0, 2**63 - 1]"),
+        (["--seed", "-1"], "--seed: expected an integer in [0, 2**63 - 1]"),
+        (["--size", "100000"], "--size: expected an integer in [32, 4096]"),
+        (["--size", "4096", "--num-images", "10000"], "--num-images: 10000 images of 4096x4096"),
+    ],
+)
+def test_sizes_are_refused_before_the_work(argv, message, tmp_path, capsys, monkeypatch):
+    from shiftwise.cli import main
+    from shiftwise.tools import erf as erf_module
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the work started before the sizes were checked")
+
+    monkeypatch.setattr(erf_module, "iter_images", no_work)
+    base = ["erf", "--models", "convnext_atto", "--images", "noise", "--out", str(tmp_path / "o")]
+    assert main([*base, *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_output_that_is_an_input_picture_is_refused(tmp_path, capsys):
+    from shiftwise.cli import main
+
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    Image.new("RGB", (40, 40), (200, 10, 10)).save(pictures / "erf.png")
+    before = (pictures / "erf.png").read_bytes()
+    argv = ["erf", "--models", "convnext_atto", "--images", str(pictures), "--size", "32"]
+    assert main([*argv, "--out", str(pictures)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out: {str(pictures / 'erf.png')!r} is the input" in err
+    assert err.count("\n") == 1 and (pictures / "erf.png").read_bytes() == before

@@ -14,7 +14,7 @@ from shiftwise.ops.oriented_conv import depthwise_conv2d
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from shiftwise.tools.export import (
+from shiftwise.deploy.export import (
     computed_conv_weights,
     export_onnx,
     input_shape,
@@ -115,7 +115,7 @@ def test_checkpoint_round_trip_and_errors(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_a_failed_check_leaves_the_existing_onnx_byte_identical(tmp_path, capsys, monkeypatch):
-    from shiftwise.tools import export as export_module
+    from shiftwise.deploy import export as export_module
 
     out = tmp_path / "good.onnx"
     out.write_bytes(b"a good model")
@@ -141,3 +141,60 @@ def test_bad_sizes_and_opsets_are_one_line(option, value, message, tmp_path, cap
     assert main(["export", "convnext_atto", "-o", str(out), option, value]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--in-chans", "0"], "--in-chans: expected an integer >= 1, got 0"),
+        (["--num-classes", "-1"], "--num-classes: expected an integer >= 0, got -1"),
+        (["--atol", "nan"], "--atol: expected a finite number >= 0, got nan"),
+        (["--atol", "-1"], "--atol: expected a finite number >= 0, got -1.0"),
+        (["--repeats", "0"], "--repeats: expected an integer in [1, 1000], got 0"),
+        (["--num-classes", str(10**10)], "--num-classes: exporting convnext_atto (3 input"),
+        (["--in-chans", str(10**9)], "--in-chans: exporting convnext_atto (1000000000 input"),
+        (["--batch-size", str(10**9), "--img-size", "64"], "--batch-size: exporting convnext"),
+    ],
+)
+def test_bad_options_are_refused_before_the_work(argv, message, tmp_path, capsys, monkeypatch):
+    from shiftwise.tools import export as export_tool
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the model was built before the options were checked")
+
+    monkeypatch.setattr(export_tool, "build_model", no_work)
+    out = tmp_path / "x.onnx"
+    assert main(["export", "convnext_atto", "-o", str(out), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and not out.exists()
+
+
+def _one_channel_weights(path):
+    from shiftwise.io import save_weights
+    from shiftwise.models import create_model
+
+    model = create_model("convnext_atto", in_chans=1, num_classes=3)
+    kwargs = {"in_chans": 1, "num_classes": 3}
+    save_weights(model.state_dict(), path, model="convnext_atto", model_kwargs=kwargs)
+    return path
+
+
+def test_in_chans_that_disagrees_with_the_checkpoint_is_refused(tmp_path, capsys):
+    weights = _one_channel_weights(tmp_path / "w.safetensors")
+    argv = ["export", "convnext_atto", "--checkpoint", str(weights), "--in-chans", "3"]
+    assert main([*argv, "-o", str(tmp_path / "x.onnx"), "--img-size", "32"]) == 2
+    err = capsys.readouterr().err
+    assert "--in-chans: " in err and "records a model with 1 input channels, got 3" in err
+    assert err.count("\n") == 1 and not (tmp_path / "x.onnx").exists()
+
+
+def test_an_output_that_is_the_checkpoint_is_refused(tmp_path, capsys):
+    weights = _one_channel_weights(tmp_path / "w.onnx")
+    before = weights.read_bytes()
+    (tmp_path / "link.onnx").symlink_to(weights)
+    for out in (weights, tmp_path / "link.onnx"):
+        argv = ["export", "convnext_atto", "--checkpoint", str(weights), "-o", str(out)]
+        assert main([*argv, "--img-size", "32", "--repeats", "1"]) == 2
+        err = capsys.readouterr().err
+        assert f"--output: {str(out)!r} is the input" in err and err.count("\n") == 1
+    assert weights.read_bytes() == before

@@ -9,16 +9,16 @@ import pytest
 import torch
 
 from shiftwise import cli
+from shiftwise.analysis.complexity import count_params, info_report, model_complexity
 from shiftwise.cli import main
 from shiftwise.layers import ShiftWiseConv2d, SLaKConv2d
 from shiftwise.models import create_model, reparameterize
-from shiftwise.tools.complexity import count_params, info_report, model_complexity
 
 
 @pytest.fixture(autouse=True)
 def one_thread(monkeypatch: pytest.MonkeyPatch):
     # Only this tool's sub-command: the test does not depend on the other tools importing.
-    monkeypatch.setattr(cli, "TOOL_MODULES", ("shiftwise.tools.complexity",))
+    monkeypatch.setattr(cli, "TOOL_MODULES", (cli.complexity,))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -190,6 +190,14 @@ def test_info_cli_json_and_sizes(capsys: pytest.CaptureFixture[str]) -> None:
         assert line.split() == [row["part"], *(f"{value:.3f}" for value in shown)]
 
 
+def test_info_counts_a_model_with_another_registered_operator(capsys) -> None:
+    assert main(["info", "convnext_atto", "--operator", "slak", "--json"]) == 0
+    total = json.loads(capsys.readouterr().out)["parts"][-1]
+    model = create_model("convnext_atto", operator="slak")
+    assert total["params"] == sum(p.numel() for p in model.parameters())
+    assert total["params"] != sum(p.numel() for p in create_model("convnext_atto").parameters())
+
+
 BAD_ARGS = [
     (["info", "nope"], "MODEL: unknown model 'nope'"),
     (["info", "sw_atto", "--density", "1.5"], "--density: expected a value in (0, 1]"),
@@ -198,6 +206,8 @@ BAD_ARGS = [
     (["info", "sw_atto", "--num-classes", "-3"], "--num-classes: expected an integer >= 0"),
     (["info", "sw_atto", "--width-factor", "1e-9"], "--width-factor: expected a value in ["),
     (["info", "sw_atto", "--width-factor", "200"], "--width-factor: expected a value in ["),
+    (["info", "sw_atto", "--num-classes", str(10**10)], "GiB of memory here"),
+    (["info", "sw_atto", "--width-factor", "1e300"], "--width-factor: expected a value in ["),
 ]
 
 

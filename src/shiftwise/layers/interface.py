@@ -2,10 +2,12 @@
 
 The tools see operators only through :class:`LargeKernelOperator`: sparse training
 (:mod:`shiftwise.sparse.targets`) asks which weights to mask, complexity counting
-(:mod:`shiftwise.tools.complexity`) asks for the MACs, re-parameterisation
+(:mod:`shiftwise.analysis.complexity`) asks for the MACs, re-parameterisation
 (:mod:`shiftwise.models.reparam`) and export install
 :meth:`~LargeKernelOperator.inference_module`.
-A new operator subclasses it and needs no edit anywhere else.
+A new operator subclasses it and registers its class under a name
+(:func:`shiftwise.models.register_operator`), which the blocks, ``create_model(operator=...)``,
+the benchmarks and ``shiftwise info`` build from; it needs no edit anywhere else.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The one rule for which parameters are weights that sparse training may mask.
 
 Masking (``targets="all"`` in :mod:`shiftwise.sparse.targets`), sparse complexity counts
-(:mod:`shiftwise.tools.complexity`) and weight decay (``no_weight_decay`` of the networks)
+(:mod:`shiftwise.analysis.complexity`) and weight decay (``no_weight_decay`` of the networks)
 all ask :func:`sparse_scope`, so they cannot disagree.
 """
 

@@ -9,6 +9,7 @@ from shiftwise.deprecation import deprecated_names
 from shiftwise.io import load_checkpoint
 from shiftwise.models.features import FeatureInfo, FeatureNet
 from shiftwise.models.network import MacroNet
+from shiftwise.models.operators import build_operator, list_operators, register_operator
 from shiftwise.models.registry import (
     MODEL_CONFIGS,
     Architecture,
@@ -27,12 +28,15 @@ __all__ = [
     "FeatureInfo",
     "FeatureNet",
     "MacroNet",
+    "build_operator",
     "create_model",
     "list_models",
+    "list_operators",
     "load_checkpoint",
     "max_input_size",
     "min_input_size",
     "model_from_weights",
+    "register_operator",
     "reparameterize",
     "save_checkpoint",
 ]

@@ -36,10 +36,9 @@ from typing import Any
 import torch
 
 from shiftwise.devices import memory_bytes
-from shiftwise.errors import UsageError
-from shiftwise.layers import RepLKConv2d, ShiftWiseConv2d, SLaKConv2d
+from shiftwise.errors import UnknownArgumentError, UsageError
 from shiftwise.models.network import BLOCKS, POOL_TYPES
-from shiftwise.models.operators import OPERATORS
+from shiftwise.models.operators import list_operators, operator_builder
 
 __all__ = [
     "ARGUMENTS",
@@ -162,7 +161,7 @@ ARGUMENTS: dict[str, Check] = {
     "dims": _stages(_integer(1, MAX_WIDTH)),
     "kernel_sizes": _stages(_integer(1, MAX_KERNEL, odd=True)),
     "block": _choice(tuple(BLOCKS)),
-    "operator": _choice(OPERATORS),
+    "operator": lambda name, value: _choice(list_operators())(name, value),  # registered now
     "operator_kwargs": _operator_kwargs,
     "width_factor": _number(0),
     "num_classes": _integer(0),
@@ -184,15 +183,15 @@ OPERATOR_ARGUMENTS: dict[str, Check] = {
     "seed": _integer(0, _MAX_SEED),
 }
 
-_OPERATOR_CLASSES = {"shiftwise": ShiftWiseConv2d, "slak": SLaKConv2d, "dense": RepLKConv2d}
-
 
 def _operator_parameters(operator: str) -> list[str]:
-    """The arguments ``operator`` takes besides its channels and kernel size."""
-    if operator not in _OPERATOR_CLASSES:
-        return []
-    parameters = inspect.signature(_OPERATOR_CLASSES[operator]).parameters
-    return [name for name in parameters if name not in ("channels", "kernel_size")]
+    """The named arguments the registered ``operator`` takes besides its channels and kernel
+    size (from its class's or function's signature)."""
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    parameters = inspect.signature(operator_builder(operator)).parameters.values()
+    return [
+        p.name for p in parameters if p.kind in named and p.name not in ("channels", "kernel_size")
+    ]
 
 
 def check_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
@@ -202,7 +201,7 @@ def check_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
     checked = {}
     for name, value in arguments.items():
         if name not in ARGUMENTS:
-            raise UsageError(
+            raise UnknownArgumentError(
                 f"not an argument of the network, expected one of {sorted(ARGUMENTS)}",
                 field=name,
             )
@@ -253,7 +252,7 @@ def check_network(arguments: Mapping[str, Any], device: torch.device | None = No
     accepted = _operator_parameters(arguments["operator"])
     for key in arguments["operator_kwargs"]:
         if key not in accepted:
-            raise UsageError(
+            raise UnknownArgumentError(
                 f"{key!r} is not an argument of operator {arguments['operator']!r}, expected "
                 f"one of {accepted}",
                 field="operator_kwargs",

@@ -207,7 +207,8 @@ class MacroNet(nn.Module):
         dims: stage widths before ``width_factor`` (4 ints).
         kernel_sizes: big kernel of each stage's operator (4 ints).
         block: ``"convnext"`` (SLaK/ConvNeXt) or ``"shiftwise"`` (SW v2); sets the macro design.
-        operator: ``"shiftwise"``, ``"slak"``, ``"dense"`` or ``"conv"``.
+        operator: a registered operator name (``list_operators()``: ``"shiftwise"``,
+            ``"slak"``, ``"dense"``, ``"conv"`` and any :func:`register_operator` added).
         operator_kwargs: extra arguments of the operator (e.g. ``small_kernel``).
         width_factor: every stage width is ``int(d * width_factor)``.
         num_classes: classifier outputs; 0 gives no classifier (pooled features).

@@ -226,9 +226,9 @@ def train_run(config: Any, plan: EntryPlan, run_dir: Path, resume: bool) -> dict
     returns the run's record: metrics, times, the trained model's size and, for sparse
     ShiftWiseConv models, the active pieces per stage (SW Table 2). ``wall_seconds`` covers
     the training call and this record."""
+    from shiftwise.analysis.complexity import model_complexity
     from shiftwise.models.weights import model_from_weights
     from shiftwise.sparse.report import sparsity_report
-    from shiftwise.tools.complexity import model_complexity
     from shiftwise.training import train
 
     started = time.perf_counter()

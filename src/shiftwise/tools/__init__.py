@@ -1,4 +1,7 @@
-"""Tools behind the command line: training, evaluation, benchmarks, conversion, export."""
+"""The applications: one module per ``shiftwise`` sub-command (training, evaluation, info,
+benchmarks, ERF, conversion, export, studies), each parsing its options, calling the library
+(everything below this layer: ``analysis``, ``deploy``, ``benchmarking``, ``training``,
+``study``, ...) and printing; plus the option checks they share."""
 
 from __future__ import annotations
 

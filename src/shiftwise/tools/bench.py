@@ -15,7 +15,7 @@ Sub-suites (each writes ``<suite>.json`` and ``<suite>.png`` into ``--out``):
 * ``all``: the four in turn.
 
 Variants of one comparison are timed interleaved and ratios are medians of per-repeat ratios
-(see :mod:`shiftwise.tools.benchmarking`). ``--quick`` shrinks every shape to run in seconds
+(see :mod:`shiftwise.benchmarking`). ``--quick`` shrinks every shape to run in seconds
 (what the tests run; its figures mean nothing; its models use 7x7 kernels at 32x32).
 """
 
@@ -23,51 +23,27 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Callable
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from shiftwise.analysis.resources import available_memory, check_fits
+from shiftwise.benchmarking.models import RUNTIMES
+from shiftwise.benchmarking.suites import SUITES, memory_estimate, run_suite
 from shiftwise.devices import check_device
 from shiftwise.errors import UsageError
+from shiftwise.models import list_models, min_input_size
 from shiftwise.tools import check_output_directory
-from shiftwise.tools.benchmarking.environment import describe_environment, write_json
-from shiftwise.tools.benchmarking.models import RUNTIMES, run_model_suite
-from shiftwise.tools.benchmarking.operators import run_kernel_sweep, run_operator_suite
-from shiftwise.tools.benchmarking.plots import (
-    plot_models,
-    plot_operators,
-    plot_roofline,
-    plot_sweep,
-)
-from shiftwise.tools.benchmarking.roofline import run_roofline
 
-__all__ = ["SUITES", "register", "run", "run_suite"]
+__all__ = ["register", "run", "summarise"]
 
 logger = logging.getLogger(__name__)
 
-SUITES = ("ops", "sweep", "roofline", "models")
 DEFAULT_OUT = Path("benchmarks/results")
-
-_QUICK: dict[str, dict[str, Any]] = {
-    "ops": {"stages": ((8, 8, 13),)},
-    "sweep": {"kernel_sizes": (7, 13), "channels": 8, "size": 8, "modes": ("fwd", "fwd_bwd")},
-    "roofline": {"stages": ((8, 8, 13),), "copy_numel": 2**20},
-    "models": {
-        "names": ("sw_atto", "slak_atto", "convnext_atto"),
-        "baseline": "convnext_atto",
-        "image_size": 32,
-        "batch": 2,
-        "model_kwargs": {"kernel_sizes": (7, 7, 7, 7)},
-    },
-}
-_PLOTS: dict[str, Callable[[dict[str, Any], Path], None]] = {
-    "ops": plot_operators,
-    "sweep": plot_sweep,
-    "roofline": plot_roofline,
-    "models": plot_models,
-}
+# Beyond these a run is a hang, not a measurement.
+MAX_REPEATS, MAX_WARMUP, MAX_IMAGE_SIZE = 1000, 100, 4096
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -103,56 +79,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})"
     )
     parser.set_defaults(func=run)
-
-
-def run_suite(
-    suite: str,
-    device: torch.device,
-    out: Path,
-    repeats: int = 5,
-    warmup: int = 1,
-    batch: int | None = None,
-    image_size: int | None = None,
-    quick: bool = False,
-    progress: Callable[[str], None] | None = None,
-    runtimes: tuple[str, ...] = ("torch",),
-) -> dict[str, Any]:
-    """Run one suite, write ``out/<suite>.json`` and ``out/<suite>.png``; returns the payload.
-
-    ``runtimes`` applies to the ``models`` suite only."""
-    if suite not in SUITES:
-        raise UsageError(f"suite: expected one of {SUITES}, got {suite!r}")
-    on_cuda = device.type == "cuda"
-    batch = batch if batch is not None else (32 if on_cuda else 1)
-    kwargs: dict[str, Any] = {
-        "repeats": repeats,
-        "warmup": warmup,
-        "batch": batch,
-        "progress": progress,
-    }
-    if quick:
-        kwargs.update(_QUICK[suite])
-    if suite == "ops":
-        result = run_operator_suite(device, **kwargs)
-    elif suite == "sweep":
-        result = run_kernel_sweep(device, **kwargs)
-    elif suite == "roofline":
-        result = run_roofline(device, **kwargs)
-    else:
-        default_size = kwargs.get("image_size") or (224 if on_cuda else 128)
-        kwargs["image_size"] = image_size or default_size
-        result = run_model_suite(device, runtimes=runtimes, **kwargs)
-    payload = {
-        "suite": suite,
-        "quick": quick,
-        "repeats": repeats,
-        "warmup": warmup,
-        "environment": describe_environment(device),
-        "result": result,
-    }
-    write_json(out / f"{suite}.json", payload)
-    _PLOTS[suite](result, out / f"{suite}.png")
-    return payload
 
 
 def summarise(payload: dict[str, Any]) -> list[str]:
@@ -202,6 +128,34 @@ def summarise(payload: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _check_sizes(args: argparse.Namespace, device: torch.device) -> None:
+    """Counts in range and every suite's memory estimate within the device's (before work)."""
+    for name, largest in (("repeats", MAX_REPEATS), ("warmup", MAX_WARMUP)):
+        value = getattr(args, name)
+        if value > largest:
+            raise UsageError(f"--{name}: expected an integer <= {largest}, got {value}")
+    if args.threads is not None and args.threads > (os.cpu_count() or 1):
+        raise UsageError(
+            f"--threads: expected at most the {os.cpu_count()} CPUs of this machine, "
+            f"got {args.threads}"
+        )
+    smallest = max(min_input_size(name) for name in list_models())
+    if args.image_size is not None and not smallest <= args.image_size <= MAX_IMAGE_SIZE:
+        raise UsageError(
+            f"--image-size: expected an integer in [{smallest}, {MAX_IMAGE_SIZE}], "
+            f"got {args.image_size}"
+        )
+    for suite in SUITES if args.suite == "all" else (args.suite,):
+        needed = memory_estimate(suite, device, args.batch, args.image_size, args.quick)
+        single = memory_estimate(suite, device, 1, args.image_size, args.quick)
+        check_fits(
+            needed,
+            "--batch" if single <= available_memory(device) else "--image-size",
+            f"the {suite} suite at batch {args.batch or 'default'}",
+            device,
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     device = check_device(args.device, "--device")
     if "onnxruntime" in args.runtime and device.type != "cpu":
@@ -212,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--{name.replace('_', '-')}: expected an integer >= 1, got {value}")
     if args.warmup < 0:
         raise UsageError(f"--warmup: expected an integer >= 0, got {args.warmup}")
+    _check_sizes(args, device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     check_output_directory(args.out, "--out")  # before the work, not after it

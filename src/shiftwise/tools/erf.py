@@ -1,28 +1,7 @@
-"""``shiftwise erf``: effective receptive fields (the RepLKNet / SLaK procedure).
+"""``shiftwise erf``: effective receptive field heatmaps (PNG) and area-ratio table (JSON).
 
-For each image ``x [1, 3, S, S]`` and each model (in eval mode):
-
-1. ``F = model.forward_features(x)`` -- the last stage's map ``[1, C, h, w]``, before pooling,
-   final norm and head;
-2. ``s = sum_c ReLU(F[0, c, h // 2, w // 2])`` -- the central output pixel, with the ReLU of
-   the official SLaK / SW scripts (only channels that fire count);
-3. ``g = ds / dx`` and ``map = sum_RGB ReLU(g)`` ``[S, S]`` -- positive contributions, again as
-   in the official scripts;
-4. maps with NaN are skipped, the others are averaged over images.
-
-Then ``A = log10(map + 1) / max`` (:func:`normalise_erf`) is drawn as a heatmap, and the
-*high-contribution area ratio* at ``t`` (:func:`area_ratios`) is the area of the smallest
-centred square (side ``2i + 1``, ``i = 0, 1, ...``; clipped to the image) holding more than
-a share ``t`` of ``sum(A)``, as a fraction of the image area. A small ratio at ``t = 20%``
-with a large one at ``t = 99%`` is the large-kernel signature: a central peak plus
-contributions from far away. Note that ``log10(map + 1)`` is close to linear when gradients
-are tiny (random or early weights), so ratios of untrained models are not comparable with
-the papers' figures of trained ones.
-
-Images: ``bundled`` (validation images of the bundled data set, resized), a directory of
-pictures (any format Pillow reads, searched recursively) or ``noise`` (uniform random).
-All are resized to ``S x S`` (bicubic) and normalised with the ImageNet mean and std. The
-papers use S = 1024 with 50 ImageNet images; on a CPU 256-512 and a few images are practical.
+The procedure is :mod:`shiftwise.analysis.erf`; this module parses the options, checks them,
+and writes and prints the results.
 """
 
 from __future__ import annotations
@@ -30,259 +9,33 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from io import BytesIO
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
-from tqdm import tqdm
-
+from shiftwise.analysis import erf as erf_analysis
+from shiftwise.analysis.erf import THRESHOLDS, compare_erfs, image_files, iter_images, plot_erf
+from shiftwise.analysis.resources import activation_bytes, available_memory, check_fits
+from shiftwise.benchmarking.environment import describe_environment, write_json
 from shiftwise.devices import check_device
-from shiftwise.errors import MissingFileError, UsageError
-from shiftwise.io import atomic_write, check_regular_file, read_regular_file
-from shiftwise.models import create_model
-from shiftwise.models.weights import model_from_weights
+from shiftwise.errors import UsageError
+from shiftwise.io import check_output_not_input
+from shiftwise.models import min_input_size
 from shiftwise.tools import check_model_names, check_output_directory
-from shiftwise.tools.benchmarking.environment import describe_environment, write_json
 
-__all__ = [
-    "THRESHOLDS",
-    "accumulate_erf",
-    "area_ratios",
-    "erf_of_image",
-    "iter_images",
-    "normalise_erf",
-    "plot_erf",
-    "register",
-    "run",
-]
+__all__ = ["register", "run"]
 
 logger = logging.getLogger(__name__)
 
-THRESHOLDS = (0.2, 0.3, 0.5, 0.99)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
-
-
-def erf_of_image(features: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """Contribution map ``[S, S]`` of one image ``x [1, 3, S, S]`` (steps 1-3 of the module doc).
-
-    ``features`` maps ``[1, 3, S, S]`` to the last feature map ``[1, C, h, w]``.
-    """
-    if x.dim() != 4 or x.shape[0] != 1:
-        raise UsageError(f"x: expected one image [1, 3, S, S], got shape {tuple(x.shape)}")
-    x = x.detach().clone().requires_grad_(True)
-    out = features(x)
-    if out.dim() != 4:
-        raise UsageError(
-            f"features: expected a feature map [1, C, h, w] (before pooling), got shape "
-            f"{tuple(out.shape)}"
-        )
-    height, width = out.shape[-2:]
-    score = F.relu(out[0, :, height // 2, width // 2]).sum()
-    (grad,) = torch.autograd.grad(score, x)
-    return F.relu(grad[0]).sum(0)
-
-
-def accumulate_erf(
-    features: Callable[[torch.Tensor], torch.Tensor],
-    images: Iterable[torch.Tensor],
-    progress: Callable[[], None] | None = None,
-) -> tuple[torch.Tensor, int]:
-    """Average of :func:`erf_of_image` over ``images`` (NaN maps skipped) and the count used."""
-    total: torch.Tensor | None = None
-    count = 0
-    for image in images:
-        contribution = erf_of_image(features, image).detach().double()
-        if progress is not None:
-            progress()
-        if torch.isnan(contribution).any():
-            logger.warning("skipping an image whose ERF map has NaN")
-            continue
-        total = contribution if total is None else total + contribution
-        count += 1
-    if total is None:
-        raise UsageError("images: no image gave a finite ERF map (none given, or all NaN)")
-    return total / count, count
-
-
-def normalise_erf(contribution: torch.Tensor | np.ndarray) -> np.ndarray:
-    """``A = log10(map + 1) / max(log10(map + 1))`` as float64 ``[S, S]`` (all zeros stay 0)."""
-    values = np.log10(np.asarray(contribution, dtype=np.float64) + 1.0)
-    peak = values.max()
-    return values / peak if peak > 0 else values
-
-
-def area_ratios(
-    attribution: np.ndarray, thresholds: Sequence[float] = THRESHOLDS
-) -> dict[str, dict[str, float]]:
-    """High-contribution area ratios of a non-negative map ``[H, W]``.
-
-    For each ``t``: the smallest ``i >= 0`` whose centred square (rows ``H//2 - i ..
-    H//2 + i``, columns likewise, clipped to the map) holds more than ``t`` of the total, and
-    ``{"side": 2i + 1, "ratio": clipped square area / (H * W)}``. Keys are ``"20%"`` etc.
-    ``t`` must lie in ``(0, 1)``.
-    """
-    values = np.asarray(attribution, dtype=np.float64)
-    if values.ndim != 2 or values.size == 0:
-        raise UsageError(f"attribution: expected a non-empty 2-D map, got shape {values.shape}")
-    if (values < 0).any() or not np.isfinite(values).all():
-        raise UsageError("attribution: expected finite non-negative values")
-    total = values.sum()
-    if total <= 0:
-        raise UsageError("attribution: the map sums to zero, no share can be computed")
-    height, width = values.shape
-    integral = np.zeros((height + 1, width + 1))
-    integral[1:, 1:] = values.cumsum(0).cumsum(1)
-    cy, cx = height // 2, width // 2
-    radii = np.arange(max(cy, cx, height - 1 - cy, width - 1 - cx) + 1)
-    top, bottom = np.maximum(cy - radii, 0), np.minimum(cy + radii + 1, height)
-    left, right = np.maximum(cx - radii, 0), np.minimum(cx + radii + 1, width)
-    sums = (
-        integral[bottom, right]
-        - integral[top, right]
-        - integral[bottom, left]
-        + integral[top, left]
-    )
-    shares = sums / total
-    areas = (bottom - top) * (right - left)
-    result = {}
-    for t in thresholds:
-        if not 0.0 < t < 1.0:
-            raise UsageError(f"thresholds: expected values in (0, 1), got {t}")
-        i = int(np.argmax(shares > t)) if (shares > t).any() else len(radii) - 1
-        result[f"{round(t * 100)}%"] = {
-            "side": int(2 * i + 1),
-            "ratio": float(areas[i] / (height * width)),
-        }
-    return result
-
-
-def _normalise(images: torch.Tensor, size: int) -> torch.Tensor:
-    """``[N, 3, h, w]`` in ``[0, 1]`` -> ``[N, 3, size, size]`` bicubic, ImageNet-normalised."""
-    if images.shape[-2:] != (size, size):
-        images = F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False)
-        images = images.clamp(0.0, 1.0)
-    mean = torch.tensor(IMAGENET_MEAN).reshape(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).reshape(1, 3, 1, 1)
-    return (images - mean) / std
-
-
-def _image_files(directory: Path) -> list[Path]:
-    if not directory.is_dir():
-        raise MissingFileError(f"--images: expected a directory of pictures, got {directory}")
-    files = sorted(p for p in directory.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    files = [check_regular_file(p, "--images") for p in files if not p.is_dir()]
-    if not files:
-        raise MissingFileError(
-            f"--images: no pictures ({', '.join(IMAGE_SUFFIXES)}) found under {directory}"
-        )
-    return files
-
-
-def iter_images(source: str, count: int, size: int, seed: int = 0) -> Iterator[torch.Tensor]:
-    """Yield ``count`` normalised images ``[1, 3, size, size]`` from ``source``.
-
-    ``source`` is ``"bundled"``, ``"noise"`` or a directory of pictures (fewer than ``count``
-    if the directory holds fewer).
-    """
-    if count < 1:
-        raise UsageError(f"--num-images: expected an integer >= 1, got {count}")
-    if size < 32:
-        raise UsageError(f"--size: expected an integer >= 32, got {size}")
-    if source == "noise":
-        generator = torch.Generator().manual_seed(seed)
-        for _ in range(count):
-            yield _normalise(torch.rand(1, 3, size, size, generator=generator), size)
-    elif source == "bundled":
-        from shiftwise.data import load_bundled
-
-        arrays = load_bundled()["val_images"][:count]
-        for array in arrays:
-            image = torch.from_numpy(np.ascontiguousarray(array)).float().div(255.0)
-            if image.shape[0] == 1:
-                image = image.expand(3, -1, -1)
-            yield _normalise(image.unsqueeze(0), size)
-    else:
-        for path in _image_files(Path(source))[:count]:
-            rgb = _read_picture(path)
-            image = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0)
-            yield _normalise(image, size)
-
-
-def _read_picture(path: Path) -> np.ndarray:
-    """The picture at ``path`` as float32 RGB ``[H, W, 3]`` in ``[0, 1]``; a file that is not
-    a regular file or not a readable picture gets one :class:`UsageError` naming it."""
-    from PIL import Image, UnidentifiedImageError
-
-    data = read_regular_file(path, "--images")
-    try:
-        with Image.open(BytesIO(data)) as picture:
-            return np.asarray(picture.convert("RGB"), dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise UsageError(f"--images: {str(path)!r} is not a readable picture ({reason})") from None
-
-
-def build_model(name: str, path: Path | None, layer_scale: float | None) -> nn.Module:
-    """Model ``name`` with the weights of ``path`` (``None``: random init).
-
-    ``path`` may be a ``shiftwise train`` checkpoint (``checkpoint.pt`` or its safetensors:
-    the model is rebuilt with its recorded classes, input channels and width), a converted
-    official checkpoint or any safetensors state dict of the model; loading is strict.
-    """
-    if path is None:
-        kwargs = {} if layer_scale is None else {"layer_scale_init": layer_scale}
-        return create_model(name, **kwargs)
-    return model_from_weights(path, name, flag="--checkpoint")[0]
-
-
-def _match_channels(image: torch.Tensor, in_chans: int) -> torch.Tensor:
-    """An RGB image ``[1, 3, S, S]`` as ``in_chans`` channels (1: channel mean)."""
-    if in_chans == image.shape[1]:
-        return image
-    if in_chans == 1:
-        return image.mean(dim=1, keepdim=True)
-    raise UsageError(f"--models: a model with {in_chans} input channels cannot take RGB images")
-
-
-def plot_erf(maps: dict[str, np.ndarray], tables: dict[str, Any], path: Path, title: str) -> None:
-    """Heatmaps of the normalised maps side by side, area ratios in the panel titles."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(maps), figsize=(4.2 * len(maps), 4.6), squeeze=False)
-    for ax, (name, values) in zip(axes[0], maps.items(), strict=True):
-        image = ax.imshow(values, cmap="inferno", vmin=0.0, vmax=1.0, interpolation="nearest")
-        ratios = tables[name]
-        ax.set_title(
-            f"{name}\nr20 {ratios['20%']['ratio']:.3f}  r50 {ratios['50%']['ratio']:.3f}  "
-            f"r99 {ratios['99%']['ratio']:.3f}",
-            fontsize=10,
-        )
-        ax.set_xticks([])
-        ax.set_yticks([])
-        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    png = BytesIO()
-    fig.savefig(png, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write(path, png.getvalue())
+MAX_SEED = 2**63 - 1
+MAX_IMAGES = 10_000
+MAX_SIZE = 4096
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "erf",
         help="effective receptive field heatmaps (PNG) and area-ratio table (JSON)",
-        description=__doc__,
+        description=erf_analysis.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
@@ -325,54 +78,64 @@ def _parse_checkpoints(items: Sequence[str], models: Sequence[str]) -> dict[str,
     return checkpoints
 
 
+def _check_sizes(args: argparse.Namespace) -> None:
+    """Seed, image count and size in range, and the images and one model's backward pass
+    within the memory available (before any work)."""
+    if not 0 <= args.seed <= MAX_SEED:
+        raise UsageError(f"--seed: expected an integer in [0, 2**63 - 1], got {args.seed}")
+    if not 1 <= args.num_images <= MAX_IMAGES:
+        raise UsageError(
+            f"--num-images: expected an integer in [1, {MAX_IMAGES}] (the papers average 50), "
+            f"got {args.num_images}"
+        )
+    smallest = max(min_input_size(name) for name in args.models)
+    if not smallest <= args.size <= MAX_SIZE:
+        raise UsageError(
+            f"--size: expected an integer in [{smallest}, {MAX_SIZE}], got {args.size}"
+        )
+    image = 3 * args.size * args.size * 4
+    single = image + max(activation_bytes(name, args.size) for name in args.models)
+    check_fits(
+        single + (args.num_images - 1) * image,
+        "--num-images" if single <= available_memory() else "--size",
+        f"{args.num_images} images of {args.size}x{args.size}",
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     device = check_device(args.device, "--device")
     check_model_names(args.models, "--models")
     checkpoints = _parse_checkpoints(args.checkpoint, args.models)
     if args.layer_scale is not None and not math.isfinite(args.layer_scale):
         raise UsageError(f"--layer-scale: expected a finite number, got {args.layer_scale}")
+    _check_sizes(args)
+    inputs = list(checkpoints.values())
+    if args.images not in ("bundled", "noise"):
+        inputs += image_files(Path(args.images))
+    for name in ("erf.png", "erf.json"):
+        check_output_not_input(args.out / name, inputs, "--out")
     check_output_directory(args.out, "--out")  # before the work, not after it
     images = list(iter_images(args.images, args.num_images, args.size, args.seed))
-    maps, tables, counts, weights = {}, {}, {}, {}
-    for name in args.models:
-        torch.manual_seed(args.seed)
-        model = build_model(name, checkpoints.get(name), args.layer_scale)
-        in_chans = next(model.parameters()).shape[1]
-        if name in checkpoints:
-            weights[name] = str(checkpoints[name])
-        else:
-            weights[name] = "random init"
-            logger.warning("%s: no checkpoint, random init (demonstration only)", name)
-        model = model.to(device).eval()
-        with tqdm(total=len(images), desc=f"erf {name}", leave=False) as bar:
-            contribution, counts[name] = accumulate_erf(
-                model.forward_features,
-                (_match_channels(image, in_chans).to(device) for image in images),
-                bar.update,
-            )
-        maps[name] = normalise_erf(contribution.cpu())
-        tables[name] = area_ratios(maps[name])
+    result = compare_erfs(args.models, images, device, checkpoints, args.layer_scale, args.seed)
     source = args.images if args.images in ("bundled", "noise") else str(args.images)
     init = "random init" if len(checkpoints) < len(args.models) else "trained"
     scale = "" if args.layer_scale is None else f", layer scale {args.layer_scale:g}"
     title = f"ERF, {source} images ×{len(images)}, {args.size}², {init}{scale}"
-    plot_erf(maps, tables, args.out / "erf.png", title)
+    plot_erf(result.maps, result.tables, args.out / "erf.png", title)
     payload = {
-        "procedure": "RepLKNet/SLaK: s = sum_c ReLU(F[c, h//2, w//2]) of the last stage map; "
-        "map = sum_RGB ReLU(ds/dx) averaged over images; A = log10(map + 1) / max; "
-        "area ratio = smallest centred square holding more than t of sum(A), / image area",
+        "procedure": erf_analysis.PROCEDURE,
         "images": source,
-        "num_images": counts,
+        "num_images": result.counts,
         "size": args.size,
         "layer_scale_init": args.layer_scale,
-        "weights": weights,
-        "area_ratios": tables,
+        "weights": result.weights,
+        "area_ratios": result.tables,
         "environment": describe_environment(device),
     }
     write_json(args.out / "erf.json", payload)
     header = f"{'model':<16}" + "".join(f"{f't={t:.0%}':>14}" for t in THRESHOLDS)
     print(header)
-    for name, table in tables.items():
+    for name, table in result.tables.items():
         cells = "".join(f"{table[key]['ratio']:>14.4f}" for key in table)
         print(f"{name:<16}{cells}")
     print(f"  -> {args.out / 'erf.png'}, {args.out / 'erf.json'}")

@@ -23,11 +23,11 @@ from typing import Any
 
 import torch
 
+from shiftwise.analysis.timing import measure_interleaved, paired_ratio
+from shiftwise.benchmarking.operators import SW_T_STAGES
 from shiftwise.layers import ShiftWiseConv2d
 from shiftwise.models.registry import SW_KWARGS
 from shiftwise.ops import shift_add, shift_add_reference
-from shiftwise.tools.benchmarking.operators import SW_T_STAGES
-from shiftwise.tools.benchmarking.timing import measure_interleaved, paired_ratio
 
 __all__ = ["copy_bandwidth_call", "run_roofline", "shift_add_bytes"]
 

@@ -8,7 +8,7 @@ Three modes per operator, each on one input ``[B, C, H, W]``:
 * ``deploy``: a re-parameterised copy (:func:`shiftwise.reparameterize`) in eval mode, no grad.
 
 All operators of one comparison see the same tensor shapes; the timings are interleaved
-(:func:`~shiftwise.tools.benchmarking.timing.measure_interleaved`) and every ratio is the
+(:func:`~shiftwise.analysis.timing.measure_interleaved`) and every ratio is the
 median of the per-repeat ratios, so a load change on the machine hits both sides alike.
 """
 
@@ -21,16 +21,19 @@ from typing import Any
 import torch
 from torch import nn
 
+from shiftwise.analysis.timing import Stats, measure_interleaved, paired_ratio
 from shiftwise.errors import UsageError
-from shiftwise.models.operators import build_operator
+from shiftwise.models.operators import build_operator, list_operators
 from shiftwise.models.registry import SLAK_KWARGS, SW_KWARGS
 from shiftwise.models.reparam import reparameterize
-from shiftwise.tools.benchmarking.timing import Stats, measure_interleaved, paired_ratio
 
 __all__ = [
     "BASELINE",
     "MODES",
     "OPERATORS",
+    "SWEEP_CHANNELS",
+    "SWEEP_KERNELS",
+    "SWEEP_SIZE",
     "SW_T_STAGES",
     "make_operator",
     "operator_call",
@@ -45,22 +48,25 @@ BASELINE = "dw7"
 MODES = ("fwd", "fwd_bwd", "deploy")
 SW_T_STAGES = ((80, 56, 51), (160, 28, 49), (320, 14, 47), (640, 7, 13))
 """(channels, spatial size, kernel size) of the four SW-T stages at 224x224 input."""
+SWEEP_KERNELS, SWEEP_CHANNELS, SWEEP_SIZE = (13, 25, 51, 75, 101), 80, 56
+"""The kernel-size sweep's default kernels and shape (SW-T stage 1)."""
 
 
 def make_operator(name: str, channels: int, kernel_size: int) -> nn.Module:
-    """The operator ``name`` (one of :data:`OPERATORS`) over ``channels`` with big kernel ``K``.
+    """The operator ``name`` over ``channels`` with big kernel ``K``: one of :data:`OPERATORS`
+    (SW and SLaK with their released settings) or any other registered operator
+    (:func:`~shiftwise.models.operators.register_operator`, built with its defaults).
 
     ``dw7`` ignores ``kernel_size``: it is always the 7x7 depthwise baseline.
     """
-    if name == "shiftwise":
-        return build_operator("shiftwise", channels, kernel_size, **SW_KWARGS)
-    if name == "slak":
-        return build_operator("slak", channels, kernel_size, **SLAK_KWARGS)
-    if name == "dense":
-        return build_operator("dense", channels, kernel_size)
     if name == "dw7":
         return build_operator("conv", channels, 7)
-    raise UsageError(f"operator: expected one of {OPERATORS}, got {name!r}")
+    if name not in list_operators():
+        raise UsageError(
+            f"operator: expected one of {[*OPERATORS, *list_operators()]}, got {name!r}"
+        )
+    defaults = {"shiftwise": SW_KWARGS, "slak": SLAK_KWARGS}.get(name, {})
+    return build_operator(name, channels, kernel_size, **defaults)
 
 
 def operator_call(module: nn.Module, x: torch.Tensor, mode: str) -> Callable[[], object]:
@@ -149,9 +155,9 @@ def run_operator_suite(
 
 def run_kernel_sweep(
     device: torch.device,
-    kernel_sizes: Sequence[int] = (13, 25, 51, 75, 101),
-    channels: int = 80,
-    size: int = 56,
+    kernel_sizes: Sequence[int] = SWEEP_KERNELS,
+    channels: int = SWEEP_CHANNELS,
+    size: int = SWEEP_SIZE,
     batch: int = 1,
     modes: Sequence[str] = ("fwd_bwd",),
     operators: Sequence[str] = ("shiftwise", "slak", "dense"),

@@ -6,7 +6,7 @@
 * ``deploy``: a ``shiftwise.reparameterize``-d copy in eval mode, channels-last weights and
   input, forward under no grad.
 * ``deploy_onnxruntime`` (runtime ``onnxruntime``): the same deploy form exported by
-  :func:`shiftwise.tools.export.export_onnx` (dynamic batch, fixed size) and run in an
+  :func:`shiftwise.deploy.export.export_onnx` (dynamic batch, fixed size) and run in an
   onnxruntime CPU session with all graph optimisations on (``ORT_ENABLE_ALL``), as many
   intra-op threads as torch uses and sequential execution. Needs the ``export`` extra.
 
@@ -27,20 +27,29 @@ from typing import Any
 import torch
 from torch import nn
 
-from shiftwise.errors import UsageError
-from shiftwise.models import create_model, reparameterize
-from shiftwise.tools.benchmarking.timing import (
+from shiftwise.analysis.timing import (
     Stats,
     measure_interleaved,
     paired_ratio,
     peak_memory,
 )
+from shiftwise.errors import UsageError
+from shiftwise.models import create_model, reparameterize
 
-__all__ = ["MODEL_MODES", "RUNTIMES", "model_call", "onnxruntime_call", "run_model_suite"]
+__all__ = [
+    "MODEL_MODES",
+    "MODEL_NAMES",
+    "RUNTIMES",
+    "model_call",
+    "onnxruntime_call",
+    "run_model_suite",
+]
 
 MODEL_MODES = ("train", "deploy")
 RUNTIMES = ("torch", "onnxruntime")
 ORT_MODE = "deploy_onnxruntime"
+MODEL_NAMES = ("sw_tiny", "slak_tiny", "convnext_tiny")
+"""The models benchmarked by default (ratios against the last, ConvNeXt-T)."""
 
 
 def model_call(model: nn.Module, x: torch.Tensor, mode: str) -> Callable[[], object]:
@@ -80,7 +89,7 @@ def onnxruntime_call(
     The deploy form is exported to ``folder/<class>.onnx`` first (CPU only); the session has
     ``threads`` intra-op threads (default: torch's).
     """
-    from shiftwise.tools.export import deploy_form, export_onnx, onnxruntime_session
+    from shiftwise.deploy.export import deploy_form, export_onnx, onnxruntime_session
 
     deployed = deploy_form(copy.deepcopy(model).cpu())
     path = export_onnx(deployed, folder / f"{id(model)}.onnx", x.cpu())
@@ -91,7 +100,7 @@ def onnxruntime_call(
 
 def run_model_suite(
     device: torch.device,
-    names: Sequence[str] = ("sw_tiny", "slak_tiny", "convnext_tiny"),
+    names: Sequence[str] = MODEL_NAMES,
     baseline: str = "convnext_tiny",
     image_size: int = 224,
     batch: int = 1,

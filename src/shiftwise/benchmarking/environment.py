@@ -12,15 +12,15 @@ from typing import Any
 
 import torch
 
-import shiftwise
 from shiftwise.io import atomic_write
+from shiftwise.version import __version__
 
 __all__ = ["describe_environment", "git_commit", "write_json"]
 
 
 def git_commit() -> dict[str, Any]:
     """``{"commit": sha or None, "dirty": bool or None}`` of the checkout holding the package."""
-    root = Path(shiftwise.__file__).resolve().parent
+    root = Path(__file__).resolve().parents[1]
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
@@ -52,7 +52,7 @@ def describe_environment(device: torch.device) -> dict[str, Any]:
     info: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         **git_commit(),
-        "shiftwise": shiftwise.__version__,
+        "shiftwise": __version__,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "device": str(device),
