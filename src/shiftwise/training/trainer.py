@@ -55,7 +55,6 @@ from tqdm import tqdm
 
 from shiftwise.data import AugmentConfig, BatchTransform, ImageFolderDataset, load_data
 from shiftwise.errors import DataError, DivergedError, UsageError
-from shiftwise.inference import eval_settings
 from shiftwise.io import STATE_NAME
 from shiftwise.models.registry import model_family
 from shiftwise.sparse import Masking
@@ -307,8 +306,9 @@ class Trainer:
         return torch.contiguous_format
 
     def _eval_crop(self) -> None:
-        """ImageFolder validation images get the evaluation crop of ``shiftwise eval``:
-        ``data.crop_pct`` or the model's ``pretrained_cfg`` one."""
+        """ImageFolder validation images get the evaluation crop of ``shiftwise eval``
+        (:func:`shiftwise.inference.eval_settings`): ``data.crop_pct`` or the model's
+        ``pretrained_cfg`` one."""
         crop_pct = self.config.data.crop_pct
         if not isinstance(self.bundle.val, ImageFolderDataset):
             if crop_pct is not None:
@@ -318,7 +318,8 @@ class Trainer:
                 )
             return
         size = self.bundle.image_size
-        crop_pct = eval_settings(self.model, {}, size, crop_pct).crop_pct
+        if crop_pct is None:
+            crop_pct = float(self.model.pretrained_cfg["crop_pct"])
         self.bundle = dataclasses.replace(
             self.bundle, val=self.bundle.val.with_eval_crop(size, crop_pct)
         )
