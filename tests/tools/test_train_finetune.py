@@ -152,7 +152,7 @@ def test_bad_finetune_input_is_one_line(argv, message, tmp_path: Path, capsys) -
     assert not output.exists()
 
 
-def test_finetune_recipe_is_a_recipe(tmp_path: Path) -> None:
+def test_finetune_recipe_is_a_recipe(tmp_path: Path, caplog) -> None:
     source, _ = _source(tmp_path, "convnext_atto", classes=10)
     argv = ["train", "--model", "convnext_atto", *TINY, "--finetune", str(source)]
     argv += ["--recipe", "finetune", "--epochs", "1", "--output", str(tmp_path / "r")]
@@ -160,6 +160,11 @@ def test_finetune_recipe_is_a_recipe(tmp_path: Path) -> None:
     config = load_training_state(tmp_path / "r" / "checkpoint.pt")["config"]
     assert config["optim"]["layer_decay"] == 0.8 and config["model"]["head_init_scale"] == 0.001
     assert config["optim"]["lr"] == 5e-5 and config["optim"]["warmup_epochs"] == 0
+    assert "optim.min_lr" not in caplog.text  # 5e-5 * 32 / 512 is above min_lr 1e-6
+    # a batch so much smaller than the recipe's that the scaled lr is below min_lr: said
+    argv[argv.index(str(tmp_path / "r"))] = str(tmp_path / "small")
+    assert main([*argv, "--lr-base-batch", "4096"]) == 0
+    assert "optim.min_lr 1.00e-06 is above the learning rate 3.91e-07" in caplog.text
 
 
 def test_channels_last_and_grad_checkpointing_train_the_same(tmp_path: Path) -> None:

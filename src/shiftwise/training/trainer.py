@@ -211,6 +211,16 @@ class Trainer:
         self._data_loaders()
         self.total_steps = self.steps_per_epoch * optim.epochs
         self.lr = scaled_lr(optim, self.ctx.world)
+        if optim.min_lr > self.lr and self.ctx.main:
+            logger.warning(
+                "optim.min_lr %.2e is above the learning rate %.2e that optim.lr gives at this "
+                "effective batch (%d images per step, optim.lr_base_batch %d): the cosine rises "
+                "to it; set a lower optim.min_lr or a higher optim.lr",
+                optim.min_lr,
+                self.lr,
+                optim.batch_size * optim.accum_steps * self.ctx.world,
+                optim.lr_base_batch,
+            )
         self.optimizer = build_optimizer(self.model, optim, self.lr)  # the parameter groups
         self.scheduler = build_scheduler(
             self.optimizer, optim, self.steps_per_epoch, self.total_steps, self.lr
