@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save as save_safetensors
 
+from shiftwise import devices
 from shiftwise import io as swio
 from shiftwise.cli import main
 from shiftwise.errors import CheckpointError, UsageError
@@ -23,7 +24,12 @@ from shiftwise.models import (
     model_from_weights,
     save_checkpoint,
 )
-from shiftwise.models.arguments import ARGUMENTS, check_network, estimate_parameters
+from shiftwise.models.arguments import (
+    ARGUMENTS,
+    check_network,
+    estimate_activation_bytes,
+    estimate_parameters,
+)
 from shiftwise.models.registry import check_model_arguments
 
 ATTO = {"num_classes": 10, "in_chans": 1, "width_factor": 0.25}
@@ -37,7 +43,7 @@ HOSTILE = [
     ({"layer_scale_init": 1e308}, "layer_scale_init", "expected a finite number in [0, 10]"),
     ({"drop_rate": math.nan}, "drop_rate", "expected a finite number in [0, 1), got nan"),
     ({"num_classes": 1e10}, "num_classes", "expected an integer >= 0, got 10000000000.0"),
-    ({"num_classes": 10**10}, "num_classes", "GiB of memory here"),
+    ({"num_classes": 10**10}, "num_classes", "GiB of memory available"),
     ({"in_chans": 0}, "in_chans", "expected an integer >= 1, got 0"),
     ({"operator_kwargs": {"n_pathz": 1}}, "operator_kwargs", "'n_pathz' is not an argument"),
 ]
@@ -185,12 +191,31 @@ def test_the_training_estimate_grows_with_batch_and_pixels() -> None:
         small - estimate_training_bytes(arguments, 64, 0)
     )
     assert estimate_training_bytes(arguments, 64, 0) == 16 * estimate_parameters(arguments)
+    per_image = estimate_training_bytes(arguments, 64, 1) - estimate_training_bytes(
+        arguments, 64, 0
+    )
+    assert per_image == estimate_activation_bytes(arguments, 64)
+
+
+def test_work_over_the_available_memory_is_one_error_naming_its_field(monkeypatch) -> None:
+    monkeypatch.setattr(devices, "available_memory", lambda device=None: 2**30)
+    devices.check_memory(2**30, "a step", "optim.batch_size")
+    with pytest.raises(UsageError) as caught:
+        devices.check_memory(3 * 2**30, "a step", "optim.batch_size", also=["data.image_size"])
+    error = caught.value
+    assert str(error) == (
+        "optim.batch_size: a step would need about 3 GiB, more than the 1 GiB of memory "
+        "available on this machine"
+    )
+    assert error.also == ("data.image_size",)
+    with pytest.raises(UsageError, match=r"^--n: a step would need about 2\*\*9969 GiB"):
+        devices.check_memory(10**3010, "a step", "--n")
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["info", "sw_atto", "--num-classes", str(10**10)], "GiB of memory here"),
+        (["info", "sw_atto", "--num-classes", str(10**10)], "GiB of memory available"),
         (["info", "sw_atto", "--width-factor", "1e300"], "expected a value in [0.0625, 32]"),
         (["erf", "--models", "sw_atto", "--layer-scale", "1e308"], "in [0, 10], got 1e+308"),
     ],

@@ -206,7 +206,7 @@ BAD_ARGS = [
     (["info", "sw_atto", "--num-classes", "-3"], "--num-classes: expected an integer >= 0"),
     (["info", "sw_atto", "--width-factor", "1e-9"], "--width-factor: expected a value in ["),
     (["info", "sw_atto", "--width-factor", "200"], "--width-factor: expected a value in ["),
-    (["info", "sw_atto", "--num-classes", str(10**10)], "GiB of memory here"),
+    (["info", "sw_atto", "--num-classes", str(10**10)], "GiB of memory available"),
     (["info", "sw_atto", "--width-factor", "1e300"], "--width-factor: expected a value in ["),
 ]
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 
-from shiftwise.analysis.resources import FLOAT_BYTES, activation_bytes, model_bytes
 from shiftwise.benchmarking.environment import describe_environment, write_json
 from shiftwise.benchmarking.models import MODEL_NAMES, run_model_suite
 from shiftwise.benchmarking.operators import (
@@ -32,6 +31,8 @@ from shiftwise.benchmarking.plots import (
 )
 from shiftwise.benchmarking.roofline import run_roofline
 from shiftwise.errors import UsageError
+from shiftwise.models.arguments import FLOAT_BYTES, estimate_activation_bytes, estimate_parameters
+from shiftwise.models.registry import check_model_arguments
 
 __all__ = ["SUITES", "memory_estimate", "run_suite", "suite_arguments"]
 
@@ -98,8 +99,9 @@ def memory_estimate(
     batch = arguments["batch"]
     if suite == "models":
         names = arguments.get("names", MODEL_NAMES)
-        weights = _MODEL_COPIES * sum(model_bytes(name) for name in names)
-        steps = max(activation_bytes(name, arguments["image_size"]) for name in names)
+        models = [check_model_arguments(name) for name in names]
+        weights = _MODEL_COPIES * FLOAT_BYTES * sum(estimate_parameters(m) for m in models)
+        steps = max(estimate_activation_bytes(m, arguments["image_size"]) for m in models)
         return weights + batch * steps
     if suite == "sweep":
         size = arguments.get("size", SWEEP_SIZE)

@@ -20,10 +20,12 @@ argument             accepted
 ``layer_scale_init`` in [0, :data:`MAX_SCALE`]; ``head_init_scale`` likewise
 ==================== ================================================================
 
-The parameters of the network (:func:`estimate_parameters`) must fit the memory of the
-machine (:func:`shiftwise.devices.memory_bytes`). Errors are one :class:`UsageError` whose
-``field`` is the argument (``operator_kwargs`` for an operator's own argument); callers that
-know the argument under another name (``model.kwargs``, ``--checkpoint``) re-raise with it.
+The parameters of the network (:func:`estimate_parameters`) must fit the memory available
+(:func:`shiftwise.devices.check_memory`); :func:`estimate_activation_bytes` and
+:func:`estimate_training_bytes` are the other estimates work is refused by before it starts.
+Errors are one :class:`UsageError` whose ``field`` is the argument (``operator_kwargs`` for
+an operator's own argument); callers that know the argument under another name
+(``model.kwargs``, ``--checkpoint``) re-raise with it.
 """
 
 from __future__ import annotations
@@ -35,13 +37,14 @@ from typing import Any
 
 import torch
 
-from shiftwise.devices import memory_bytes
+from shiftwise.devices import check_memory
 from shiftwise.errors import UnknownArgumentError, UsageError
 from shiftwise.models.network import BLOCKS, POOL_TYPES
 from shiftwise.models.operators import list_operators, operator_builder
 
 __all__ = [
     "ARGUMENTS",
+    "FLOAT_BYTES",
     "MAX_KERNEL",
     "MAX_PATHS",
     "MAX_SCALE",
@@ -51,6 +54,7 @@ __all__ = [
     "OPERATOR_ARGUMENTS",
     "check_arguments",
     "check_network",
+    "estimate_activation_bytes",
     "estimate_parameters",
     "estimate_training_bytes",
 ]
@@ -62,7 +66,7 @@ MAX_PATHS = 16
 MAX_SHUFFLES = 64
 MAX_SCALE = 10.0
 _MAX_SEED = 2**63 - 1
-_BYTES_PER_PARAMETER = 4  # float32
+FLOAT_BYTES = 4  # float32 parameters and activations
 # Training keeps the weights, their gradients and AdamW's two moments, EMA aside.
 _TRAINING_COPIES = 4
 # Float32 values a training block keeps per channel and pixel for its backward (norm, the
@@ -230,25 +234,32 @@ def estimate_parameters(arguments: Mapping[str, Any]) -> int:
     return total + (dims[-1] + 1) * arguments["num_classes"] + 2 * dims[-1]
 
 
+def estimate_activation_bytes(arguments: Mapping[str, Any], image_size: int) -> int:
+    """An estimate of the memory (bytes) one ``image_size`` image leaves in :class:`MacroNet`
+    ``(**arguments)`` for the backward pass: ``_SAVED_PER_CHANNEL`` float32 values per
+    channel and pixel of every block (stage ``i`` runs at ``image_size / 2**(i + 2)``)."""
+    dims = stage_widths(arguments["dims"], arguments["width_factor"])
+    saved = sum(
+        depth * dim * max(image_size // 2 ** (i + 2), 1) ** 2
+        for i, (depth, dim) in enumerate(zip(arguments["depths"], dims, strict=True))
+    )
+    return saved * _SAVED_PER_CHANNEL * FLOAT_BYTES
+
+
 def estimate_training_bytes(arguments: Mapping[str, Any], image_size: int, batch: int) -> int:
     """An estimate of the memory (bytes) one training step of :class:`MacroNet`
     ``(**arguments)`` takes on ``batch`` images of ``image_size`` pixels: the weights, their
-    gradients and optimizer moments, and the activations kept for the backward pass
-    (``_SAVED_PER_CHANNEL`` values per channel and pixel of every block)."""
-    dims = stage_widths(arguments["dims"], arguments["width_factor"])
-    saved = sum(
-        depth * dim * (image_size // 2 ** (i + 2)) ** 2
-        for i, (depth, dim) in enumerate(zip(arguments["depths"], dims, strict=True))
-    )
-    activations = batch * saved * _SAVED_PER_CHANNEL * 4
-    return activations + _TRAINING_COPIES * _BYTES_PER_PARAMETER * estimate_parameters(arguments)
+    gradients and optimizer moments, and each image's activations
+    (:func:`estimate_activation_bytes`)."""
+    activations = batch * estimate_activation_bytes(arguments, image_size)
+    return activations + _TRAINING_COPIES * FLOAT_BYTES * estimate_parameters(arguments)
 
 
 def check_network(arguments: Mapping[str, Any], device: torch.device | None = None) -> None:
     """Check what ``arguments`` (every :class:`MacroNet` argument, each already accepted by
     :func:`check_arguments`) describe together: the operator's own arguments, stage widths
-    in [2, :data:`MAX_WIDTH`], and parameters that fit the memory of ``device`` (default:
-    this machine's). Raises one :class:`UsageError` naming the argument to change."""
+    in [2, :data:`MAX_WIDTH`], and parameters that fit the memory available on ``device``
+    (default: CPU). Raises one :class:`UsageError` naming the argument to change."""
     accepted = _operator_parameters(arguments["operator"])
     for key in arguments["operator_kwargs"]:
         if key not in accepted:
@@ -268,17 +279,14 @@ def check_network(arguments: Mapping[str, Any], device: torch.device | None = No
             field="width_factor",
         )
     parameters = estimate_parameters(arguments)
-    available = memory_bytes(device or torch.device("cpu"))
-    if parameters * _BYTES_PER_PARAMETER > available:
-        parts = {
-            "num_classes": (widths[-1] + 1) * arguments["num_classes"],
-            "in_chans": arguments["in_chans"] * widths[0] * 16,
-        }
-        parts["depths"] = parameters - sum(parts.values())
-        largest = max(parts, key=parts.__getitem__)
-        raise UsageError(
-            f"the network would hold about {parameters:.3g} parameters "
-            f"({parameters * _BYTES_PER_PARAMETER / 2**30:.3g} GiB), more than the "
-            f"{available / 2**30:.3g} GiB of memory here",
-            field=largest,
-        )
+    parts = {
+        "num_classes": (widths[-1] + 1) * arguments["num_classes"],
+        "in_chans": arguments["in_chans"] * widths[0] * 16,
+    }
+    parts["depths"] = parameters - sum(parts.values())
+    check_memory(
+        parameters * FLOAT_BYTES,
+        "the network's parameters",
+        max(parts, key=parts.__getitem__),
+        device,
+    )

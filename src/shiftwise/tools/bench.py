@@ -29,10 +29,9 @@ from typing import Any
 
 import torch
 
-from shiftwise.analysis.resources import available_memory, check_fits
 from shiftwise.benchmarking.models import RUNTIMES
 from shiftwise.benchmarking.suites import SUITES, memory_estimate, run_suite
-from shiftwise.devices import check_device
+from shiftwise.devices import available_memory, check_device, check_memory
 from shiftwise.errors import UsageError
 from shiftwise.models import list_models, min_input_size
 from shiftwise.tools import check_output_directory
@@ -148,10 +147,10 @@ def _check_sizes(args: argparse.Namespace, device: torch.device) -> None:
     for suite in SUITES if args.suite == "all" else (args.suite,):
         needed = memory_estimate(suite, device, args.batch, args.image_size, args.quick)
         single = memory_estimate(suite, device, 1, args.image_size, args.quick)
-        check_fits(
+        check_memory(
             needed,
-            "--batch" if single <= available_memory(device) else "--image-size",
             f"the {suite} suite at batch {args.batch or 'default'}",
+            "--batch" if single <= available_memory(device) else "--image-size",
             device,
         )
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from shiftwise.analysis.complexity import format_report, info_report
-from shiftwise.analysis.resources import available_memory, check_fits, model_bytes
+from shiftwise.devices import available_memory, check_memory
 from shiftwise.errors import UsageError
+from shiftwise.models.arguments import FLOAT_BYTES, estimate_parameters
 from shiftwise.models.operators import list_operators
 from shiftwise.models.registry import check_model_arguments
 from shiftwise.tools import check_model_names
@@ -52,12 +54,12 @@ def run(args: argparse.Namespace) -> int:
     if args.num_classes < 0:
         raise UsageError(f"--num-classes: expected an integer >= 0, got {args.num_classes}")
     try:
-        check_model_arguments(
+        arguments = check_model_arguments(
             args.model, width_factor=args.width_factor, num_classes=args.num_classes
         )
     except UsageError as error:
         raise error.renamed(lambda field: f"--{field.replace('_', '-')}") from None
-    _check_model_fits(args.model, args.width_factor, args.num_classes)
+    _check_model_fits(args.model, arguments)
     if args.density is not None and not 0.0 < args.density <= 1.0:
         raise UsageError(f"--density: expected a value in (0, 1], got {args.density}")
     img_size = None
@@ -81,13 +83,16 @@ def run(args: argparse.Namespace) -> int:
 _COPIES = 4
 
 
-def _check_model_fits(name: str, width_factor: float | None, num_classes: int) -> None:
-    """Refuse, before building anything, a model whose copies cannot fit in memory; the option
-    blamed is ``--num-classes`` when the model without a classifier would fit."""
-    without_head = _COPIES * model_bytes(name, width_factor, 0)
-    option = "--width-factor" if without_head > available_memory() else "--num-classes"
-    check_fits(
-        _COPIES * model_bytes(name, width_factor, num_classes),
-        option,
-        f"counting {name} (width factor {width_factor or 'default'}, {num_classes} classes)",
+def _check_model_fits(name: str, arguments: dict[str, Any]) -> None:
+    """Refuse, before building anything, a model (``arguments`` of
+    :func:`~shiftwise.models.registry.check_model_arguments`) whose copies cannot fit in
+    memory; the option blamed is ``--num-classes`` when the model without a classifier would
+    fit."""
+    copies = _COPIES * FLOAT_BYTES
+    without_head = copies * estimate_parameters({**arguments, "num_classes": 0})
+    check_memory(
+        copies * estimate_parameters(arguments),
+        f"counting {name} (width factor {arguments['width_factor']:g}, "
+        f"{arguments['num_classes']} classes)",
+        "--width-factor" if without_head > available_memory() else "--num-classes",
     )

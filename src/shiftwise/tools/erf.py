@@ -14,12 +14,13 @@ from pathlib import Path
 
 from shiftwise.analysis import erf as erf_analysis
 from shiftwise.analysis.erf import THRESHOLDS, compare_erfs, image_files, iter_images, plot_erf
-from shiftwise.analysis.resources import activation_bytes, available_memory, check_fits
 from shiftwise.benchmarking.environment import describe_environment, write_json
-from shiftwise.devices import check_device
+from shiftwise.devices import available_memory, check_device, check_memory
 from shiftwise.errors import UsageError
 from shiftwise.io import check_output_not_input
 from shiftwise.models import min_input_size
+from shiftwise.models.arguments import FLOAT_BYTES, estimate_activation_bytes
+from shiftwise.models.registry import check_model_arguments
 from shiftwise.tools import check_model_names, check_output_directory
 
 __all__ = ["register", "run"]
@@ -93,12 +94,14 @@ def _check_sizes(args: argparse.Namespace) -> None:
         raise UsageError(
             f"--size: expected an integer in [{smallest}, {MAX_SIZE}], got {args.size}"
         )
-    image = 3 * args.size * args.size * 4
-    single = image + max(activation_bytes(name, args.size) for name in args.models)
-    check_fits(
+    image = 3 * args.size * args.size * FLOAT_BYTES
+    single = image + max(
+        estimate_activation_bytes(check_model_arguments(name), args.size) for name in args.models
+    )
+    check_memory(
         single + (args.num_images - 1) * image,
-        "--num-images" if single <= available_memory() else "--size",
         f"{args.num_images} images of {args.size}x{args.size}",
+        "--num-images" if single <= available_memory() else "--size",
     )
 
 

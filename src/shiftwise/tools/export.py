@@ -16,12 +16,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from shiftwise.analysis.resources import (
-    activation_bytes,
-    available_memory,
-    check_fits,
-    model_bytes,
-)
 from shiftwise.deploy import export as export_library
 from shiftwise.deploy.export import (
     DEFAULT_OPSET,
@@ -30,9 +24,16 @@ from shiftwise.deploy.export import (
     deploy_form,
     export_checked,
 )
+from shiftwise.devices import available_memory, check_memory
 from shiftwise.errors import UsageError
 from shiftwise.io import check_output_not_input
 from shiftwise.models import create_model, min_input_size
+from shiftwise.models.arguments import (
+    FLOAT_BYTES,
+    estimate_activation_bytes,
+    estimate_parameters,
+)
+from shiftwise.models.registry import check_model_arguments
 from shiftwise.models.weights import model_from_weights, recorded_int
 from shiftwise.tools import check_model_names
 
@@ -149,20 +150,22 @@ def _check_sizes(args: argparse.Namespace) -> None:
         in_chans = args.in_chans or DEFAULT_IN_CHANS
         num_classes = 1000 if args.num_classes is None else args.num_classes
         # The model, its deploy form and the exporter's copy are alive at once.
-        with_classes = 3 * model_bytes(args.model, None, num_classes, DEFAULT_IN_CHANS)
-        check_fits(
-            3 * model_bytes(args.model, None, num_classes, in_chans),
-            "--num-classes" if with_classes > available_memory() else "--in-chans",
+        arguments = {**check_model_arguments(args.model), "num_classes": num_classes}
+        copies = 3 * FLOAT_BYTES
+        with_classes = copies * estimate_parameters({**arguments, "in_chans": DEFAULT_IN_CHANS})
+        check_memory(
+            copies * estimate_parameters({**arguments, "in_chans": in_chans}),
             f"exporting {args.model} ({in_chans} input channels, {num_classes} classes)",
+            "--num-classes" if with_classes > available_memory() else "--in-chans",
         )
 
 
 def _check_activations(args: argparse.Namespace, size: int) -> None:
-    single = activation_bytes(args.model, size)
-    check_fits(
+    single = estimate_activation_bytes(check_model_arguments(args.model), size)
+    check_memory(
         args.batch_size * single,
-        "--batch-size" if single <= available_memory() else "--img-size",
         f"exporting {args.model} at batch {args.batch_size}, {size}x{size}",
+        "--batch-size" if single <= available_memory() else "--img-size",
     )
 
 

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from shiftwise.data import AugmentConfig
-from shiftwise.devices import check_device, memory_bytes
+from shiftwise.devices import check_device, check_memory
 from shiftwise.errors import UsageError
 from shiftwise.models import list_models
 from shiftwise.models.arguments import estimate_training_bytes
@@ -559,14 +559,13 @@ def _check_model(config: TrainConfig, device: torch.device | None) -> None:
     if size is not None:
         check_image_size(name, size, "data.image_size")
     if device is not None and size is not None and batch is not None:
-        needed, available = estimate_training_bytes(arguments, size, batch), memory_bytes(device)
-        if needed > available:
-            raise UsageError(
-                f"a training step of {batch} images of {size} px needs about "
-                f"{needed / 2**30:.3g} GiB, more than the {available / 2**30:.3g} GiB of {device}",
-                field="optim.batch_size",
-                also=["data.image_size"],
-            )
+        check_memory(
+            estimate_training_bytes(arguments, size, batch),
+            f"a training step of {batch} images of {size} px",
+            "optim.batch_size",
+            device,
+            also=["data.image_size"],
+        )
 
 
 def validate(config: TrainConfig, devices: bool = True) -> TrainConfig:
