@@ -181,11 +181,15 @@ def predict_images(
     workers: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    channels_last: bool = False,
+    compile: bool = False,
 ) -> tuple[list[Prediction], list[tuple[Path, str]]]:
     """The top ``top_k`` classes and probabilities of ``model`` on each readable file of
     ``paths`` (in order), and the unreadable files with their reasons.
 
-    The model is put in eval mode on ``device``; ``progress`` shows a tqdm bar on stderr.
+    The model is put in eval mode on ``device`` (with ``channels_last``, its weights and the
+    batches in that layout; with ``compile``, the forward is ``torch.compile``'d); ``progress``
+    shows a tqdm bar on stderr.
     """
     device = torch.device(device)
     in_chans = _stem_channels(model)
@@ -198,7 +202,9 @@ def predict_images(
     transform = BatchTransform(settings.image_size, settings.mean, settings.std, num_classes, 3)
     transform.eval()
     transform.to(device)
-    model.eval().to(device)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model.eval().to(device, memory_format=layout)
+    forward = torch.compile(model) if compile else model
     k = min(top_k, num_classes)
     dataset = _ImageFiles(paths, EvalCrop(settings.image_size, settings.crop_pct), "RGB")
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
@@ -214,7 +220,8 @@ def predict_images(
             ]
             if bool(readable.any()):
                 x, _ = transform(images[readable].to(device), indices[readable].to(device))
-                probabilities = model(x).float().softmax(dim=1)
+                x = x.contiguous(memory_format=layout)
+                probabilities = forward(x).float().softmax(dim=1)
                 top = probabilities.topk(k, dim=1)
                 for i, values, classes in zip(
                     indices[readable].tolist(),

@@ -84,7 +84,7 @@ def test_the_command_line_has_every_option_and_reads_back_the_same_config() -> N
         ({"sparse": 1}, "sparse.enabled: expected bool, got 1"),
         ({"growth": "sideways"}, "sparse.growth: expected one of ['random', 'gradient']"),
         ({"model": "resnet50"}, "model.name: unknown model 'resnet50'"),
-        ({"recipe": "imagenet"}, "run.recipe: expected one of ['cpu', 'paper']"),
+        ({"recipe": "imagenet"}, "run.recipe: expected one of ['cpu', 'finetune', 'paper']"),
         ({"density": 0.5}, "sparse.density: only applies to sparse training"),
         ({"image_size": 16}, "data.image_size: sw_atto takes inputs of 32 to 1024 pixels"),
         ({"image_size": 100000}, "data.image_size: sw_atto takes inputs of 32 to 1024 pixels"),
@@ -256,7 +256,9 @@ def test_recipes_are_chosen_by_the_registry_entry_and_merged_as_configs() -> Non
     sw = default_recipe("sw_tiny")  # the family's override of the paper recipe
     assert sw.model.drop_path == 0.2 and sw.optim == PAPER.optim
     assert default_recipe("sw_atto", "paper").model.drop_path == 0.2
-    with pytest.raises(UsageError, match=r"^run\.recipe: expected one of \['cpu', 'paper'\]"):
+    with pytest.raises(
+        UsageError, match=r"^run\.recipe: expected one of \['cpu', 'finetune', 'paper'\]"
+    ):
         default_recipe("sw_atto", "imagenet")
     # a recipe leaves what it does not set to the defaults and the user
     config, _ = resolve(config_from_options({"model": "sw_atto", "lr": 0.5}))

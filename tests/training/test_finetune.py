@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import re
 from collections.abc import Iterator
@@ -18,14 +17,13 @@ from shiftwise.io import save_weights
 from shiftwise.models import create_model, reparameterize
 from shiftwise.models.weights import save_checkpoint
 from shiftwise.tools.convert import convert_checkpoint, map_key
-from shiftwise.training.config import TrainConfig
+from shiftwise.training.config import FINETUNE, RECIPES, OptimConfig, validate
 from shiftwise.training.finetune import (
-    FINETUNE_RECIPE,
     layer_decay_param_groups,
     layer_ids,
     load_start_weights,
 )
-from shiftwise.training.optimization import param_groups
+from shiftwise.training.optimization import build_optimizer, build_scheduler, param_groups
 from shiftwise.training.run_directory import claim_run_directory
 
 ATTO = ("sw_atto", "slak_atto", "convnext_atto")
@@ -311,19 +309,88 @@ def test_bad_layer_decay_and_scale_are_named() -> None:
 # --- recipe ---------------------------------------------------------------------------------
 
 
-def test_finetune_recipe_uses_config_fields() -> None:
-    """Every value names a TrainConfig field, except the two fine-tuning options that the
-    config does not have yet (``model.head_init_scale``, ``optim.layer_decay``)."""
-    sections = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
-    config = TrainConfig()
-    unknown = set()
-    for section, values in FINETUNE_RECIPE.items():
-        assert section in sections
-        names = {f.name for f in dataclasses.fields(getattr(config, section))}
-        unknown |= {(section, key) for key in values if key not in names}
-    assert unknown <= {("model", "head_init_scale"), ("optim", "layer_decay")}
-    optim = FINETUNE_RECIPE["optim"]
-    assert (optim["lr"], optim["lr_base_batch"], optim["epochs"]) == (5e-5, 512, 30)
-    assert (optim["weight_decay"], optim["layer_decay"], optim["warmup_epochs"]) == (1e-8, 0.8, 0)
-    assert FINETUNE_RECIPE["model"]["head_init_scale"] == 0.001
-    assert FINETUNE_RECIPE["augment"]["mixup"] == FINETUNE_RECIPE["augment"]["cutmix"] == 0
+def test_finetune_recipe_is_the_official_fine_tuning() -> None:
+    """``--recipe finetune``: the ConvNeXt fine-tuning settings, a valid partial config."""
+    assert RECIPES["finetune"] is FINETUNE
+    assert validate(FINETUNE, devices=False) == FINETUNE
+    optim = FINETUNE.optim
+    assert (optim.lr, optim.lr_base_batch, optim.epochs) == (5e-5, 512, 30)
+    assert (optim.weight_decay, optim.layer_decay, optim.warmup_epochs) == (1e-8, 0.8, 0)
+    assert FINETUNE.model.head_init_scale == 0.001 and FINETUNE.model.drop_path == 0.2
+    assert FINETUNE.augment.mixup == FINETUNE.augment.cutmix == 0
+    assert FINETUNE.model.finetune is None  # the weights are the user's
+
+
+# --- schedule -------------------------------------------------------------------------------
+
+
+def _todays_schedule(optimizer, warmup: int, total: int, min_lr: float):
+    """The schedule before layer decay: LinearLR warm-up then CosineAnnealingLR to min_lr."""
+    from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
+
+    cosine = CosineAnnealingLR(optimizer, T_max=max(1, total - warmup), eta_min=min_lr)
+    if warmup <= 0:
+        return cosine
+    linear = LinearLR(optimizer, start_factor=1e-3, end_factor=1.0, total_iters=warmup)
+    return SequentialLR(optimizer, [linear, cosine], milestones=[warmup])
+
+
+def _rates(scheduler, optimizer, steps: int) -> list[list[float]]:
+    """Each group's rate before each of ``steps`` optimizer steps and after the last."""
+    rates = []
+    for _ in range(steps):
+        rates.append(list(scheduler.get_last_lr()))
+        optimizer.step()
+        scheduler.step()
+    return [*rates, list(scheduler.get_last_lr())]
+
+
+def _flat(rates: list[list[float]]) -> list[float]:
+    return [rate for step in rates for rate in step]
+
+
+@pytest.mark.parametrize(
+    ("warmup_epochs", "steps_per_epoch", "epochs"), [(0.0, 7, 3), (1.5, 4, 5), (20.0, 3, 4)]
+)
+def test_layer_decay_one_follows_todays_schedule(warmup_epochs, steps_per_epoch, epochs) -> None:
+    """``layer_decay`` 1: the same two groups and, step by step, the rates of today's
+    LinearLR + CosineAnnealingLR (also when the warm-up is cut at ``total - 1`` steps)."""
+    total = steps_per_epoch * epochs
+    optim = OptimConfig(
+        lr=2e-3, min_lr=1e-5, warmup_epochs=warmup_epochs, weight_decay=0.05, layer_decay=1.0
+    )
+    model = build("convnext_atto", width_factor=0.25)
+    ours = build_optimizer(model, optim, 2e-3)
+    theirs = torch.optim.AdamW(param_groups(model, 0.05), lr=2e-3)
+    assert len(ours.param_groups) == len(theirs.param_groups) == 2
+    for a, b in zip(ours.param_groups, theirs.param_groups, strict=True):
+        assert a["params"] == b["params"] and a["weight_decay"] == b["weight_decay"]
+    warmup = min(round(warmup_epochs * steps_per_epoch), total - 1)
+    expected = _rates(_todays_schedule(theirs, warmup, total, 1e-5), theirs, total)
+    got = _rates(build_scheduler(ours, optim, steps_per_epoch, total, 2e-3), ours, total)
+    assert len(got) == total + 1
+    assert _flat(got) == pytest.approx(_flat(expected), rel=1e-12, abs=1e-18)
+
+
+def test_layer_decay_scales_each_groups_floor_and_resumes_at_a_step() -> None:
+    """Every group follows one schedule times its ``lr_scale``: it ends at ``scale * min_lr``
+    (one absolute floor would lift the slow groups up to min_lr); a scheduler built at step
+    ``s`` gives the rates of one stepped ``s`` times."""
+    optim = OptimConfig(lr=1e-3, min_lr=1e-4, warmup_epochs=1.0, weight_decay=0.05, layer_decay=0.5)
+    model = build("sw_atto", width_factor=0.25)
+    optimizer = build_optimizer(model, optim, 1e-3)
+    scales = [g["lr_scale"] for g in optimizer.param_groups]
+    assert min(scales) < 0.1  # slow groups start below min_lr
+    scheduler = build_scheduler(optimizer, optim, 5, 20, 1e-3)
+    rates = _rates(scheduler, optimizer, 20)
+    for t, step_rates in enumerate(rates):
+        factor = step_rates[scales.index(1.0)] / 1e-3
+        assert step_rates == pytest.approx([1e-3 * s * factor for s in scales], rel=1e-12)
+        if t > 5:  # after the warm-up (peak at step 5) every rate decreases
+            assert all(r <= p * (1 + 1e-12) for r, p in zip(step_rates, rates[t - 1], strict=True))
+    assert rates[-1] == pytest.approx([1e-4 * s for s in scales], rel=1e-12)
+    for step in (0, 3, 11):
+        resumed = build_optimizer(build("sw_atto", width_factor=0.25), optim, 1e-3)
+        build_scheduler(resumed, optim, 5, 20, 1e-3)
+        later = build_scheduler(resumed, optim, 5, 20, 1e-3, step=step)
+        assert later.get_last_lr() == pytest.approx(rates[step], rel=1e-12)

@@ -46,7 +46,7 @@ def test_schedule_warms_up_linearly_then_decays_to_min_lr() -> None:
     groups = param_groups(model, optim.weight_decay)
     assert [g["weight_decay"] for g in groups] == [0.05, 0.0]  # no decay on the 1-D bias
     optimizer = torch.optim.SGD(groups, lr=1.0)
-    scheduler = build_scheduler(optimizer, optim, steps_per_epoch=4, total_steps=12)
+    scheduler = build_scheduler(optimizer, optim, steps_per_epoch=4, total_steps=12, peak_lr=1.0)
     lrs = []
     for _ in range(12):
         lrs.append(scheduler.get_last_lr()[0])
@@ -79,5 +79,5 @@ def test_weight_decay_follows_no_weight_decay_as_timm_does() -> None:
 
 def test_optimizer_is_the_fused_adamw_on_cpu() -> None:
     model = torch.nn.Linear(3, 2)
-    optimizer = build_optimizer(model, OptimConfig(), lr=1e-3)
+    optimizer = build_optimizer(model, OptimConfig(weight_decay=0.05, layer_decay=1.0), lr=1e-3)
     assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["fused"]

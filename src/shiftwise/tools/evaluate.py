@@ -60,6 +60,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--limit", type=int, default=None, help="first N validation images")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: best)")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast")
+    parser.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="channels-last weights (default: on; the blocks compute channels-last)",
+    )
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(func=run)
 
@@ -112,7 +119,10 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
         reparameterize(model)
     # The blocks keep activations channels-last; weights in the same layout spare oneDNN a
     # reorder of every dense conv weight per call.
-    model.to(device=device, memory_format=torch.channels_last)
+    layout = torch.channels_last if args.channels_last else torch.contiguous_format
+    model.to(device=device, memory_format=layout)
+    if args.compile:
+        model = torch.compile(model)
     transform = BatchTransform(
         size,
         bundle.mean,

@@ -62,6 +62,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: best)")
+    parser.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="channels-last weights and batches (default: on, as shiftwise eval)",
+    )
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -129,6 +136,8 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         device=device,
         progress=not args.no_progress,
+        channels_last=args.channels_last,
+        compile=args.compile,
     )
     for path, reason in failed:
         print(

@@ -48,6 +48,7 @@ from shiftwise.sparse import GRANULARITIES, GROWTH_MODES, INIT_MODES
 
 __all__ = [
     "CPU",
+    "FINETUNE",
     "PAPER",
     "RECIPES",
     "SPARSE_INITS",
@@ -109,6 +110,20 @@ class ModelConfig:
         default={},
         fixed=True,
     )
+    finetune: str | None = option(
+        "weights file, checkpoint.pt or run directory to start from (a new classifier when "
+        "its class count differs); never reloaded on resume"
+    )
+    finetune_weights: str | None = option(
+        "the fine-tuning file's weights to start from: the model's or its EMA",
+        choices=("model", "ema"),
+        default="model",
+    )
+    head_init_scale: float | None = option(
+        "factor on a re-initialised classifier's initial weights (fine-tuning; default 1)",
+        low=0,
+        default=1.0,
+    )
 
 
 @dataclass(frozen=True)
@@ -130,6 +145,15 @@ class DataConfig:
         "DataLoader workers (default: 0 for the built-in sets, 4 otherwise)",
         low=0,
         defines_run=False,
+    )
+    crop_pct: float | None = option(
+        "ImageFolder validation: resize the shorter side to image_size / crop_pct, crop the "
+        "centre (default: the model's pretrained_cfg, as shiftwise eval)",
+        low=0,
+        high=1,
+        low_open=True,
+        defines_run=False,
+        resumed=True,
     )
     max_bad_images: float | None = option(
         "share of unreadable training images skipped (with a warning) before the run stops",
@@ -168,6 +192,15 @@ class OptimConfig:
         "linear warm-up epochs (may be fractional)", low=0, reschedules=True
     )
     min_lr: float | None = option("learning rate at the end of the cosine", low=0, reschedules=True)
+    layer_decay: float | None = option(
+        "layer-wise lr decay: each layer's rate is this times the next one's, the head's is lr "
+        "(1: off)",
+        low=0,
+        high=1,
+        low_open=True,
+        default=1.0,
+        reschedules=True,
+    )
     accum_steps: int | None = option(
         "gradient accumulation steps", low=1, default=1, reschedules=True
     )
@@ -240,6 +273,18 @@ class RunConfig:
         resumed=True,
     )
     progress: bool | None = option("tqdm progress bar", default=True, defines_run=False)
+    compile: bool | None = option(
+        "torch.compile the training step", default=False, defines_run=False, resumed=True
+    )
+    channels_last: bool | None = option(
+        "channels-last weights and batches", default=False, defines_run=False, resumed=True
+    )
+    grad_checkpointing: bool | None = option(
+        "activation checkpointing of every block (less memory, a second forward)",
+        default=False,
+        defines_run=False,
+        resumed=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -288,7 +333,31 @@ CPU = TrainConfig(
     ),
 )  # fmt: skip
 
-RECIPES: dict[str, TrainConfig] = {"paper": PAPER, "cpu": CPU}
+# The official ConvNeXt ImageNet-22k -> 1k fine-tuning settings (facebookresearch/ConvNeXt,
+# TRAINING.md, "Fine-tune from ImageNet-22K pre-training", ConvNeXt-B 224x224), for runs started
+# with model.finetune: 30 epochs, AdamW lr 5e-5 at an effective batch of 512 (2 nodes x 8 GPUs x
+# 32; no lr scaling in their main.py), no warm-up, weight decay 1e-8, layer decay 0.8, head init
+# scale 0.001, mixup and cutmix 0, drop path 0.2 (L 0.3, XL 0.4; the 1k -> 384 fine-tunes use
+# layer decay 0.7 and drop path 0.8 / 0.95); EMA off (their main.py default; only the XL
+# commands add --model_ema true). The rest are their main.py defaults, as in the paper recipe:
+# min lr 1e-6, label smoothing 0.1, RandAugment rand-m9-mstd0.5-inc1, random erasing 0.25,
+# bicubic RandomResizedCrop scale (0.08, 1), flip 0.5, no gradient clipping. The SLaK README
+# gives no ImageNet fine-tuning command (its main.py keeps ConvNeXt's --finetune,
+# --layer_decay and --head_init_scale). amp follows the paper recipe (bf16 autocast; the
+# official default is fp32).
+FINETUNE = TrainConfig(
+    model=ModelConfig(drop_path=0.2, head_init_scale=0.001),
+    optim=OptimConfig(
+        epochs=30, batch_size=32, lr=5e-5, lr_base_batch=512, weight_decay=1e-8,
+        layer_decay=0.8, warmup_epochs=0, min_lr=1e-6, ema_decay=0.0, amp=True, clip_grad=0.0,
+    ),
+    augment=AugmentConfig(
+        smoothing=0.1, mixup=0.0, cutmix=0.0, randaug_n=2, randaug_m=9, reprob=0.25,
+        crop_scale=0.08, hflip=0.5,
+    ),
+)  # fmt: skip
+
+RECIPES: dict[str, TrainConfig] = {"paper": PAPER, "cpu": CPU, "finetune": FINETUNE}
 
 
 def default_recipe(model: str, name: str | None = None) -> TrainConfig:

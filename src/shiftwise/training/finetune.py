@@ -12,7 +12,8 @@ What ``shiftwise train --finetune PATH`` needs, as library pieces:
 * :func:`layer_decay_param_groups`: AdamW parameter groups with layer-wise learning-rate decay
   from the model's ``group_matcher`` (timm's ``param_groups_layer_decay``), with the weight
   decay rule of :func:`shiftwise.training.optimization.param_groups`.
-* :data:`FINETUNE_RECIPE`: the official ConvNeXt fine-tuning settings, cited.
+* The official ConvNeXt fine-tuning settings are the recipe ``finetune``
+  (:data:`shiftwise.training.config.FINETUNE`, cited there).
 
 Sparse weights files (a ``--sparse`` run's) hold the dense tensors with the pruned entries
 stored as zeros; the masks live in the run's ``checkpoint.pt``, not in the weights. They load
@@ -40,7 +41,6 @@ from shiftwise.io import check_state_dict, read_weights
 
 __all__ = [
     "CLASSIFIER",
-    "FINETUNE_RECIPE",
     "StartWeights",
     "layer_decay_param_groups",
     "layer_ids",
@@ -51,46 +51,6 @@ logger = logging.getLogger(__name__)
 
 # The classifier's module name in every MacroNet (its pretrained_cfg "classifier").
 CLASSIFIER = "head.fc"
-
-# The official ConvNeXt ImageNet-22k -> 1k fine-tuning settings (facebookresearch/ConvNeXt,
-# TRAINING.md, "Fine-tune from ImageNet-22K pre-training", ConvNeXt-B 224x224): 30 epochs,
-# AdamW lr 5e-5 at an effective batch of 512 (2 nodes x 8 GPUs x 32; no lr scaling in their
-# main.py), no warm-up, weight decay 1e-8, layer decay 0.8, head init scale 0.001, mixup and
-# cutmix 0, drop path 0.2 (L 0.3, XL 0.4; the 1k -> 384 fine-tunes use layer decay 0.7 and
-# drop path 0.8 / 0.95); EMA off (their main.py default; only the XL commands add
-# --model_ema true). The rest are their main.py defaults, as in the paper recipe: min lr 1e-6,
-# label smoothing 0.1, RandAugment rand-m9-mstd0.5-inc1, random erasing 0.25, bicubic
-# RandomResizedCrop scale (0.08, 1), flip 0.5, no gradient clipping. The SLaK README gives no
-# ImageNet fine-tuning command (its main.py keeps ConvNeXt's --finetune, --layer_decay and
-# --head_init_scale). ``amp`` follows the paper recipe (bf16 autocast; the official default is
-# fp32). ``model.head_init_scale`` and ``optim.layer_decay`` are fields of the fine-tuning
-# options (not of the pre-training recipes).
-FINETUNE_RECIPE: Mapping[str, Mapping[str, Any]] = {
-    "model": {"drop_path": 0.2, "head_init_scale": 0.001},
-    "optim": {
-        "epochs": 30,
-        "batch_size": 32,
-        "lr": 5e-5,
-        "lr_base_batch": 512,
-        "weight_decay": 1e-8,
-        "layer_decay": 0.8,
-        "warmup_epochs": 0,
-        "min_lr": 1e-6,
-        "ema_decay": 0.0,
-        "amp": True,
-        "clip_grad": 0.0,
-    },
-    "augment": {
-        "smoothing": 0.1,
-        "mixup": 0.0,
-        "cutmix": 0.0,
-        "randaug_n": 2,
-        "randaug_m": 9,
-        "reprob": 0.25,
-        "crop_scale": 0.08,
-        "hflip": 0.5,
-    },
-}
 
 
 @dataclass(frozen=True)

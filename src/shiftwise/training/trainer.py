@@ -2,12 +2,18 @@
 as one :class:`Trainer` read top to bottom: set-up, :meth:`~Trainer.train_one_epoch` (with the
 optimizer step), :meth:`~Trainer.evaluate`, save.
 
-AdamW (no weight decay on 1-D parameters), linear warm-up + cosine decay stepped per optimizer
-step, label smoothing / soft-target cross-entropy with MixUp/CutMix, EMA through
+AdamW (no weight decay on 1-D parameters; optional layer-wise lr decay), linear warm-up +
+cosine decay stepped per optimizer step (each parameter group's rate scaled alike), label
+smoothing / soft-target cross-entropy with MixUp/CutMix, EMA through
 ``torch.optim.swa_utils.AveragedModel``, bf16 autocast, gradient accumulation, drop path,
-sparse training (``shiftwise.sparse.Masking``), DDP under ``torchrun`` with SyncBatchNorm on
-GPUs (PyTorch's SyncBatchNorm refuses CPU tensors: CPU processes keep their own batch
-statistics, and DDP broadcasts rank 0's running statistics).
+sparse training (``shiftwise.sparse.Masking``), fine-tuning from a weights file
+(``model.finetune``, :mod:`shiftwise.training.finetune`; read when the run starts, never on
+resume), ``torch.compile`` / channels-last / activation checkpointing (``run.compile``,
+``run.channels_last``, ``run.grad_checkpointing``; only the training step is compiled: what is
+evaluated, averaged and saved is the eager model, whose keys have no ``_orig_mod.``), DDP
+under ``torchrun`` with SyncBatchNorm on GPUs (PyTorch's SyncBatchNorm refuses CPU tensors:
+CPU processes keep their own batch statistics, and DDP broadcasts rank 0's running
+statistics).
 
 Faults: an optimizer step whose loss or gradient is not finite is skipped (weights, batch-norm
 statistics, EMA and masks unchanged) and counted; ``run.max_skipped_steps`` consecutive skips stop
@@ -47,7 +53,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from shiftwise.data import AugmentConfig, BatchTransform, load_data
+from shiftwise.data import AugmentConfig, BatchTransform, ImageFolderDataset, load_data
 from shiftwise.errors import DataError, DivergedError, UsageError
 from shiftwise.io import STATE_NAME
 from shiftwise.models.registry import model_family
@@ -61,6 +67,7 @@ from shiftwise.training.config import (
 )
 from shiftwise.training.distributed import init_distributed
 from shiftwise.training.evaluation import evaluate_model, val_loader
+from shiftwise.training.finetune import StartWeights, load_start_weights
 from shiftwise.training.log import TrainLog
 from shiftwise.training.optimization import build_optimizer, build_scheduler, scaled_lr
 from shiftwise.training.rng import capture_rng, restore_rng, seed_everything
@@ -172,6 +179,8 @@ class Trainer:
 
     def _set_up(self, resume: dict[str, Any] | None) -> None:
         config, optim = self.config, self.config.optim
+        if config.model.finetune is None:
+            _check_no_fine_tuning(config)
         self.device = check_device(config.run.device, "run.device")
         self.bundle = load_data(
             config.data.name,
@@ -196,13 +205,25 @@ class Trainer:
             torch.cuda.set_device(self.device)
 
         seed_everything(config.run.seed)
-        self.model, self.model_kwargs = self._create_model()
+        self.start_weights: StartWeights | None = None  # what model.finetune loaded
+        self.model, self.model_kwargs = self._create_model(fine_tune=resume is None)
+        self._eval_crop()
         self._data_loaders()
         self.total_steps = self.steps_per_epoch * optim.epochs
         self.lr = scaled_lr(optim, self.ctx.world)
+        if optim.min_lr > self.lr and self.ctx.main:
+            logger.warning(
+                "optim.min_lr %.2e is above the learning rate %.2e that optim.lr gives at this "
+                "effective batch (%d images per step, optim.lr_base_batch %d): the cosine rises "
+                "to it; set a lower optim.min_lr or a higher optim.lr",
+                optim.min_lr,
+                self.lr,
+                optim.batch_size * optim.accum_steps * self.ctx.world,
+                optim.lr_base_batch,
+            )
         self.optimizer = build_optimizer(self.model, optim, self.lr)  # the parameter groups
         self.scheduler = build_scheduler(
-            self.optimizer, optim, self.steps_per_epoch, self.total_steps
+            self.optimizer, optim, self.steps_per_epoch, self.total_steps, self.lr
         )
         self.transform = BatchTransform(
             self.bundle.image_size,
@@ -242,8 +263,10 @@ class Trainer:
                 self.log.truncate(0)
             torch.manual_seed(config.run.seed * 1000 + 1 + self.ctx.rank)
 
-    def _create_model(self) -> tuple[nn.Module, dict[str, Any]]:
-        """The model on the device and the :func:`create_model` arguments that define it."""
+    def _create_model(self, fine_tune: bool) -> tuple[nn.Module, dict[str, Any]]:
+        """The model on the device (with ``fine_tune``, holding the weights of
+        ``model.finetune``; in the memory format and checkpointing mode of ``run``) and the
+        :func:`create_model` arguments that define it."""
         from shiftwise.models import create_model
 
         model_config = self.config.model
@@ -263,11 +286,53 @@ class Trainer:
             if not model_config.kwargs:
                 raise
             raise UsageError(f"model.kwargs: {error}") from None
+        if fine_tune and model_config.finetune is not None:
+            if self.ctx.main:
+                logger.info(
+                    "fine-tuning from %s (%s weights)",
+                    model_config.finetune,
+                    model_config.finetune_weights,
+                )
+            self.start_weights = load_start_weights(
+                model,
+                model_config.finetune,
+                model_config.finetune_weights,
+                model_config.head_init_scale,
+                flag="model.finetune",
+            )
+        if self.config.run.grad_checkpointing:
+            model.set_grad_checkpointing(True)
         if self.ctx.world > 1 and self.device.type != "cpu":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         elif self.ctx.world > 1 and self.ctx.main:
             logger.info("SyncBatchNorm needs GPUs: on CPU each process normalises its own batch")
-        return model.to(self.device), model_kwargs
+        return model.to(self.device, memory_format=self.memory_format), model_kwargs
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """The layout of the model's weights and of the batches (``run.channels_last``)."""
+        if self.config.run.channels_last:
+            return torch.channels_last
+        return torch.contiguous_format
+
+    def _eval_crop(self) -> None:
+        """ImageFolder validation images get the evaluation crop of ``shiftwise eval``
+        (:func:`shiftwise.inference.eval_settings`): ``data.crop_pct`` or the model's
+        ``pretrained_cfg`` one."""
+        crop_pct = self.config.data.crop_pct
+        if not isinstance(self.bundle.val, ImageFolderDataset):
+            if crop_pct is not None:
+                raise UsageError(
+                    f"applies to ImageFolder data; {self.bundle.name!r} is resized whole",
+                    field="data.crop_pct",
+                )
+            return
+        size = self.bundle.image_size
+        if crop_pct is None:
+            crop_pct = float(self.model.pretrained_cfg["crop_pct"])
+        self.bundle = dataclasses.replace(
+            self.bundle, val=self.bundle.val.with_eval_crop(size, crop_pct)
+        )
 
     def _data_loaders(self) -> None:
         """The training set (``data.train_limit``), its seeded sampler and loader, and the
@@ -332,32 +397,45 @@ class Trainer:
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         """The module the training step calls: ``model``, in DistributedDataParallel under
-        torchrun (the model itself is what is evaluated, averaged and saved)."""
-        if self.ctx.world == 1:
-            return model
-        device_ids = [self.device] if self.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=device_ids)
+        torchrun, compiled with ``run.compile`` (the model itself, sharing the parameters, is
+        what is evaluated, averaged and saved)."""
+        net = model
+        if self.ctx.world > 1:
+            device_ids = [self.device] if self.device.type == "cuda" else None
+            net = DistributedDataParallel(model, device_ids=device_ids)
+        if self.config.run.compile:
+            net = torch.compile(net)
+        return net
 
     def _restore(self, resume: dict[str, Any]) -> None:
         """Load the weights, optimizer, schedule, masks, EMA, RNG and epoch sums of ``resume``;
         a changed schedule is rebuilt at the step the run has reached."""
+        for change in self.differences:
+            if change.field == "optim.layer_decay" and (change.saved == 1) != (
+                change.requested == 1
+            ):
+                raise UsageError(
+                    f"a resume cannot switch layer-wise lr decay on or off (saved "
+                    f"{change.saved:g}, requested {change.requested:g}): the optimizer state is "
+                    "kept per parameter group",
+                    field="optim.layer_decay",
+                )
         tensors = resume["tensors"]
         self.model.load_state_dict(tensors["model"])
+        keys = ("initial_lr", "weight_decay", "lr_scale")
+        fresh = [{k: g[k] for k in keys if k in g} for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(resume["optimizer"])
-        optim = self.config.optim
-        if reschedules(self.differences):
-            decays = (optim.weight_decay, 0.0)
-            for group, decay in zip(self.optimizer.param_groups, decays, strict=True):
-                group.update(lr=self.lr, initial_lr=self.lr, weight_decay=decay)
-            self.scheduler = build_scheduler(
-                self.optimizer, optim, self.steps_per_epoch, self.total_steps
-            )
-            with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()"
-                warnings.simplefilter("ignore", UserWarning)
-                for _ in range(resume["global_step"]):
-                    self.scheduler.step()
-        else:
-            self.scheduler.load_state_dict(resume["scheduler"])
+        if reschedules(self.differences):  # this config's rates, decays and schedule
+            for group, values in zip(self.optimizer.param_groups, fresh, strict=True):
+                group.update(values, lr=values["initial_lr"])
+        self.scheduler = build_scheduler(
+            self.optimizer,
+            self.config.optim,
+            self.steps_per_epoch,
+            self.total_steps,
+            self.lr,
+            step=resume["global_step"],
+        )
         if self.masking is not None:
             self.masking.load_state_dict(resume["masking"])
         if self.ema is not None:
@@ -378,6 +456,11 @@ class Trainer:
             logger.info(
                 "resumed %s at epoch %d step %d", resume["path"], self.start_epoch, self.skip_steps
             )
+            if self.config.model.finetune is not None:
+                logger.info(
+                    "model.finetune %s is not read again: the run continues from its resume point",
+                    self.config.model.finetune,
+                )
 
     @property
     def val_count(self) -> int:
@@ -475,6 +558,7 @@ class Trainer:
                 images = images.to(self.device, non_blocking=True)
                 labels = labels.to(self.device, non_blocking=True)
                 x, targets = self.transform(images, labels)
+                x = x.contiguous(memory_format=self.memory_format)
                 sync = contextlib.nullcontext()
                 if ctx.world > 1 and not last_micro:
                     sync = self.net.no_sync()
@@ -491,7 +575,7 @@ class Trainer:
             step_loss, step_micro = torch.zeros((), dtype=torch.float64), 0
             done += 1
             progress.update(1)
-            progress.set_postfix(lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+            progress.set_postfix(lr=f"{max(self.scheduler.get_last_lr()):.2e}")
             every = self.config.run.resume_point_every
             if every and self.global_step % every == 0 and done < self.steps_per_epoch:
                 self.save_resume_point(epoch, done)
@@ -593,7 +677,7 @@ class Trainer:
         record = {
             "epoch": epoch + 1,
             "step": self.global_step,
-            "lr": self.scheduler.get_last_lr()[0],
+            "lr": max(self.scheduler.get_last_lr()),  # the head's (layer decay scales the rest)
             "train_loss": sums[0].item() / max(sums[1].item(), 1.0),
             "val_loss": metrics["loss"],
             "val_top1": metrics["top1"],
@@ -615,12 +699,15 @@ class Trainer:
     def _weights_metadata(self, epoch: int) -> dict[str, Any]:
         """What every weights file of the run records besides the model (``classes``: the class
         names as JSON, which ``shiftwise predict`` prints)."""
-        return {
+        metadata = {
             "image_size": self.bundle.image_size,
             "data": self.bundle.name,
             "classes": json.dumps(self.bundle.classes),
             "epoch": epoch,
         }
+        if self.config.model.finetune is not None:
+            metadata["finetune"] = self.config.model.finetune
+        return metadata
 
     def save_resume_point(self, epoch: int, step_in_epoch: int) -> Path | None:
         """Write a resume point (rank 0) after ``step_in_epoch`` steps of epoch ``epoch``: the
@@ -740,6 +827,27 @@ class Trainer:
             f", {record['skipped_steps']} steps skipped" if record["skipped_steps"] else "",
             record["time"],
         )
+
+
+def _check_no_fine_tuning(config: TrainConfig) -> None:
+    """Refuse the fine-tuning recipe and options in a run that starts from no weights."""
+    if config.run.recipe == "finetune":
+        raise UsageError(
+            "the finetune recipe starts from trained weights; add model.finetune",
+            field="run.recipe",
+            also=["model.finetune"],
+        )
+    model = config.model
+    for path, value, default in (
+        ("model.head_init_scale", model.head_init_scale, 1.0),
+        ("model.finetune_weights", model.finetune_weights, "model"),
+    ):
+        if value != default:
+            raise UsageError(
+                "only applies to fine-tuning; add model.finetune",
+                field=path,
+                also=["model.finetune"],
+            )
 
 
 def _grad_norm(model: nn.Module, clip: float) -> torch.Tensor:
