@@ -32,7 +32,7 @@ OFFICIAL_KEYS = ROOT / "tests" / "tools" / "official_keys"
 # the full study grids, benchmarks of minutes, the GPU check).
 MAX_NOT_RUN = 8
 # Features whose blocks wait for a merge; the lead removes the markers (and this entry).
-KNOWN_PENDING = {"finetune"}
+KNOWN_PENDING: set[str] = set()
 README_MAX_LINES = 150
 COMMAND_TIMEOUT_S = 600
 
