@@ -56,6 +56,8 @@ def test_eval_errors_are_one_line(tmp_path: Path, capsys) -> None:
         (["--model", "slak_atto", "--checkpoint", str(tmp_path / "x.pt")], "no such file"),
         (["--model", "slak_atto", "--checkpoint", str(path), "--data", "bundled"], "4 classes"),
         (["--model", "slak_atto", "--checkpoint", str(path), "--weights", "ema"], "not 'ema'"),
+        (["--checkpoint", str(path), "--workers", "-1"], "--workers: expected an integer >= 0"),
+        (["--checkpoint", str(path), "--image-size", "100000"], "--image-size: slak_atto takes"),
     ]
     (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 40)
     cases.append(

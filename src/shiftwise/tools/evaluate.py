@@ -81,6 +81,8 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UsageError(f"--{name.replace('_', '-')}: expected an integer >= 1, got {value}")
+    if args.workers < 0:
+        raise UsageError(f"--workers: expected an integer >= 0, got {args.workers}")
     if args.crop_pct is not None and not 0 < args.crop_pct <= 1:
         raise UsageError(f"--crop-pct: expected a number in (0, 1], got {args.crop_pct}")
     device = check_device(args.device, "--device")
