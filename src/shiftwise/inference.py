@@ -204,7 +204,7 @@ def predict_images(
     transform.to(device)
     layout = torch.channels_last if channels_last else torch.contiguous_format
     model.eval().to(device, memory_format=layout)
-    forward = torch.compile(model) if compile else model
+    forward = torch.compile(model, dynamic=False) if compile else model
     k = min(top_k, num_classes)
     dataset = _ImageFiles(paths, EvalCrop(settings.image_size, settings.crop_pct), "RGB")
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)

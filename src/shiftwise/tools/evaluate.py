@@ -124,7 +124,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
     layout = torch.channels_last if args.channels_last else torch.contiguous_format
     model.to(device=device, memory_format=layout)
     if args.compile:
-        model = torch.compile(model)
+        model = torch.compile(model, dynamic=False)  # static shapes, as in training
     transform = BatchTransform(
         size,
         bundle.mean,

@@ -404,7 +404,10 @@ class Trainer:
             device_ids = [self.device] if self.device.type == "cuda" else None
             net = DistributedDataParallel(model, device_ids=device_ids)
         if self.config.run.compile:
-            net = torch.compile(net)
+            # static shapes (a new batch size recompiles): inductor's dynamic-shape path of
+            # torch 2.13 fails on these models' strides ("cannot determine truth value of
+            # Relational") when a second batch size appears
+            net = torch.compile(net, dynamic=False)
         return net
 
     def _restore(self, resume: dict[str, Any]) -> None:
