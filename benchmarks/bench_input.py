@@ -12,8 +12,10 @@ one image at a time in this process with one torch thread, as one DataLoader wor
 * ``timm train``: ``create_transform(224, is_training=True, scale=(0.08, 1), hflip=0.5,
   interpolation="bicubic", color_jitter=None)`` after ``Image.open(...).convert("RGB")`` (what
   timm's ``ImageDataset`` does): the same geometry, plus float conversion and normalisation;
-* ``timm train + RandAugment``: the papers' worker pipeline (``auto_augment=
-  "rand-m9-mstd0.5-inc1"``, ``re_prob=0.25``), which shiftwise moves to the device;
+* ``timm train + RandAugment``: the papers' worker pipeline (``auto_augment="rand-m9-inc1"``,
+  ``re_prob=0.25``), which shiftwise moves to the device. The papers' magnitude noise
+  (``mstd0.5``) is left out: with pillow 11 timm's posterize then raises on a magnitude
+  drawn above 10 ("bits must be between 1 and 8"); the cost per image is the same;
 * ``timm eval``: ``create_transform(**resolve_data_config(pretrained_cfg=sw_tiny's))``.
 
 Each round runs every pipeline once over all images (the pipelines interleaved, so machine
@@ -117,7 +119,7 @@ def pipelines(root: Path, timm_data: Any) -> dict[str, Callable[[int], Any]]:
     transforms = {
         "timm train": timm_data.create_transform(SIZE, is_training=True, **geometry),
         "timm train + RandAugment": timm_data.create_transform(
-            SIZE, is_training=True, auto_augment="rand-m9-mstd0.5-inc1", re_prob=0.25, **geometry
+            SIZE, is_training=True, auto_augment="rand-m9-inc1", re_prob=0.25, **geometry
         ),
         "timm eval": timm_data.create_transform(
             **timm_data.resolve_data_config(pretrained_cfg=pretrained_cfg("sw_tiny"))
