@@ -23,11 +23,11 @@ import pytest
 import torch
 from doc_blocks import Block, blocks, page_is_slow, problems, shell_commands
 from PIL import Image
+from testing_utils import official_state_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
-OFFICIAL_KEYS = ROOT / "tests" / "tools" / "official_keys"
 # At most this many blocks may be marked not-run over all pages (the make targets, torchrun,
 # the full study grids, benchmarks of minutes, the GPU check).
 MAX_NOT_RUN = 8
@@ -75,18 +75,7 @@ def _official_checkpoint(listing: str) -> Callable[[Path], None]:
     training scripts do."""
 
     def write(path: Path) -> None:
-        generator = torch.Generator().manual_seed(0)
-        state = {}
-        for line in (OFFICIAL_KEYS / listing).read_text().splitlines():
-            key, shape = line.split("\t")
-            dims = tuple(int(v) for v in re.findall(r"\d+", shape))
-            if key.endswith("num_batches_tracked"):
-                state[key] = torch.tensor(0)
-            elif key.endswith("running_var"):
-                state[key] = torch.rand(dims, generator=generator) + 0.5
-            else:
-                state[key] = torch.randn(dims, generator=generator) * 0.02
-        torch.save({"model": state}, path)
+        torch.save({"model": official_state_dict(listing)}, path)
 
     return write
 

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from testing_utils import official_state_dict as official_listing_state_dict
 
 from shiftwise import cli
 from shiftwise.models import create_model, load_checkpoint
 from shiftwise.tools.convert import convert_checkpoint, convert_state_dict, map_key
 
 # Key and shape listings of the official models (measured from the official classes).
-REFERENCE = Path(__file__).parent / "official_keys"
 LISTINGS = {
     "sw_tiny": "official_sw_tiny_state_dict.tsv",
     "sw_small": "official_sw_s_state_dict.tsv",
@@ -56,18 +56,7 @@ def one_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 def official_state_dict(name: str, seed: int = 0) -> dict[str, torch.Tensor]:
     """Random tensors with the official key names and shapes of model ``name``."""
-    generator = torch.Generator().manual_seed(seed)
-    state_dict = {}
-    for line in (REFERENCE / LISTINGS[name]).read_text().splitlines():
-        key, shape = line.split("\t")
-        dims = tuple(int(v) for v in re.findall(r"\d+", shape))
-        if key.endswith("num_batches_tracked"):
-            state_dict[key] = torch.tensor(7)
-        elif key.endswith("running_var"):
-            state_dict[key] = torch.rand(dims, generator=generator) + 0.5
-        else:
-            state_dict[key] = torch.randn(dims, generator=generator) * 0.02
-    return state_dict
+    return official_listing_state_dict(LISTINGS[name], seed)
 
 
 def _write_official(path: Path, state_dict: dict[str, torch.Tensor]) -> Path:

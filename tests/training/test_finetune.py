@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from testing_utils import official_state_dict
 from torch import nn
 
 from shiftwise.errors import CheckpointError, UsageError
@@ -27,7 +27,6 @@ from shiftwise.training.optimization import build_optimizer, build_scheduler, pa
 from shiftwise.training.run_directory import claim_run_directory
 
 ATTO = ("sw_atto", "slak_atto", "convnext_atto")
-OFFICIAL_KEYS = Path(__file__).parents[1] / "tools" / "official_keys"
 HEAD = ("head.fc.weight", "head.fc.bias")
 
 
@@ -176,25 +175,11 @@ def test_run_directory_gives_its_newest_resume_point(tmp_path) -> None:
     assert (model.stages[0].blocks[0].fc1.weight[:, ::2] == 0).all()
 
 
-def _official_state_dict(listing: str) -> dict[str, torch.Tensor]:
-    """Random tensors with the key names and shapes of an official checkpoint listing."""
-    generator = torch.Generator().manual_seed(0)
-    state = {}
-    for line in (OFFICIAL_KEYS / listing).read_text().splitlines():
-        key, shape = line.split("\t")
-        dims = tuple(int(v) for v in re.findall(r"\d+", shape))
-        if key.endswith("num_batches_tracked"):
-            state[key] = torch.tensor(7)
-        else:
-            state[key] = torch.rand(dims, generator=generator) + 0.5
-    return state
-
-
 @pytest.mark.slow
 def test_converted_official_checkpoint_to_another_class_count(tmp_path) -> None:
     """SW-T's official ImageNet checkpoint (its key table), converted, fine-tuned to 10
     classes: every official tensor arrives under its converted name, the head is fresh."""
-    official = _official_state_dict("official_sw_tiny_state_dict.tsv")
+    official = official_state_dict("official_sw_tiny_state_dict.tsv")
     checkpoint = tmp_path / "sw_tiny.pth"
     args = argparse.Namespace(model="SW_tiny")
     torch.save({"model": {f"module.{k}": v for k, v in official.items()}, "args": args}, checkpoint)
