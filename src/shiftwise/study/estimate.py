@@ -1,16 +1,23 @@
 """What a grid will cost, from what was measured on this machine.
 
-Each run costs ``overhead + epochs * (steps * step + val_batches * step / 3)`` seconds: a
-fixed part (data loading, model set-up, saving, the study's record) and its epochs
-(training steps, and validation batches taken as a third of a step: a forward pass without
-backward and optimizer). ``step`` and ``overhead`` come, per run *shape* (the options that
-define a run, less epochs, seed and ``train_limit``), from:
+A run of ``epochs`` costs ``overhead + epochs * (outside + fixed + (steps + val_batches / 3)
+* step)`` seconds: a part paid once per run (model set-up, the study's record), a part paid
+once per epoch outside the epoch time the trainer logs (the epoch's checkpoint), and the
+logged epoch time: its fixed part (data-loader workers) and its steps (training steps, and
+validation batches taken as a third of a step: a forward pass without backward and
+optimizer). The logged epoch time alone is what a ``match_time`` entry matches. The costs
+come, per run *shape* (the options that define a run, less epochs, seed and
+``train_limit``), from:
 
-1. the store's finished runs of that shape: ``step`` from their logged epoch times,
-   ``overhead`` from their wall time less those;
-2. else two short probe runs, real :func:`shiftwise.train` runs through the study's own
-   code in a temporary directory, of 1 and 4 steps: ``step`` from the difference of their
-   epoch times (warm-up excluded), ``overhead`` from the first's wall time.
+1. the store's finished runs of that shape: ``step`` from their logged epoch times (the
+   epoch's fixed part folded into it), ``overhead`` from their wall time less those;
+2. else short probe runs, real :func:`shiftwise.train` runs through the study's own code
+   in a temporary directory: one of 1 step to warm up (the first use of a model in a
+   process costs more), then one epoch of 1 step, one epoch of 4 steps (fewer where an
+   epoch has fewer) and two epochs of 1 step. The line through the one-epoch runs' epoch
+   times gives ``step`` (slope) and ``fixed`` (intercept); their wall times less epoch
+   times give ``overhead + outside``, and the two-epoch run's gives ``overhead + 2 *
+   outside``.
 
 A run already finished in the store costs nothing. The estimate holds for the load the
 machine had while it was measured (the 1-minute load average is reported with it).
@@ -33,7 +40,7 @@ from shiftwise.study.check import EntryPlan
 from shiftwise.study.grid import Entry, Grid
 from shiftwise.study.store import RESULT_NAME, read_json, read_record
 
-__all__ = ["EntryEstimate", "Estimate", "RunCost", "estimate_grid", "shape_key"]
+__all__ = ["EntryEstimate", "Estimate", "RunCost", "estimate_grid", "probe_cost", "shape_key"]
 
 _PROBE_STEPS = (1, 4)
 _SHAPE_FREE = {"optim.epochs": 1, "run.seed": 0, "data.train_limit": None}
@@ -41,18 +48,23 @@ _SHAPE_FREE = {"optim.epochs": 1, "run.seed": 0, "data.train_limit": None}
 
 @dataclass(frozen=True)
 class RunCost:
-    """Seconds of one training step and of a run's fixed part, and where they came from."""
+    """Seconds of one training step, of an epoch's fixed parts (within and outside its
+    logged time) and of a run's fixed part, and where they came from."""
 
     step: float
     overhead: float
     source: str
+    epoch_fixed: float = 0.0
+    epoch_outside: float = 0.0
 
     def epoch_seconds(self, plan: EntryPlan) -> float:
-        """One epoch of ``plan``: its steps and validation batches (a third of a step)."""
-        return (plan.steps + plan.val_batches / 3) * self.step
+        """The logged time of one epoch of ``plan``: its fixed part, steps and validation
+        batches (a third of a step each)."""
+        return self.epoch_fixed + (plan.steps + plan.val_batches / 3) * self.step
 
     def run_seconds(self, plan: EntryPlan, epochs: int) -> float:
-        return self.overhead + epochs * self.epoch_seconds(plan)
+        """The wall time of one run of ``plan`` for ``epochs``."""
+        return self.overhead + epochs * (self.epoch_outside + self.epoch_seconds(plan))
 
 
 @dataclass(frozen=True)
@@ -127,29 +139,39 @@ def _quiet() -> Iterator[None]:
 
 
 def _probe(entry: Entry, plan: EntryPlan) -> RunCost:
-    """Time two short real runs of ``entry`` (1 and 4 steps, one validation batch)."""
+    """Time the probe runs of ``entry`` (one validation batch each; see the module)."""
     from shiftwise.study.runner import resolve_run, train_run
 
-    steps = [min(n, plan.train_images // plan.step_images) for n in _PROBE_STEPS]
+    few, many = (min(n, plan.train_images // plan.step_images) for n in _PROBE_STEPS)
     timed = []
     with _quiet(), tempfile.TemporaryDirectory(prefix="shiftwise-probe-") as tmp:
-        for n in dict.fromkeys(steps):
-            probe = Entry(
-                entry.name,
-                {
-                    **entry.options,
-                    "train_limit": n * plan.step_images,
-                    "val_limit": plan.batch_size,
-                },
-                (0,),
-            )
-            config, *_ = resolve_run(probe, 0, 1)
-            record = train_run(config, plan, Path(tmp) / f"probe{n}", resume=False)
-            timed.append((n, record["training_seconds"], record["wall_seconds"]))
-    (n1, epoch1, wall1), (n2, epoch2, _) = timed[0], timed[-1]
-    step = (epoch2 - epoch1) / (n2 - n1) if n2 > n1 else epoch1 / (n1 + 1 / 3)
-    step = max(step, 1e-6)
-    return RunCost(step, max(0.0, wall1 - step * (n1 + 1 / 3)), "probe")
+        for n, epochs in [(few, 1), (few, 1), (many, 1), (few, 2)]:
+            options = {**entry.options, "train_limit": n * plan.step_images}
+            probe = Entry(entry.name, {**options, "val_limit": plan.batch_size}, (0,))
+            config, *_ = resolve_run(probe, 0, epochs)
+            record = train_run(config, plan, Path(tmp) / f"probe{len(timed)}", resume=False)
+            timed.append((n, record["epoch_seconds"], record["wall_seconds"]))
+    return probe_cost(*timed[1:])
+
+
+def probe_cost(
+    few: tuple[int, list[float], float],
+    many: tuple[int, list[float], float],
+    twice: tuple[int, list[float], float],
+) -> RunCost:
+    """The :class:`RunCost` of three probe runs ``(steps, epoch seconds, wall seconds)``
+    with one validation batch each: one epoch of ``few`` steps, one epoch of ``many`` and
+    two epochs of ``few``. Every part is clamped at 0; where noise makes the longer epoch
+    no slower, or both sizes are equal, the epoch has no fixed part."""
+    (n1, (epoch1,), wall1), (n2, (epoch2,), wall2), (_, epochs3, wall3) = few, many, twice
+    if n2 > n1 and epoch2 > epoch1:
+        step = (epoch2 - epoch1) / (n2 - n1)
+        fixed = max(0.0, epoch1 - step * (n1 + 1 / 3))
+    else:
+        step, fixed = (epoch1 + epoch2) / 2 / (n1 + 1 / 3), 0.0
+    one_epoch = ((wall1 - epoch1) + (wall2 - epoch2)) / 2  # overhead + outside
+    outside = max(0.0, (wall3 - sum(epochs3)) - one_epoch)
+    return RunCost(max(step, 1e-6), max(0.0, one_epoch - outside), "probe", fixed, outside)
 
 
 def estimate_grid(
