@@ -50,7 +50,8 @@ def format_plan(grid, estimate: Estimate) -> str:
         f"\nestimated total {_duration(estimate.total_seconds)} for the runs left, at the "
         f"load measured now (1-minute load average {estimate.load_average:.1f} on "
         f"{estimate.cpus} CPUs; more load, more time): per run, set-up and epochs timed "
-        "by the store's finished runs of the same shape, else by two short probe runs; "
+        "by the store's finished runs of the same shape, else by short probe runs (1 and 4 "
+        "steps, 2 epochs of 1 step, after a warm-up run); "
         "* epochs matched to measured times when run"
     )
     return "\n".join(lines)
