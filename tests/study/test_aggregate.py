@@ -110,5 +110,35 @@ def test_report_states_the_verdict_and_the_seeds_needed(tmp_path) -> None:
     with Image.open(path) as image:
         assert image.size == (width, height) == (500, 400)
     needed = seeds_to_separate(0.5, 2.0, 2.5)
-    assert f"| paths | 4 paths | 1 path | +0.50 | overlap | {needed} |" in text
-    assert "| paths | 3 paths | 1 path | -50.50 | apart |  |" in text
+    assert f"| paths | 4 paths | 1 path | final | +0.50 | overlap | {needed} |" in text
+    assert "| paths | 3 paths | 1 path | final | -50.50 | apart |  |" in text
+
+
+def test_separations_also_compare_each_earlier_epoch() -> None:
+    # both settings end at the ceiling; after epoch 1 they are apart, after epoch 2 not yet
+    curves = {"default": [[70, 99, 100], [72, 98, 100], [74, 100, 100]],
+              "1 path": [[50, 96, 100], [52, 99, 100], [54, 97, 100]]}  # fmt: skip
+    grid = parse_grid({
+        "seeds": [0, 1, 2], "defaults": {"data": "bundled", "epochs": 3},
+        "runs": [{"name": name.replace(" ", "-"), "model": "sw_atto", "groups": ["paths"],
+                  "setting": name} for name in curves],
+    })  # fmt: skip
+    results = [
+        {"entry": name.replace(" ", "-"), "seed": seed, "model": "sw_atto", "data": "bundled",
+         "epochs": 3, "top1": curve[-1], "training_seconds": 1.0, "images_per_second": 1.0,
+         "params": 1.0, "macs": 1.0, "stages": [], "val_top1": curve}
+        for name, runs in curves.items() for seed, curve in enumerate(runs)
+    ]  # fmt: skip
+    rows = summary_rows(grid, results)
+    assert [e["mean"] for e in rows[1]["top1_by_epoch"]] == [52.0, pytest.approx(292 / 3), 100.0]
+    found = {s["measure"]: s for s in separations(rows)}
+    assert list(found) == ["final", "epoch 1", "epoch 2"]
+    assert found["final"]["difference"] == 0 and found["final"]["seeds_needed"] is None
+    assert found["epoch 1"]["difference"] == pytest.approx(-20.0)
+    assert not found["epoch 1"]["intervals_overlap"]
+    second = found["epoch 2"]
+    assert second["difference"] == pytest.approx(292 / 3 - 99) and second["intervals_overlap"]
+    assert second["seeds_needed"] == seeds_to_separate(292 / 3 - 99, 1.5275252316519468, 1.0)
+    text = format_markdown(grid, rows, [])
+    assert "| paths | 1 path | default | epoch 1 | -20.00 | apart |  |" in text
+    assert "| paths | 1 path | default | final | +0.00 | overlap | none: equal means |" in text

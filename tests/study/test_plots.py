@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from shiftwise.study import parse_grid, summary_rows
-from shiftwise.study.plots import plot_ablations, plot_accuracy_vs_time, plot_curves
+from shiftwise.study.plots import (
+    ablation_series,
+    plot_ablations,
+    plot_accuracy_vs_time,
+    plot_curves,
+)
 
 GRID = parse_grid({
     "seeds": [0, 1, 2],
@@ -55,6 +61,18 @@ def test_plots_decode_at_their_stated_size(tmp_path: Path) -> None:
         sizes[path.stem] = size
     # one panel per data set (2) and per ablation axis (paths, ghost)
     assert sizes["time"] == sizes["curves"] == sizes["ablations"] == (1000, 400)
+
+
+def test_ablation_series_are_each_epoch_then_final() -> None:
+    paths = [row for row in summary_rows(GRID, _results()) if "paths" in row["groups"]]
+    (epoch1, means1, halves1), (final, means, halves) = ablation_series(paths)
+    assert (epoch1, final) == ("after epoch 1", "final")
+    assert means1 == [51.0, 56.0] and means == [61.0, 66.0]  # seeds 0-2: +1 on average
+    half = paths[0]["top1_ci95_high"] - 61.0  # t(0.975, 2) * 1 / sqrt(3)
+    assert halves1 == pytest.approx([half] * 2) and halves == pytest.approx([half] * 2)
+    # rows of different epochs: the final top-1 alone
+    uneven = [paths[0], {**paths[1], "top1_by_epoch": paths[1]["top1_by_epoch"][:1]}]
+    assert [label for label, *_ in ablation_series(uneven)] == ["final"]
 
 
 def test_no_ablation_plot_without_axes(tmp_path: Path) -> None:

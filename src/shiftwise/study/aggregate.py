@@ -5,6 +5,7 @@ default with the seeds a separation needs (:func:`separations`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -28,11 +29,23 @@ def _stage_fractions(runs: Sequence[dict[str, Any]]) -> dict[str, float]:
     return {stage: sum(values) / len(values) for stage, values in sorted(shares.items())}
 
 
+def _top1_by_epoch(runs: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
+    """Per epoch, the validation top-1 of ``runs`` over seeds (``epoch``, ``n``, ``mean``,
+    ``std``, ``ci_low``, ``ci_high``); empty unless every run trained the same epochs."""
+    curves = [run["val_top1"] for run in runs]
+    if len({len(curve) for curve in curves}) != 1:
+        return []
+    return [
+        {"epoch": epoch, **dataclasses.asdict(summarize(values))}
+        for epoch, values in enumerate(zip(*curves, strict=True), start=1)
+    ]
+
+
 def summary_rows(grid: Grid, results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per entry with finished runs, in grid order: top-1 mean, std (ddof=1) and
-    95% interval (Student t) over seeds; parameters and MACs (non-zero ones for sparse runs),
-    epochs, and the means of training seconds and training images/s; the stage shares of
-    active SW pieces for sparse SW entries."""
+    95% interval (Student t) over seeds, also after each epoch; parameters and MACs
+    (non-zero ones for sparse runs), epochs, and the means of training seconds and training
+    images/s; the stage shares of active SW pieces for sparse SW entries."""
     rows = []
     for entry in grid.entries:
         runs = [r for r in results if r["entry"] == entry.name]
@@ -61,6 +74,7 @@ def summary_rows(grid: Grid, results: Sequence[dict[str, Any]]) -> list[dict[str
                 "top1_std": top1.std,
                 "top1_ci95_low": top1.ci_low,
                 "top1_ci95_high": top1.ci_high,
+                "top1_by_epoch": _top1_by_epoch(runs),
                 "params": sum(r["params"] for r in runs) / len(runs),
                 "macs": sum(r["macs"] for r in runs) / len(runs),
                 "training_seconds_mean": seconds.mean,
@@ -147,11 +161,35 @@ def budget_verdicts(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return verdicts
 
 
+def _final_top1(row: dict[str, Any]) -> dict[str, float]:
+    return {
+        "mean": row["top1_mean"],
+        "std": row["top1_std"],
+        "ci_low": row["top1_ci95_low"],
+        "ci_high": row["top1_ci95_high"],
+    }
+
+
+def _measures(row: dict[str, Any], reference: dict[str, Any]) -> list[tuple[str, dict, dict]]:
+    """``(measure, row's top-1, reference's top-1)``: the final top-1, then, when both
+    trained the same epochs, the top-1 after each earlier epoch (a measure of how fast a
+    setting learns, left when the final top-1 is at the ceiling)."""
+    found = [("final", _final_top1(row), _final_top1(reference))]
+    curve, reference_curve = row["top1_by_epoch"], reference["top1_by_epoch"]
+    if len(curve) == len(reference_curve):
+        found += [
+            (f"epoch {a['epoch']}", a, b)
+            for a, b in zip(curve[:-1], reference_curve[:-1], strict=True)
+        ]
+    return found
+
+
 def separations(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per ablation axis, each setting against the axis's first row (its default): the
-    difference of mean top-1, whether the two 95% intervals overlap, and when they do the
-    seeds per setting a two-sided t test at 5% would need to separate them with 80% power
-    at the measured difference and standard deviations (:func:`seeds_to_separate`)."""
+    """Per ablation axis, each setting against the axis's first row (its default), on each
+    of :func:`_measures`: the difference of mean top-1, whether the two 95% intervals
+    overlap, and when they do the seeds per setting a two-sided t test at 5% would need to
+    separate them with 80% power at the measured difference and standard deviations
+    (:func:`seeds_to_separate`)."""
     axes: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         for group in row["groups"]:
@@ -160,23 +198,24 @@ def separations(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for axis, members in axes.items():
         reference = members[0]
         for row in members[1:]:
-            difference = row["top1_mean"] - reference["top1_mean"]
-            overlap = not (
-                row["top1_ci95_low"] > reference["top1_ci95_high"]
-                or reference["top1_ci95_low"] > row["top1_ci95_high"]
-            )
-            spreads = (row["top1_std"], reference["top1_std"])
-            known = all(s == s for s in spreads)  # NaN with one seed
-            found.append(
-                {
-                    "axis": axis,
-                    "setting": row["setting"],
-                    "reference": reference["setting"],
-                    "difference": difference,
-                    "intervals_overlap": overlap,
-                    "seeds_needed": (
-                        seeds_to_separate(difference, *spreads) if overlap and known else None
-                    ),
-                }
-            )
+            for measure, top1, against in _measures(row, reference):
+                difference = top1["mean"] - against["mean"]
+                overlap = not (
+                    top1["ci_low"] > against["ci_high"] or against["ci_low"] > top1["ci_high"]
+                )
+                spreads = (top1["std"], against["std"])
+                known = all(s == s for s in spreads)  # NaN with one seed
+                found.append(
+                    {
+                        "axis": axis,
+                        "setting": row["setting"],
+                        "reference": reference["setting"],
+                        "measure": measure,
+                        "difference": difference,
+                        "intervals_overlap": overlap,
+                        "seeds_needed": (
+                            seeds_to_separate(difference, *spreads) if overlap and known else None
+                        ),
+                    }
+                )
     return found

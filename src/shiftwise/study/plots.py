@@ -121,11 +121,35 @@ def plot_curves(
     return _per_data_set(rows, results, _draw_curve, labels, path)
 
 
+def ablation_series(
+    rows: Sequence[dict[str, Any]],
+) -> list[tuple[str, list[float], list[float]]]:
+    """``(label, means, half 95% intervals)`` over ``rows`` (one ablation axis's settings):
+    the top-1 after each epoch before the last, when every row trained the same epochs, then
+    the final top-1."""
+    series = []
+    lengths = {len(row["top1_by_epoch"]) for row in rows}
+    if len(lengths) == 1:
+        for index in range(lengths.pop() - 1):
+            points = [row["top1_by_epoch"][index] for row in rows]
+            halves = [(p["ci_high"] - p["ci_low"]) / 2 for p in points]
+            series.append(
+                (
+                    f"after epoch {index + 1}",
+                    [p["mean"] for p in points],
+                    [0.0 if math.isnan(h) else h for h in halves],
+                )
+            )
+    series.append(("final", [row["top1_mean"] for row in rows], [_half_ci(r) for r in rows]))
+    return series
+
+
 def plot_ablations(
     rows: Sequence[dict[str, Any]], path: Path
 ) -> tuple[Path, tuple[int, int]] | None:
-    """Top-1 per setting with 95% intervals, one panel per ablation axis; ``None`` (nothing
-    written) when no entry belongs to an axis."""
+    """Top-1 per setting with 95% intervals, one panel per ablation axis, one series per
+    :func:`ablation_series` (after each epoch, final); ``None`` (nothing written) when no
+    entry belongs to an axis."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         for group in row["groups"]:
@@ -135,18 +159,17 @@ def plot_ablations(
     fig, axes = _figure(len(groups))
     for ax, (group, group_rows) in zip(axes, groups.items(), strict=True):
         positions = np.arange(len(group_rows))
-        ax.errorbar(
-            positions,
-            [row["top1_mean"] for row in group_rows],
-            yerr=[_half_ci(row) for row in group_rows],
-            fmt="o",
-            capsize=6,
-        )
+        series = ablation_series(group_rows)
+        for index, (label, means, halves) in enumerate(series):
+            offset = 0.25 * (index - (len(series) - 1) / 2) / max(1, len(series) - 1)
+            ax.errorbar(positions + offset, means, yerr=halves, fmt="o", capsize=4, label=label)
         ax.set_xticks(
             positions, [row["setting"] for row in group_rows], rotation=15, fontsize="small"
         )
         ax.set_xlim(-0.5, len(group_rows) - 0.5)
         ax.set(ylabel="top-1 (%), mean and 95% interval", title=group)
+        if len(series) > 1:
+            ax.legend(fontsize="small")
     return _save(fig, path)
 
 

@@ -82,22 +82,25 @@ def _verdict_lines(verdicts: Sequence[dict[str, Any]]) -> list[str]:
 def _separation_lines(found: Sequence[dict[str, Any]]) -> list[str]:
     lines = [
         "",
-        "Ablation settings against their axis's default: difference of mean top-1, and where "
-        "the 95% intervals overlap, the seeds per setting a two-sided t test at 5% needs to "
-        "separate them with 80% power at the measured difference and standard deviations:",
+        "Ablation settings against their axis's default: difference of mean top-1 (final, "
+        "and after each earlier epoch: how fast a setting learns), and where the 95% "
+        "intervals overlap, the seeds per setting a two-sided t test at 5% needs to separate "
+        "them with 80% power at the measured difference and standard deviations:",
         "",
-        "| axis | setting | against | difference (points) | intervals | seeds needed |",
-        "|---|---|---|---|---|---|",
+        "| axis | setting | against | top-1 | difference (points) | intervals | seeds needed |",
+        "|---|---|---|---|---|---|---|",
     ]
     for item in found:
         if not item["intervals_overlap"]:
             intervals, needed = "apart", ""
         else:
             intervals = "overlap"
-            needed = "> 1000 or n/a" if item["seeds_needed"] is None else item["seeds_needed"]
+            needed = item["seeds_needed"]
+            if needed is None:
+                needed = "none: equal means" if item["difference"] == 0 else "> 1000 or n/a"
         lines.append(
-            f"| {item['axis']} | {item['setting']} | {item['reference']} | "
-            f"{item['difference']:+.2f} | {intervals} | {needed} |"
+            f"| {item['axis']} | {item['setting']} | {item['reference']} | {item['measure']} "
+            f"| {item['difference']:+.2f} | {intervals} | {needed} |"
         )
     return lines
 
