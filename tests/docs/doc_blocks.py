@@ -11,7 +11,10 @@ rendered:
 * ``<!-- file: NAME -->``: a data block (TOML, ...) written to ``NAME`` before the next
   blocks run;
 * ``<!-- expect-exit: N -->``: a shell block whose last command exits with code ``N`` (an
-  error shown on purpose).
+  error shown on purpose);
+* ``<!-- copy-of: PAGE -->``: a block repeated from ``PAGE`` (a path from the repository
+  root), not run here: the docs test checks that ``PAGE`` has a block with the same text and
+  runs it.
 
 A page marks itself ``<!-- slow -->`` (anywhere on it) when running it takes more than a
 few seconds.
@@ -27,7 +30,7 @@ from pathlib import Path
 PYTHON = "python"
 SHELL = ("bash", "console")
 DATA = ("text", "toml", "json", "csv")
-MARKERS = ("not-run", "pending", "file", "expect-exit")
+MARKERS = ("not-run", "pending", "file", "expect-exit", "copy-of")
 PAGE_MARKER = "slow"
 
 _FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
@@ -55,9 +58,10 @@ class Block:
 
     @property
     def runs(self) -> bool:
-        """Whether the docs test executes this block (code, not marked not-run or pending)."""
+        """Whether the docs test executes this block (code, not marked not-run, pending or
+        copy-of)."""
         code = self.lang == PYTHON or self.lang in SHELL
-        return code and "not-run" not in self.markers and "pending" not in self.markers
+        return code and not {"not-run", "pending", "copy-of"} & self.markers.keys()
 
 
 def _markers_before(text: str) -> dict[str, str]:

@@ -79,3 +79,11 @@ def test_problems(tmp_path: Path) -> None:
     assert problems(python) == problems(bash) == problems(console) == problems(toml) == []
     assert "a command in a 'text' block" in problems(text)[0]
     assert "fence language 'sh'" in problems(sh)[0]
+
+
+def test_a_copy_is_not_run_here(tmp_path: Path) -> None:
+    page = tmp_path / "copy.md"
+    page.write_text("<!-- copy-of: docs/training.md -->\n\n```bash\nshiftwise info sw_atto\n```\n")
+    (copy,) = blocks(page)
+    assert copy.markers == {"copy-of": "docs/training.md"} and not copy.runs
+    assert problems(copy) == []

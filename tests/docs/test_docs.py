@@ -235,6 +235,17 @@ def test_blocks_not_run_are_few_and_counted() -> None:
     assert len(ran) >= 3 * (len(not_run) + len(pending)), summary
 
 
+def test_copies_are_blocks_that_run_on_their_page() -> None:
+    copies = [b for b in _all_blocks() if "copy-of" in b.markers]
+    assert copies, "README.md's fine-tuning commands are a copy-of block"
+    for copy in copies:
+        source = ROOT / copy.markers["copy-of"]
+        assert source in PAGES, f"{copy.where}: copy-of {source} is not a page of the docs test"
+        assert any(b.runs and b.code == copy.code for b in blocks(source)), (
+            f"{copy.where}: no block of {copy.markers['copy-of']} that runs has this text"
+        )
+
+
 def test_readme_is_short_and_starts_with_the_two_commands() -> None:
     lines = README.read_text(encoding="utf-8").splitlines()
     assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines"
