@@ -22,10 +22,8 @@ after ``budgets``, and ``ablations`` reuses its SW and SLaK defaults).
   ``match_time`` entry, a group-sparse SW entry with ``model_kwargs``, an ablation axis);
   for tests.
 
-Measured cost alone on 2 cores (per epoch at width 0.5, from the grids' earlier runs): bundled
-sw_atto 35 s, slak_atto 28 s, convnext_atto 17 s; Fashion-MNIST 79, 49 and 43 s. ``budgets``
-about 73 min, ``ablations`` about 33 min beyond it, ``papers`` nothing beyond ``budgets``
-(its matched epochs, 4 and 2, are ``budgets`` runs), plus about 6 s per run of set-up.
+``shiftwise study GRID --dry-run`` estimates a grid's time on the machine at hand; the wall
+times measured on a 2-core machine are in ``docs/studies.md``.
 """
 
 from __future__ import annotations
