@@ -56,7 +56,7 @@ def _run(entry: str, seed: int, top1: float, seconds: float) -> dict:
     return {
         "entry": entry, "seed": seed, "model": "sw_atto", "data": "digits", "epochs": 2,
         "top1": top1, "training_seconds": seconds, "images_per_second": 1000 / seconds,
-        "params": 10.0, "macs": 20.0, "stages": [],
+        "params": 10.0, "macs": 20.0, "stages": [], "val_top1": [top1 - 10, top1],
     }  # fmt: skip
 
 
@@ -75,6 +75,7 @@ def test_summary_rows_group_runs_per_entry_in_grid_order() -> None:
     assert b["training_seconds_mean"] == pytest.approx(3.0)
     assert b["images_per_second_mean"] == pytest.approx(np.mean([500, 250, 1000 / 3]))
     assert b["seeds"] == [0, 1, 2] and rows[1]["n"] == 1
+    assert [e["mean"] for e in b["top1_by_epoch"]] == pytest.approx([61.5, 71.5])
 
 
 # Seeds per group of a two-sample t test (two-sided 5%, power 80%) from the standard
