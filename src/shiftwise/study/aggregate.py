@@ -13,7 +13,14 @@ from typing import Any
 from shiftwise.study.grid import Grid
 from shiftwise.study.stats import seeds_to_separate, summarize
 
-__all__ = ["budget_curves", "budget_verdicts", "separations", "summary_rows", "time_to_reach"]
+__all__ = [
+    "budget_curves",
+    "budget_verdicts",
+    "separations",
+    "summary_rows",
+    "time_to_reach",
+    "top1_by_measure",
+]
 
 # Options that set a run's budget: entries differing only in these lie on one curve.
 _BUDGET_OPTIONS = ("epochs", "train_limit")
@@ -161,27 +168,26 @@ def budget_verdicts(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return verdicts
 
 
-def _final_top1(row: dict[str, Any]) -> dict[str, float]:
-    return {
+def top1_by_measure(row: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """A summary row's top-1 over seeds (``mean``, ``std``, ``ci_low``, ``ci_high``) by
+    measure: ``"epoch k"`` after each epoch before the last (how fast a configuration
+    learns, left when the final top-1 is at the ceiling), then ``"final"``."""
+    measures = {f"epoch {e['epoch']}": e for e in row["top1_by_epoch"][:-1]}
+    measures["final"] = {
         "mean": row["top1_mean"],
         "std": row["top1_std"],
         "ci_low": row["top1_ci95_low"],
         "ci_high": row["top1_ci95_high"],
     }
+    return measures
 
 
 def _measures(row: dict[str, Any], reference: dict[str, Any]) -> list[tuple[str, dict, dict]]:
     """``(measure, row's top-1, reference's top-1)``: the final top-1, then, when both
-    trained the same epochs, the top-1 after each earlier epoch (a measure of how fast a
-    setting learns, left when the final top-1 is at the ceiling)."""
-    found = [("final", _final_top1(row), _final_top1(reference))]
-    curve, reference_curve = row["top1_by_epoch"], reference["top1_by_epoch"]
-    if len(curve) == len(reference_curve):
-        found += [
-            (f"epoch {a['epoch']}", a, b)
-            for a, b in zip(curve[:-1], reference_curve[:-1], strict=True)
-        ]
-    return found
+    trained the same epochs, each earlier epoch's (:func:`top1_by_measure`)."""
+    top1, against = top1_by_measure(row), top1_by_measure(reference)
+    names = ["final", *list(top1)[:-1]] if top1.keys() == against.keys() else ["final"]
+    return [(name, top1[name], against[name]) for name in names]
 
 
 def separations(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

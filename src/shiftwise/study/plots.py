@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from shiftwise.io import atomic_write
+from shiftwise.study.aggregate import top1_by_measure
 
 __all__ = ["DPI", "plot_ablations", "plot_accuracy_vs_time", "plot_budget_curves", "plot_curves"]
 
@@ -56,9 +57,14 @@ def _by_data(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return panels
 
 
-def _half_ci(row: dict[str, Any]) -> float:
-    half = (row["top1_ci95_high"] - row["top1_ci95_low"]) / 2
+def _half_interval(low: float, high: float) -> float:
+    """Half the width of the interval ``[low, high]``; 0 for an unknown (NaN) one."""
+    half = (high - low) / 2
     return 0.0 if math.isnan(half) else half
+
+
+def _half_ci(row: dict[str, Any]) -> float:
+    return _half_interval(row["top1_ci95_low"], row["top1_ci95_high"])
 
 
 def _per_data_set(
@@ -124,24 +130,24 @@ def plot_curves(
 def ablation_series(
     rows: Sequence[dict[str, Any]],
 ) -> list[tuple[str, list[float], list[float]]]:
-    """``(label, means, half 95% intervals)`` over ``rows`` (one ablation axis's settings):
-    the top-1 after each epoch before the last, when every row trained the same epochs, then
+    """``(label, means, half 95% intervals)`` over ``rows`` (one ablation axis's settings),
+    one per :func:`~shiftwise.study.aggregate.top1_by_measure` measure every row has: the
+    top-1 after each epoch before the last, when every row trained the same epochs, then
     the final top-1."""
-    series = []
-    lengths = {len(row["top1_by_epoch"]) for row in rows}
-    if len(lengths) == 1:
-        for index in range(lengths.pop() - 1):
-            points = [row["top1_by_epoch"][index] for row in rows]
-            halves = [(p["ci_high"] - p["ci_low"]) / 2 for p in points]
-            series.append(
-                (
-                    f"after epoch {index + 1}",
-                    [p["mean"] for p in points],
-                    [0.0 if math.isnan(h) else h for h in halves],
-                )
-            )
-    series.append(("final", [row["top1_mean"] for row in rows], [_half_ci(r) for r in rows]))
-    return series
+    summaries = [top1_by_measure(row) for row in rows]
+    same = all(summary.keys() == summaries[0].keys() for summary in summaries)
+    names = list(summaries[0]) if same else ["final"]
+    return [
+        (
+            name if name == "final" else f"after {name}",
+            [summary[name]["mean"] for summary in summaries],
+            [
+                _half_interval(summary[name]["ci_low"], summary[name]["ci_high"])
+                for summary in summaries
+            ],
+        )
+        for name in names
+    ]
 
 
 def plot_ablations(
